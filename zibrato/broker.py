@@ -1,0 +1,118 @@
+"""The broker: an XSUB/XPUB forwarder between publishers and subscribers.
+
+Forwarding happens inside libzmq (``zmq_proxy_steerable``), so no message passes through
+Python. Subscriptions flow the other way, from subscribers to every publisher, which is
+how an unsubscribed level is dropped inside the publishing process.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any
+
+import zmq
+
+from zibrato import protocol
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
+
+
+class AddressInUse(RuntimeError):
+    """The broker could not bind because another process holds the address."""
+
+
+class Broker:
+    """Forward every batch from the frontend (publishers) to the backend (subscribers).
+
+    >>> broker = Broker("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")   # doctest: +SKIP
+    >>> frontend, backend = broker.bind()
+    >>> broker.start()          # in a thread; or broker.run() to block
+    >>> broker.stop()
+    """
+
+    def __init__(
+        self,
+        frontend: str = DEFAULT_FRONTEND,
+        backend: str = DEFAULT_BACKEND,
+        *,
+        context: zmq.Context[Any] | None = None,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES + 4096,
+        hwm: int = 10_000,
+    ) -> None:
+        self.frontend_address = frontend
+        self.backend_address = backend
+        self.max_message_bytes = max_message_bytes
+        self.hwm = hwm
+        self._context = context or zmq.Context.instance()
+        self._thread: threading.Thread | None = None
+        self._control_address = f"inproc://zibrato-broker-{id(self):x}"
+        self._sockets: list[zmq.Socket[Any]] = []
+
+    def bind(self) -> tuple[str, str]:
+        """Bind both sides; return the addresses actually bound (port 0 resolved)."""
+        xsub = self._socket(zmq.XSUB)
+        xsub.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        xsub.setsockopt(zmq.RCVHWM, self.hwm)
+        xpub = self._socket(zmq.XPUB)
+        xpub.setsockopt(zmq.SNDHWM, self.hwm)
+        self.frontend_address = _bind(xsub, self.frontend_address)
+        self.backend_address = _bind(xpub, self.backend_address)
+        control = self._socket(zmq.PAIR)
+        control.bind(self._control_address)
+        return self.frontend_address, self.backend_address
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        sock = self._context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(sock)
+        return sock
+
+    def run(self) -> None:
+        """Forward until :meth:`stop` is called (from another thread)."""
+        if not self._sockets:
+            self.bind()
+        xsub, xpub, control = self._sockets
+        try:
+            zmq.proxy_steerable(xsub, xpub, None, control)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for sock in self._sockets:
+                sock.close(linger=0)
+            self._sockets = []
+
+    def start(self) -> tuple[str, str]:
+        """Bind, then forward on a daemon thread; return the bound addresses."""
+        addresses = self.bind()
+        self._thread = threading.Thread(target=self.run, name="zibrato-broker", daemon=True)
+        self._thread.start()
+        return addresses
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop forwarding and close the sockets."""
+        if self._thread is None:
+            return
+        stopper = self._context.socket(zmq.PAIR)
+        stopper.setsockopt(zmq.LINGER, 0)
+        try:
+            stopper.connect(self._control_address)
+            stopper.send(b"TERMINATE")
+        finally:
+            stopper.close()
+        self._thread.join(timeout)
+        self._thread = None
+
+
+def _bind(sock: zmq.Socket[Any], address: str) -> str:
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(
+                f"{address} is already in use (is another zibrato broker running?)"
+            ) from None
+        raise
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)

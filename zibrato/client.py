@@ -1,0 +1,233 @@
+"""The instrumentation API: ``Zibrato`` and its 2013 spellings."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from zibrato import levels
+from zibrato.instruments import Counter, Timer
+from zibrato.protocol import Event, Kind
+from zibrato.publisher import DEFAULT_PUBLISH, Publisher
+
+PUBLISH_ENV = "ZIBRATO_PUBLISH"
+
+_COUNTER = int(Kind.COUNTER)
+_GAUGE = int(Kind.GAUGE)
+_GAUGE_DELTA = int(Kind.GAUGE_DELTA)
+_TIMER = int(Kind.TIMER)
+_DISTRIBUTION = int(Kind.DISTRIBUTION)
+
+
+def resolve_publish(publish: str | None, host: str | None = None, port: int | None = None) -> str:
+    """Return the address to publish to: argument, then ``ZIBRATO_PUBLISH``, then default."""
+    if publish:
+        return publish
+    if host is not None or port is not None:
+        return f"tcp://{host or '127.0.0.1'}:{port or 5550}"
+    return os.environ.get(PUBLISH_ENV) or DEFAULT_PUBLISH
+
+
+class Zibrato:
+    """A metrics client: timers, counters, gauges and distributions, published via ZeroMQ.
+
+    >>> z = Zibrato(source="web-1", tags={"app": "shop"})    # doctest: +SKIP
+    >>> z.incr("orders.placed")
+    >>> with z.timer("orders.load"):
+    ...     load()
+
+    Recording never raises and never blocks: bad names or values, unknown levels and a
+    full buffer are dropped, counted (``zibrato.publisher.dropped``) and logged once.
+    """
+
+    def __init__(
+        self,
+        publish: str | None = None,
+        *,
+        level: str = levels.DEFAULT_THRESHOLD,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        buffer_size: int = 100_000,
+        linger: float = 0.25,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.threshold = levels.normalize(level)
+        self.publisher = publisher or Publisher(
+            resolve_publish(publish, host, port),
+            source=source,
+            tags=tags,
+            buffer_size=buffer_size,
+            linger=linger,
+        )
+        self._cap = self.publisher.buffer_size
+        self._full = self._buffer_full
+        # Every spelling of a level maps to its buffer, or to None below the threshold;
+        # None (no level given) maps to the default event level.
+        self._queues: dict[str | None, deque[Event] | None] = {}
+        enabled = set(levels.at_or_above(self.threshold))
+        for name in (*levels.LEVELS, *levels.ALIASES):
+            canonical = levels.normalize(name)
+            queue = self.publisher.queues[canonical] if canonical in enabled else None
+            self._queues[name] = self._queues[name.upper()] = queue
+        self._queues[None] = self._queues[levels.DEFAULT_EVENT_LEVEL]
+
+    def __repr__(self) -> str:
+        return f"<Zibrato publish={self.publisher.address!r} level={self.threshold!r}>"
+
+    # -- the slow paths --------------------------------------------------------------
+    def _buffer_full(self) -> None:
+        self.publisher.reject("buffer_full", f"more than {self._cap} events waiting to be sent")
+
+    def _bad_level(self, level: object) -> None:
+        self.publisher.reject("invalid_level", f"level {level!r} is not one of {levels.LEVELS}")
+
+    def _queue_for(self, level: str | None) -> deque[Event] | None:
+        try:
+            return self._queues[level]
+        except (KeyError, TypeError):
+            self._bad_level(level)
+            return None
+
+    # -- immediate records -------------------------------------------------------------
+    def incr(
+        self,
+        name: str,
+        value: float = 1,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add ``value`` to the counter ``name``."""
+        try:
+            queue = self._queues[level]
+        except (KeyError, TypeError):
+            return self._bad_level(level)
+        if queue is not None:
+            if len(queue) < self._cap:
+                queue.append((_COUNTER, name, value, source, tags))
+            else:
+                self._full()
+
+    def gauge(
+        self,
+        name: str,
+        value: float,
+        *,
+        delta: bool = False,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Set the gauge ``name`` to ``value`` (or move it by ``value`` when ``delta``)."""
+        self._put(_GAUGE_DELTA if delta else _GAUGE, name, value, level, source, tags)
+
+    def timing(
+        self,
+        name: str,
+        seconds: float,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record a duration in seconds that you measured yourself."""
+        self._put(_TIMER, name, seconds, level, source, tags)
+
+    def observe(
+        self,
+        name: str,
+        value: float,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record one value of a distribution (sizes, counts: no unit implied)."""
+        self._put(_DISTRIBUTION, name, value, level, source, tags)
+
+    def _put(
+        self,
+        kind: int,
+        name: str,
+        value: float,
+        level: str | None,
+        source: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> None:
+        try:
+            queue = self._queues[level]
+        except (KeyError, TypeError):
+            return self._bad_level(level)
+        if queue is not None:
+            if len(queue) < self._cap:
+                queue.append((kind, name, value, source, tags))
+            else:
+                self._full()
+
+    # -- instruments -------------------------------------------------------------------
+    def timer(
+        self,
+        name: str,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Timer:
+        """Return a timer for ``name``: use it as a decorator or a context manager."""
+        return Timer(self._queue_for(level), self._cap, self._full, name, source, tags)
+
+    def counter(
+        self,
+        name: str,
+        value: float = 1,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Counter:
+        """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
+        return Counter(
+            self._queue_for(level), self._cap, self._full, name, source, tags, value=value
+        )
+
+    # The 2013 API: same objects, the original names.
+    time_me = timer
+    Time_me = timer
+    count_me = counter
+    Count_me = counter
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> None:
+        """Send what has been recorded now instead of within the next batch interval."""
+        self.publisher.flush(timeout)
+
+    def close(self, linger: float | None = None) -> None:
+        """Send what is pending (waiting at most ``linger`` s) and release the socket."""
+        self.publisher.close(linger)
+
+    def stats(self) -> dict[str, Any]:
+        """Return this client's own counts: events sent, filtered by level, dropped."""
+        pub = self.publisher
+        return {
+            "sent_events": pub.sent_events,
+            "sent_batches": pub.sent_batches,
+            "filtered_events": pub.filtered_events,
+            "dropped": dict(pub.dropped),
+        }
+
+    def __enter__(self) -> Zibrato:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

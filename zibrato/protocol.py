@@ -1,0 +1,214 @@
+"""The wire format: one ZeroMQ message carries a batch of events of one level.
+
+A message has two frames::
+
+    frame 0  topic    the level name in ASCII: b"debug" | b"info" | b"warning" | b"error" | b"crit"
+    frame 1  payload  a msgpack array:
+                      [version, publisher, seq, sent_before, timestamp, source, tags, events]
+
+``events`` is an array of ``[kind, name, value, source, tags]``. See docs/protocol.md for
+the full specification. Decoding never evaluates anything it receives: it is msgpack
+with size limits, and every malformed message raises :class:`DecodeError` with a stable
+``reason`` that subscribers count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from zibrato import levels
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_EVENTS_PER_BATCH = 4096
+MAX_NAME_LENGTH = 255
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 255
+
+_TOPIC_LEVELS = {level.encode("ascii"): level for level in levels.LEVELS}
+_HEADER_FIELDS = 8
+
+
+class Kind(IntEnum):
+    """What an event measures; the integer travels on the wire."""
+
+    COUNTER = 0
+    GAUGE = 1
+    GAUGE_DELTA = 2
+    TIMER = 3
+    DISTRIBUTION = 4
+
+
+KIND_NAMES: dict[int, str] = {
+    Kind.COUNTER: "counter",
+    Kind.GAUGE: "gauge",
+    Kind.GAUGE_DELTA: "gauge",
+    Kind.TIMER: "timer",
+    Kind.DISTRIBUTION: "distribution",
+}
+
+# (kind, name, value, source or None, tags mapping or None); timers carry seconds.
+Event = tuple[int, str, float, "str | None", "Mapping[str, str] | None"]
+
+
+class DecodeError(ValueError):
+    """A message that is not a valid Zibrato batch; ``reason`` is stable for counting."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One decoded message: an envelope and its events, as sent (not yet validated)."""
+
+    level: str
+    publisher: str
+    seq: int
+    sent_before: int
+    timestamp: float
+    source: str | None
+    tags: Mapping[str, str] | None
+    events: Sequence[Sequence[Any]]
+
+
+def encode(
+    level: str,
+    publisher: str,
+    seq: int,
+    sent_before: int,
+    timestamp: float,
+    source: str | None,
+    tags: Mapping[str, str] | None,
+    events: Sequence[Event],
+) -> list[bytes]:
+    """Return the frames of one batch message.
+
+    ``sent_before`` is how many events this publisher sent on this level before this
+    batch; with ``seq`` it lets a subscriber count exactly how many events it missed.
+    """
+    payload = msgpack.packb(
+        [VERSION, publisher, seq, sent_before, timestamp, source, tags, events]
+    )
+    return [_TOPIC_FRAMES[level], payload]
+
+
+_TOPIC_FRAMES = {level: level.encode("ascii") for level in levels.LEVELS}
+
+
+def decode(frames: Sequence[bytes]) -> Batch:
+    """Decode one message into a :class:`Batch`, or raise :class:`DecodeError`."""
+    if len(frames) != 2:
+        raise DecodeError("frames", f"expected 2 frames, got {len(frames)}")
+    topic, payload = frames
+    level = _TOPIC_LEVELS.get(bytes(topic))
+    if level is None:
+        raise DecodeError("topic", f"unknown topic {bytes(topic)[:32]!r}")
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise DecodeError("size", f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        body = msgpack.unpackb(
+            payload,
+            use_list=False,
+            max_array_len=MAX_EVENTS_PER_BATCH,
+            max_map_len=MAX_TAGS,
+            strict_map_key=True,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise DecodeError("msgpack", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(body, tuple) or not body:
+        raise DecodeError("header", "payload is not a msgpack array")
+    if body[0] != VERSION:
+        raise DecodeError(
+            "version", f"protocol version {body[0]!r} is not supported (this side speaks {VERSION})"
+        )
+    if len(body) != _HEADER_FIELDS:
+        raise DecodeError("header", f"expected {_HEADER_FIELDS} header fields, got {len(body)}")
+    _, publisher, seq, sent_before, timestamp, source, tags, events = body
+    if not (
+        isinstance(publisher, str)
+        and _is_count(seq)
+        and _is_count(sent_before)
+        and isinstance(timestamp, int | float)
+        and (source is None or isinstance(source, str))
+        and (tags is None or _valid_tags(tags))
+        and isinstance(events, tuple)
+    ):
+        raise DecodeError("header", "malformed batch header")
+    return Batch(level, publisher, seq, sent_before, float(timestamp), source, tags, events)
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _valid_tags(tags: object) -> bool:
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        return False
+    for key, value in tags.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            return False
+        if not key or len(key) > MAX_TAG_LENGTH or len(value) > MAX_TAG_LENGTH:
+            return False
+    return True
+
+
+def check_name(name: object) -> str | None:
+    """Return why ``name`` is not a valid metric name, or None when it is."""
+    if not isinstance(name, str):
+        return "invalid_name"
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or " " in name:
+        return "invalid_name"
+    return None
+
+
+def check_event(event: object) -> str | None:
+    """Return the reason ``event`` is invalid, or None when it is a well-formed event."""
+    if not isinstance(event, tuple | list) or len(event) != 5:
+        return "invalid_event"
+    kind, name, value, source, tags = event
+    if type(kind) is not int or kind not in KIND_NAMES:
+        return "invalid_kind"
+    reason = check_name(name)
+    if reason:
+        return reason
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return "invalid_value"
+    if source is not None and check_name(source):
+        return "invalid_source"
+    if tags is not None and not _valid_tags(tags):
+        return "invalid_tags"
+    return None
+
+
+def valid_events(batch: Batch, rejected: dict[str, int]) -> Iterator[Event]:
+    """Yield the well-formed events of ``batch``; count the others by reason in ``rejected``."""
+    for event in batch.events:
+        reason = check_event(event)
+        if reason is None:
+            yield event  # type: ignore[misc]
+        else:
+            rejected[reason] = rejected.get(reason, 0) + 1
+
+
+def merged_tags(
+    batch_tags: Mapping[str, str] | None, event_tags: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Return the tags of one event: the publisher's, overridden by the event's own."""
+    merged = dict(batch_tags) if batch_tags else {}
+    if event_tags:
+        merged.update(event_tags)
+    return merged
+
+
+def chunks(items: Sequence[Event], size: int) -> Iterable[Sequence[Event]]:
+    """Split ``items`` into consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

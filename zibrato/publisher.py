@@ -1,0 +1,360 @@
+"""Hand events from the instrumented process to ZeroMQ without blocking it.
+
+The calling thread only appends a tuple to a per-level ``deque`` (atomic under the GIL,
+and safe for any number of threads). A daemon thread wakes every ``interval`` seconds,
+drains the deques into batches, checks them, and sends them through an XPUB socket that
+connects to the broker. XPUB rather than PUB because it tells us which levels anybody
+subscribes to: unsubscribed levels are dropped here before any encoding, and a batch
+recorded before the broker has told us about its subscribers is held (briefly) instead
+of being lost to ZeroMQ's "slow joiner" window.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import zmq
+
+from zibrato import levels, protocol
+from zibrato.protocol import Event, Kind
+
+log = logging.getLogger("zibrato")
+
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5550"
+DROPPED_METRIC = "zibrato.publisher.dropped"
+DROPPED_LEVEL = "warning"
+_COUNTER = int(Kind.COUNTER)
+
+
+class Sink(Protocol):
+    """Where drained events go instead of the network (``zibrato.testing`` uses this)."""
+
+    def receive(self, level: str, source: str | None, tags: Mapping[str, str] | None,
+                events: Sequence[Event]) -> None: ...
+
+
+class Publisher:
+    """Batch events per level and publish them on a background thread.
+
+    >>> pub = Publisher("tcp://127.0.0.1:5550")      # doctest: +SKIP
+    >>> pub.queues["info"].append((0, "hits", 1, None, None))
+    >>> pub.flush()
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_PUBLISH,
+        *,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        buffer_size: int = 100_000,
+        batch_size: int = 2048,
+        interval: float = 0.05,
+        linger: float = 0.25,
+        startup_hold: float = 1.0,
+        sndhwm: int = 1000,
+    ) -> None:
+        self.address = address
+        self.source = source
+        self.tags = dict(tags) if tags else None
+        self.buffer_size = buffer_size
+        self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)
+        self.interval = interval
+        self.linger = linger
+        self.startup_hold = startup_hold
+        self.sndhwm = sndhwm
+        # One deque per level, created once and never replaced, so that clients and
+        # timers may keep references to them; a forked child clears them instead.
+        self.queues: dict[str, deque[Event]] = {level: deque() for level in levels.LEVELS}
+        self.dropped: dict[str, int] = {}
+        self.sent_events = 0
+        self.sent_batches = 0
+        self.filtered_events = 0
+        self._unpublished_drops: dict[str, int] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()  # guards the socket and the sequence numbers
+        self._drops_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._reset_process_state()
+        _install_process_hooks()
+        _live.add(self)
+        self._start_thread()
+
+    # -- process state, renewed in a forked child ---------------------------------
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
+        self._seq = dict.fromkeys(levels.LEVELS, 0)
+        self._sent_before = dict.fromkeys(levels.LEVELS, 0)
+        self._socket: zmq.Socket[bytes] | None = None
+        self._subscribed: set[str] = set()
+        self._ever_subscribed: set[str] = set()
+        self._connected_at = 0.0
+        self._thread: threading.Thread | None = None
+
+    def _after_fork_in_child(self) -> None:
+        # The child must not send what the parent had buffered (the parent does), must
+        # not touch the parent's socket, and gets a fresh lock, identity and thread.
+        for queue in self.queues.values():
+            queue.clear()
+        self._lock = threading.Lock()
+        self._drops_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._reset_process_state()
+        if not self._closed:
+            self._start_thread()
+            _register_mp_finalizer(self)
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="zibrato-publisher", daemon=True)
+        self._thread.start()
+
+    # -- the calling side ----------------------------------------------------------
+    def reject(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count events that were not recorded; log the first of each reason."""
+        with self._drops_lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+            self._unpublished_drops[reason] = self._unpublished_drops.get(reason, 0) + count
+            first = reason not in self._warned
+            self._warned.add(reason)
+        if first:
+            log.warning("zibrato: dropped a metric (%s): %s; further drops are counted "
+                        "in %s and not logged", reason, detail, DROPPED_METRIC)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything recorded so far; wait at most ``timeout`` s for a broker."""
+        self._drain(self.startup_hold if timeout is None else timeout)
+
+    def close(self, linger: float | None = None) -> None:
+        """Send what is pending with a bounded wait, then release the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        linger = self.linger if linger is None else linger
+        deadline = time.monotonic() + linger
+        self._drain(linger)
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return  # the sender is stuck; the daemon thread dies with the process
+        try:
+            if self._socket is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+                self._socket.close(linger=int(remaining * 1000))
+                self._socket = None
+        finally:
+            self._lock.release()
+        _live.discard(self)
+
+    # -- the background side -------------------------------------------------------
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            if self._closed:
+                break
+            try:
+                self._drain(0.0)
+            except Exception:  # never let the thread die: it is the only sender
+                log.exception("zibrato: publisher failed to send a batch")
+
+    def _drain(self, wait: float) -> None:
+        """Send every pending event; wait up to ``wait`` s for the broker's subscriptions."""
+        if self._pid != os.getpid():
+            return  # a stale object in a child that was not reset: nothing of ours to send
+        deadline = time.monotonic() + wait
+        if not self._lock.acquire(timeout=wait if wait > 0 else -1):
+            return
+        try:
+            sink = _capture_sink
+            if sink is None and self._has_pending():
+                self._read_subscriptions(deadline)
+                if not self._subscribed and self._in_startup_hold():
+                    return  # keep the events: the broker has not told us its subscribers yet
+            for level, queue in self.queues.items():
+                while queue:
+                    self._send(level, _take(queue, self.batch_size), sink)
+            self._send_drop_report(sink)
+        finally:
+            self._lock.release()
+
+    def _has_pending(self) -> bool:
+        return any(self.queues.values()) or bool(self._unpublished_drops)
+
+    def _in_startup_hold(self) -> bool:
+        return time.monotonic() - self._connected_at < self.startup_hold
+
+    def _send_drop_report(self, sink: Sink | None) -> None:
+        if not self._unpublished_drops:
+            return
+        with self._drops_lock:
+            report, self._unpublished_drops = self._unpublished_drops, {}
+        events: list[Event] = [
+            (_COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
+            for reason, count in report.items()
+        ]
+        self._send(DROPPED_LEVEL, events, sink)
+
+    def _send(self, level: str, events: list[Event], sink: Sink | None) -> None:
+        events = self._checked(events)
+        if not events:
+            return
+        if sink is not None:
+            sink.receive(level, self.source, self.tags, events)
+        elif level in self._subscribed:
+            self._send_frames(level, events)
+        else:
+            self.filtered_events += len(events)
+            if level in self._ever_subscribed:
+                # The broker or its subscribers went away: these events are lost on the
+                # way, so advance the count that lets a returning subscriber see the gap.
+                self._sent_before[level] += len(events)
+
+    def _send_frames(self, level: str, events: Sequence[Event]) -> None:
+        frames = protocol.encode(level, self.publisher_id, self._seq[level],
+                                 self._sent_before[level], time.time(), self.source,
+                                 self.tags, events)
+        if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
+            half = len(events) // 2
+            self._send_frames(level, events[:half])
+            self._send_frames(level, events[half:])
+            return
+        assert self._socket is not None
+        try:
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.reject("send_queue_full", "the ZeroMQ send queue to the broker is full",
+                        len(events))
+            return
+        self._seq[level] += 1
+        self._sent_before[level] += len(events)
+        self.sent_batches += 1
+        self.sent_events += len(events)
+
+    def _checked(self, events: list[Event]) -> list[Event]:
+        # Validation happens here, off the calling thread: the hot path only appends.
+        check = protocol.check_event
+        if all(check(event) is None for event in events):
+            return events
+        good = []
+        for event in events:
+            reason = check(event)
+            if reason is None:
+                good.append(event)
+            else:
+                self.reject(reason, f"{event[1]!r} = {event[2]!r}"[:200])
+        return good
+
+    def _ensure_socket(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            sock = _context().socket(zmq.XPUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+            sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
+            sock.connect(self.address)  # any name lookup happens here, on our thread
+            self._socket = sock
+            self._connected_at = time.monotonic()
+        return self._socket
+
+    def _read_subscriptions(self, deadline: float) -> None:
+        """Apply the broker's (un)subscriptions; while none is known, wait until ``deadline``."""
+        sock = self._ensure_socket()
+        while True:
+            if self._subscribed or not self._in_startup_hold():
+                timeout = 0
+            else:
+                hold_end = self._connected_at + self.startup_hold
+                timeout = int(max(0.0, min(deadline, hold_end) - time.monotonic()) * 1000)
+            if not sock.poll(timeout, zmq.POLLIN):
+                return
+            while True:
+                try:
+                    message = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._apply_subscription(message)
+
+    def _apply_subscription(self, message: bytes) -> None:
+        if not message or message[0] not in (0, 1):
+            return
+        prefix = message[1:].decode("ascii", "replace")
+        matched = [level for level in levels.LEVELS if level.startswith(prefix)]
+        if message[0] == 1:
+            self._subscribed.update(matched)
+            self._ever_subscribed.update(matched)
+        else:
+            self._subscribed.difference_update(matched)
+
+
+def _take(queue: deque[Event], count: int) -> list[Event]:
+    pop = queue.popleft
+    return [pop() for _ in range(min(count, len(queue)))]
+
+
+# -- process-wide plumbing ---------------------------------------------------------
+_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+_capture_sink: Sink | None = None
+_context_pid = 0
+_context_obj: zmq.Context[zmq.Socket[bytes]] | None = None
+
+
+def _context() -> zmq.Context[zmq.Socket[bytes]]:
+    global _context_obj, _context_pid
+    if _context_obj is None or _context_pid != os.getpid():
+        _context_obj = zmq.Context(io_threads=1)
+        _context_pid = os.getpid()
+    return _context_obj
+
+
+def set_capture_sink(sink: Sink | None) -> None:
+    """Route every publisher's events to ``sink`` (None: back to the network)."""
+    global _capture_sink
+    _capture_sink = sink
+
+
+def flush_all(timeout: float = 0.0) -> None:
+    """Drain every live publisher of this process now."""
+    for publisher in list(_live):
+        publisher.flush(timeout)
+
+
+def _at_exit() -> None:
+    for publisher in list(_live):
+        try:
+            publisher.close()
+        except Exception:
+            log.debug("zibrato: error while closing a publisher at exit", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    global _context_obj
+    _context_obj = None  # never use the parent's context (its I/O thread is gone)
+    for publisher in list(_live):
+        publisher._after_fork_in_child()
+
+
+def _register_mp_finalizer(publisher: Publisher) -> None:
+    # multiprocessing children leave through os._exit(), skipping atexit; their own
+    # finalizer hook still runs, so pending events get out there too.
+    mp_util: Any = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(publisher, publisher.close, exitpriority=-100)
+
+
+_hooks_installed = False
+
+
+def _install_process_hooks() -> None:
+    global _hooks_installed
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_at_exit)
+        os.register_at_fork(after_in_child=_after_fork_in_child)

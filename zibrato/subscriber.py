@@ -1,0 +1,119 @@
+"""Receive batches from the broker: subscribe by level, decode, and count losses.
+
+Every consumer (``zibrato tail``, every backend) reads through :class:`Subscriber`, so
+malformed messages and lost events are counted the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import zmq
+
+from zibrato import levels, protocol
+from zibrato.broker import DEFAULT_BACKEND
+from zibrato.protocol import Batch, DecodeError
+
+log = logging.getLogger("zibrato")
+
+
+class LossTracker:
+    """Count events lost between each publisher and us, from the batch envelopes.
+
+    Every batch says how many events its publisher sent on its level before it
+    (``sent_before``); a jump in that count is exactly the number of events we missed.
+    The first batch seen from a publisher only sets the baseline.
+    """
+
+    def __init__(self, max_publishers: int = 10_000) -> None:
+        self.max_publishers = max_publishers
+        self.lost_events = 0
+        self.gaps = 0
+        self._expected: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def observe(self, batch: Batch) -> int:
+        """Account for ``batch``; return how many events went missing just before it."""
+        key = (batch.publisher, batch.level)
+        expected = self._expected.pop(key, None)
+        self._expected[key] = batch.sent_before + len(batch.events)
+        if len(self._expected) > self.max_publishers:
+            self._expected.popitem(last=False)  # the publisher heard from least recently
+        if expected is None or batch.sent_before <= expected:
+            return 0
+        missed = batch.sent_before - expected
+        self.lost_events += missed
+        self.gaps += 1
+        return missed
+
+
+class Subscriber:
+    """A SUB socket on the broker's backend side that yields decoded batches.
+
+    >>> sub = Subscriber("tcp://127.0.0.1:5551", level="info")   # doctest: +SKIP
+    >>> batch = sub.receive(timeout=0.5)      # a Batch, or None on timeout
+    """
+
+    def __init__(
+        self,
+        connect: str = DEFAULT_BACKEND,
+        *,
+        level: str = levels.DEFAULT_THRESHOLD,
+        context: zmq.Context[Any] | None = None,
+        rcvhwm: int = 100_000,
+    ) -> None:
+        self.address = connect
+        self.level = levels.normalize(level)
+        self.batches = 0
+        self.events = 0
+        self.bad_messages: dict[str, int] = {}
+        self.losses = LossTracker()
+        self._warned: set[str] = set()
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
+        for name in levels.at_or_above(self.level):
+            self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
+        self._socket.connect(connect)
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        """The underlying socket, for use in a ``zmq.Poller``."""
+        return self._socket
+
+    def receive(self, timeout: float) -> Batch | None:
+        """Return the next valid batch, or None if none arrives within ``timeout`` s."""
+        if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        return self.receive_ready()
+
+    def receive_ready(self) -> Batch | None:
+        """Return the next batch without waiting; None if none is ready or it was bad."""
+        try:
+            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        try:
+            batch = protocol.decode(frames)
+        except DecodeError as exc:
+            self.count_bad(exc.reason, str(exc))
+            return None
+        self.batches += 1
+        self.events += len(batch.events)
+        self.losses.observe(batch)
+        return batch
+
+    def count_bad(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count a bad message (or bad events); log the first of each reason."""
+        self.bad_messages[reason] = self.bad_messages.get(reason, 0) + count
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("zibrato: ignored a bad message (%s); further ones are only counted",
+                        detail[:300])
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close(linger=0)
