@@ -1,0 +1,375 @@
+"""Aggregate events into per-interval rollups: pure computation, no I/O.
+
+Per series (type + name + source + tags), across every publishing process:
+counters give ``sum`` and ``rate`` (per second); gauges give the last ``value`` with
+deltas applied (and remember it across intervals, so a later delta moves it);
+timers and distributions give ``count``, ``sum``, ``min``, ``max``, ``mean``,
+``median``, ``stddev`` (population) and the configured percentiles (linear
+interpolation between closest ranks, as ``statistics.quantiles(method="inclusive")``),
+exact from every value.
+
+Memory grows with series, not events: series are capped (overflow counted), and a
+timer keeps at most ``max_values`` values per interval; beyond that its count, sum,
+min, max and stddev stay exact and its percentiles come from a uniform sample.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zibrato import protocol
+from zibrato.protocol import Batch, Kind
+
+DEFAULT_PERCENTILES: tuple[float, ...] = (90, 95, 99)
+DEFAULT_MAX_SERIES = 10_000
+DEFAULT_MAX_VALUES = 100_000
+
+COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
+_KIND_TYPE = {
+    Kind.COUNTER: COUNTER,
+    Kind.GAUGE: GAUGE,
+    Kind.GAUGE_DELTA: GAUGE,
+    Kind.TIMER: TIMER,
+    Kind.DISTRIBUTION: DISTRIBUTION,
+}
+_INF = math.inf
+
+TagsKey = tuple[tuple[str, str], ...]
+# (type, name, source, publisher tags, event tags); tag order is made canonical at rollup
+_RawKey = tuple[str, str, "str | None", "TagsKey", "TagsKey"]
+
+
+def percentile_key(pct: float) -> str:
+    """Return the stats key of a percentile: 90 -> ``p90``, 99.9 -> ``p99_9``."""
+    return "p" + f"{pct:g}".replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of one rollup. ``values`` holds a timer's or distribution's values."""
+
+    name: str
+    type: str
+    source: str | None
+    tags: Mapping[str, str]
+    stats: Mapping[str, float]
+    values: Sequence[float] = ()
+
+    def key(self) -> tuple[str, str, str | None, TagsKey]:
+        """Return a hashable identity of this series (type, name, source, sorted tags)."""
+        return (self.type, self.name, self.source, tuple(sorted(self.tags.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """What one flush interval produced: every series that saw events in it."""
+
+    timestamp: float
+    interval: float
+    series: Sequence[Series] = field(default_factory=tuple)
+
+
+class _Sampled:
+    """The values of one timer beyond ``max_values``: exact moments, sampled ranks."""
+
+    __slots__ = ("count", "max", "min", "sum", "sum_squares")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.sum_squares = 0.0
+        self.min = _INF
+        self.max = -_INF
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.sum_squares += value * value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+
+class Aggregator:
+    """Fold batches into the current interval; :meth:`rollup` closes the interval.
+
+    >>> agg = Aggregator()
+    >>> agg.add_events([(0, "hits", 2, None, None), (0, "hits", 3, None, None)])
+    >>> [s.stats["sum"] for s in agg.rollup(now=10.0, interval=1.0).series]
+    [5]
+    """
+
+    def __init__(
+        self,
+        *,
+        percentiles: Iterable[float] = DEFAULT_PERCENTILES,
+        max_series: int = DEFAULT_MAX_SERIES,
+        max_values: int = DEFAULT_MAX_VALUES,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.percentiles = tuple(sorted(set(percentiles)))
+        for pct in self.percentiles:
+            if not 0 < pct <= 100:
+                raise ValueError(f"percentile {pct!r} is not in (0, 100]")
+        self.max_series = max_series
+        self.max_values = max_values
+        self._rng = rng or random.Random()
+        # Counted since the last rollup, for the backend's health metrics.
+        self.rejected: dict[str, int] = {}
+        self.dropped_series = 0
+        self.sampled_values = 0
+        self.events = 0
+        self._good_names: set[str] = set()
+        self._good_tags: set[Any] = set()
+        self._reset()
+        self._gauge_memory: dict[_RawKey, float] = {}
+
+    def _reset(self) -> None:
+        self._counters: dict[_RawKey, float] = {}
+        self._gauges: dict[_RawKey, float] = {}
+        self._values: dict[_RawKey, list[float]] = {}
+        self._sampled: dict[_RawKey, _Sampled] = {}
+
+    @property
+    def series_count(self) -> int:
+        """How many series the current interval holds."""
+        return len(self._counters) + len(self._gauges) + len(self._values)
+
+    # -- folding events in ---------------------------------------------------------
+    def add(self, batch: Batch) -> None:
+        """Fold every valid event of ``batch`` in; count the invalid ones by reason."""
+        batch_tags: TagsKey = ()
+        if batch.tags:
+            batch_tags = tuple(sorted(batch.tags.items()))
+        self.add_events(batch.events, source=batch.source, batch_tags=batch_tags)
+
+    def add_events(
+        self,
+        events: Iterable[Sequence[Any]],
+        *,
+        source: str | None = None,
+        batch_tags: TagsKey = (),
+    ) -> None:
+        """Fold raw ``(kind, name, value, source, tags)`` events in (validating each)."""
+        counters, values, max_values = self._counters, self._values, self.max_values
+        good_names, good_tags = self._good_names, self._good_tags
+        n = 0
+        for event in events:
+            try:
+                kind, name, value, event_source, tags = event
+            except (TypeError, ValueError):
+                self._reject("invalid_event")
+                continue
+            if not (type(value) is int or (type(value) is float and -_INF < value < _INF)):
+                self._reject("invalid_value")
+                continue
+            if name not in good_names and not self._admit_name(name):
+                continue
+            if tags is None:
+                tags_key: TagsKey = ()
+            elif type(tags) is dict:
+                tags_key = tuple(tags.items())
+                if tags_key not in good_tags and not self._admit_tags(tags, tags_key):
+                    continue
+            else:
+                self._reject("invalid_tags")
+                continue
+            if event_source is None:
+                event_source = source
+            elif type(event_source) is not str or protocol.check_name(event_source):
+                self._reject("invalid_source")
+                continue
+            n += 1
+            if kind == 0:
+                key = (COUNTER, name, event_source, batch_tags, tags_key)
+                try:
+                    counters[key] += value
+                except KeyError:
+                    if self._admit_series():
+                        counters[key] = value
+            elif kind == 3 or kind == 4:
+                key = (TIMER if kind == 3 else DISTRIBUTION, name, event_source, batch_tags,
+                       tags_key)
+                try:
+                    kept = values[key]
+                except KeyError:
+                    if self._admit_series():
+                        values[key] = [value]
+                    continue
+                if len(kept) < max_values:
+                    kept.append(value)
+                else:
+                    self._sample(key, kept, value)
+            elif kind == 1 or kind == 2:
+                self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
+            else:
+                n -= 1
+                self._reject("invalid_kind")
+        self.events += n
+
+    def _gauge(self, key: _RawKey, kind: int, value: float) -> None:
+        gauges = self._gauges
+        if key not in gauges and not self._admit_series():
+            return
+        if kind == Kind.GAUGE_DELTA:
+            previous = gauges.get(key)
+            if previous is None:
+                previous = self._gauge_memory.get(key, 0.0)
+            value = previous + value
+        gauges[key] = value
+
+    def _sample(self, key: _RawKey, kept: list[float], value: float) -> None:
+        # Reservoir sampling (algorithm R): every value has the same chance to be kept.
+        extra = self._sampled.get(key)
+        if extra is None:
+            extra = self._sampled[key] = _Sampled()
+        extra.add(value)
+        self.sampled_values += 1
+        slot = self._rng.randrange(len(kept) + extra.count)
+        if slot < len(kept):
+            kept[slot] = value
+
+    def _admit_series(self) -> bool:
+        if self.series_count < self.max_series:
+            return True
+        self.dropped_series += 1
+        return False
+
+    def _admit_name(self, name: object) -> bool:
+        if protocol.check_name(name):
+            self._reject("invalid_name")
+            return False
+        if len(self._good_names) > 4 * self.max_series:
+            self._good_names.clear()  # a flood of distinct names must not grow memory
+        self._good_names.add(name)  # type: ignore[arg-type]
+        return True
+
+    def _admit_tags(self, tags: dict[Any, Any], tags_key: TagsKey) -> bool:
+        if not protocol._valid_tags(tags):
+            self._reject("invalid_tags")
+            return False
+        if len(self._good_tags) > 4 * self.max_series:
+            self._good_tags.clear()
+        self._good_tags.add(tags_key)
+        return True
+
+    def _reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    # -- closing an interval ---------------------------------------------------------
+    def take(self) -> _Interval:
+        """Detach the current interval's raw state (cheap) and start a new interval."""
+        taken = _Interval(self._counters, self._gauges, self._values, self._sampled)
+        self._gauge_memory.update(self._gauges)
+        if len(self._gauge_memory) > self.max_series:
+            for stale in list(self._gauge_memory)[: len(self._gauge_memory) - self.max_series]:
+                del self._gauge_memory[stale]
+        self._reset()
+        return taken
+
+    def rollup(self, now: float, interval: float) -> Rollup:
+        """Close the interval and return its rollup (``take`` then ``summarize``)."""
+        return summarize(self.take(), now, interval, self.percentiles)
+
+
+@dataclass(slots=True)
+class _Interval:
+    counters: dict[_RawKey, float]
+    gauges: dict[_RawKey, float]
+    values: dict[_RawKey, list[float]]
+    sampled: dict[_RawKey, _Sampled]
+
+
+def _canonical(key: _RawKey) -> tuple[str, str, str | None, TagsKey]:
+    kind, name, source, batch_tags, event_tags = key
+    if event_tags:
+        merged = dict(batch_tags)
+        merged.update(event_tags)
+        return kind, name, source, tuple(sorted(merged.items()))
+    return kind, name, source, batch_tags
+
+
+def summarize(
+    interval_state: _Interval,
+    now: float,
+    interval: float,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+) -> Rollup:
+    """Compute the statistics of a detached interval (CPU work, outside any lock)."""
+    series: list[Series] = []
+    counters: dict[tuple[str, str, str | None, TagsKey], float] = {}
+    for raw, total in interval_state.counters.items():
+        key = _canonical(raw)
+        counters[key] = counters.get(key, 0) + total
+    for (kind, name, source, tags), total in counters.items():
+        rate = total / interval if interval > 0 else 0.0
+        series.append(Series(name, kind, source, dict(tags), {"sum": total, "rate": rate}))
+    gauges: dict[tuple[str, str, str | None, TagsKey], float] = {}
+    for raw, value in interval_state.gauges.items():
+        gauges[_canonical(raw)] = value
+    for (kind, name, source, tags), value in gauges.items():
+        series.append(Series(name, kind, source, dict(tags), {"value": value}))
+    merged: dict[tuple[str, str, str | None, TagsKey], list[float]] = {}
+    extras: dict[tuple[str, str, str | None, TagsKey], list[_Sampled]] = {}
+    for raw, kept in interval_state.values.items():
+        key = _canonical(raw)
+        merged.setdefault(key, []).extend(kept)
+        if raw in interval_state.sampled:
+            extras.setdefault(key, []).append(interval_state.sampled[raw])
+    for key, kept in merged.items():
+        kind, name, source, tags = key
+        kept.sort()
+        stats = distribution_stats(kept, percentiles, extras.get(key, ()))
+        series.append(Series(name, kind, source, dict(tags), stats, kept))
+    return Rollup(now, interval, tuple(series))
+
+
+def distribution_stats(
+    ordered: Sequence[float],
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    sampled: Iterable[_Sampled] = (),
+) -> dict[str, float]:
+    """Return count, sum, min, max, mean, median, stddev, sum_squares and percentiles.
+
+    ``ordered`` must be sorted. ``stddev`` is the population standard deviation.
+    """
+    count = len(ordered)
+    total = math.fsum(ordered)
+    lowest, highest = ordered[0], ordered[-1]
+    mean = total / count
+    squares = math.fsum((v - mean) * (v - mean) for v in ordered)
+    sum_squares = math.fsum(v * v for v in ordered)
+    for extra in sampled:
+        # Fold in the values that were only sampled: exact moments still hold.
+        count += extra.count
+        total += extra.sum
+        sum_squares += extra.sum_squares
+        lowest, highest = min(lowest, extra.min), max(highest, extra.max)
+    if count != len(ordered):
+        mean = total / count
+        squares = max(0.0, sum_squares - count * mean * mean)
+    stats: dict[str, float] = {
+        "count": count,
+        "sum": total,
+        "min": lowest,
+        "max": highest,
+        "mean": mean,
+        "median": quantile(ordered, 50),
+        "stddev": math.sqrt(squares / count),
+        "sum_squares": sum_squares,
+    }
+    for pct in percentiles:
+        stats[percentile_key(pct)] = quantile(ordered, pct)
+    return stats
+
+
+def quantile(ordered: Sequence[float], pct: float) -> float:
+    """Return the ``pct`` percentile of sorted ``ordered`` by linear interpolation."""
+    position = (len(ordered) - 1) * pct / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    fraction = position - low
+    return ordered[low] + (ordered[high] - ordered[low]) * fraction

@@ -1,0 +1,256 @@
+"""The backend base class: subscribe, decode, aggregate, and flush on a timer.
+
+A subclass implements only :meth:`Backend.emit` (how one rollup is sent) and, if it
+has options, declares them in ``options``. Receiving runs on one thread and flushing on
+another, so a slow or failing target never stops the backend from receiving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import zmq
+
+from zibrato import levels
+from zibrato.aggregation import (
+    COUNTER,
+    DEFAULT_MAX_SERIES,
+    DEFAULT_MAX_VALUES,
+    DEFAULT_PERCENTILES,
+    GAUGE,
+    Aggregator,
+    Rollup,
+    Series,
+    summarize,
+)
+from zibrato.broker import DEFAULT_BACKEND
+from zibrato.subscriber import Subscriber
+
+log = logging.getLogger("zibrato")
+
+DEFAULT_FLUSH_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class Option:
+    """One backend option: ``--name`` on ``zibrato backend KIND``, ``--KIND-name`` on ``run``.
+
+    ``name`` is also the constructor keyword (dashes become underscores).
+    """
+
+    name: str
+    help: str
+    type: Any = str
+    default: Any = None
+    choices: Sequence[Any] | None = None
+    flag: bool = False  # a store_true switch
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+class Backend:
+    """Receive events at or above ``level`` and emit one rollup per flush interval.
+
+    >>> class PrintBackend(Backend):
+    ...     kind = "print"
+    ...     def emit(self, rollup):
+    ...         for series in rollup.series:
+    ...             print(series.name, dict(series.stats))
+    >>> backend = PrintBackend(connect="tcp://127.0.0.1:5551", flush_interval=1.0)  # doctest: +SKIP
+    >>> backend.start(); ...; backend.stop()     # or backend.run(stop_event)      # doctest: +SKIP
+    """
+
+    kind: ClassVar[str] = "backend"
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        connect: str = DEFAULT_BACKEND,
+        level: str = levels.DEFAULT_THRESHOLD,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        percentiles: Iterable[float] = DEFAULT_PERCENTILES,
+        max_series: int = DEFAULT_MAX_SERIES,
+        max_values: int = DEFAULT_MAX_VALUES,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be positive")
+        self.connect = connect
+        self.level = levels.normalize(level)
+        self.flush_interval = flush_interval
+        self.aggregator = Aggregator(
+            percentiles=percentiles, max_series=max_series, max_values=max_values
+        )
+        self._context = context
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._subscriber: Subscriber | None = None
+        self._interval_start = time.time()
+        self._warned: set[str] = set()
+        # health, cumulative since start
+        self.flushes = 0
+        self.target_errors = 0
+        self.last_flush_seconds = 0.0
+        self._reported: dict[tuple[str, str], float] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} connect={self.connect!r} level={self.level!r}>"
+
+    # -- what a subclass provides ------------------------------------------------------
+    def emit(self, rollup: Rollup) -> None:
+        """Send one rollup to the target. Raise on failure: it is counted and logged."""
+        raise NotImplementedError
+
+    def close_target(self) -> None:
+        """Release what the target holds (files, sockets, servers). Called once at stop."""
+
+    # -- running -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and start the receiving and flushing threads."""
+        self._subscriber = Subscriber(self.connect, level=self.level, context=self._context)
+        self._interval_start = time.time()
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name=f"zibrato-{self.kind}-recv",
+                             daemon=True),
+            threading.Thread(target=self._flush_loop, name=f"zibrato-{self.kind}-flush",
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop receiving, emit what was aggregated, and release the target.
+
+        Returns within about ``timeout`` seconds even when the target hangs.
+        """
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None
+        try:
+            self.close_target()
+        except Exception as exc:
+            self._target_failed(exc)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then stop cleanly (final flush included)."""
+        self.start()
+        stop.wait()
+        self.stop()
+
+    def _receive_loop(self) -> None:
+        subscriber = self._subscriber
+        assert subscriber is not None
+        aggregator, lock = self.aggregator, self._lock
+        while not self._stop.is_set():
+            batch = subscriber.receive(timeout=0.1)
+            while batch is not None:
+                with lock:
+                    aggregator.add(batch)
+                batch = subscriber.receive_ready()
+
+    def _flush_loop(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval
+        while not self._stop.wait(max(0.0, next_flush - time.monotonic())):
+            next_flush += self.flush_interval
+            if next_flush < time.monotonic():  # a flush overran: do not try to catch up
+                next_flush = time.monotonic() + self.flush_interval
+            self.flush()
+        # Wait for the receiver to finish its last batch, then emit what is left.
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(0.5)
+        self.flush()
+
+    def flush(self) -> Rollup:
+        """Close the current interval now, emit its rollup, and return it."""
+        started = time.monotonic()
+        now = time.time()
+        interval = max(now - self._interval_start, 1e-9)
+        self._interval_start = now
+        with self._lock:
+            health = self._health_series(interval)
+            state = self.aggregator.take()
+        rollup = summarize(state, now, interval, self.aggregator.percentiles)
+        rollup = Rollup(rollup.timestamp, rollup.interval, (*rollup.series, *health))
+        try:
+            self.emit(rollup)
+        except Exception as exc:
+            self._target_failed(exc)
+        self.flushes += 1
+        self.last_flush_seconds = time.monotonic() - started
+        return rollup
+
+    def _target_failed(self, exc: BaseException) -> None:
+        self.target_errors += 1
+        reason = type(exc).__name__
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("zibrato %s backend: target failed (%s); further failures of this "
+                        "kind are counted in zibrato.backend.target_errors", self.kind, exc)
+
+    def count_target_error(self, exc: BaseException) -> None:
+        """For subclasses that recover from a failure themselves: count and log it once."""
+        self._target_failed(exc)
+
+    # -- own health ----------------------------------------------------------------------
+    def _health_series(self, interval: float) -> list[Series]:
+        """The backend's own health as series (called under the lock, at each flush).
+
+        Always: ``events``, ``lost_events``, ``target_errors`` (counters) and ``series``,
+        ``flush_seconds`` (gauges); when non-zero: ``bad_messages``/``bad_events`` by
+        ``reason``, ``dropped_series``, ``sampled_values``. All tagged ``backend=KIND``.
+        """
+        agg, sub = self.aggregator, self._subscriber
+        totals: dict[tuple[str, str], float] = {
+            ("events", ""): sub.events if sub else 0,
+            ("lost_events", ""): sub.losses.lost_events if sub else 0,
+            ("target_errors", ""): self.target_errors,
+        }
+        for reason, count in (sub.bad_messages if sub else {}).items():
+            totals["bad_messages", reason] = count
+        series = []
+        for (name, reason), total in totals.items():
+            delta = total - self._reported.get((name, reason), 0)
+            self._reported[name, reason] = total
+            if delta or not reason:
+                series.append(self._health_counter(name, delta, interval, reason))
+        for reason, count in agg.rejected.items():
+            series.append(self._health_counter("bad_events", count, interval, reason))
+        for name, count in (("dropped_series", agg.dropped_series),
+                            ("sampled_values", agg.sampled_values)):
+            if count:
+                series.append(self._health_counter(name, count, interval))
+        for name, value in (("series", agg.series_count),
+                            ("flush_seconds", self.last_flush_seconds)):
+            series.append(Series(f"zibrato.backend.{name}", GAUGE, None,
+                                 {"backend": self.kind}, {"value": value}))
+        agg.rejected = {}
+        agg.dropped_series = 0
+        agg.sampled_values = 0
+        return series
+
+    def _health_counter(self, name: str, value: float, interval: float,
+                        reason: str = "") -> Series:
+        tags = {"backend": self.kind, "reason": reason} if reason else {"backend": self.kind}
+        return Series(f"zibrato.backend.{name}", COUNTER, None, tags,
+                      {"sum": value, "rate": value / interval})
+
+    # -- command line ------------------------------------------------------------------
+    @classmethod
+    def from_options(cls, common: Mapping[str, Any], options: Mapping[str, Any]) -> Backend:
+        """Build a backend from the common settings and this kind's option values."""
+        return cls(**common, **options)
