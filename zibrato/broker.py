@@ -7,8 +7,10 @@ how an unsubscribed level is dropped inside the publishing process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -91,17 +93,23 @@ class Broker:
         return addresses
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop forwarding and close the sockets."""
-        if self._thread is None:
+        """Stop forwarding and close the sockets (within ``timeout`` seconds)."""
+        thread = self._thread
+        if thread is None:
             return
+        deadline = time.monotonic() + timeout
         stopper = self._context.socket(zmq.PAIR)
         stopper.setsockopt(zmq.LINGER, 0)
         try:
             stopper.connect(self._control_address)
-            stopper.send(b"TERMINATE")
+            # A TERMINATE sent while the proxy is still attaching the control pipe can be
+            # lost, so repeat it until the proxy thread has ended.
+            while thread.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(zmq.Again):
+                    stopper.send(b"TERMINATE", zmq.NOBLOCK)
+                thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
         finally:
             stopper.close()
-        self._thread.join(timeout)
         self._thread = None
 
 

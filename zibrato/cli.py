@@ -12,9 +12,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from zibrato import __version__, levels, protocol
+from zibrato import __version__, backends, levels, protocol
+from zibrato.aggregation import DEFAULT_PERCENTILES
+from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
 from zibrato.broker import DEFAULT_BACKEND, DEFAULT_FRONTEND, AddressInUse, Broker
 from zibrato.protocol import Batch
+from zibrato.runner import Runner
 from zibrato.subscriber import Subscriber
 
 log = logging.getLogger("zibrato")
@@ -141,6 +144,127 @@ def run_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- backend and run ------------------------------------------------------------------
+def percentiles_arg(value: str) -> tuple[float, ...]:
+    """argparse type for ``--percentiles 90,95,99``."""
+    try:
+        pcts = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {value!r}") from None
+    if not pcts or not all(0 < p <= 100 for p in pcts):
+        raise argparse.ArgumentTypeError("percentiles must be in (0, 100]")
+    return pcts
+
+
+def add_aggregation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--level", type=level_arg, default=levels.DEFAULT_THRESHOLD,
+                        help="lowest level to receive (default: %(default)s)")
+    parser.add_argument("--flush", type=float, default=DEFAULT_FLUSH_INTERVAL, metavar="SECONDS",
+                        help="flush interval in seconds (default: %(default)s)")
+    parser.add_argument("--percentiles", type=percentiles_arg, default=DEFAULT_PERCENTILES,
+                        help="timer percentiles, comma-separated (default: 90,95,99)")
+
+
+def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix: str) -> None:
+    """Add the options of one backend kind, each named ``--{prefix}{name}``."""
+    group = parser.add_argument_group(f"{cls.kind} backend options ({cls.__name__})")
+    for option in cls.options:
+        flag, dest = f"--{prefix}{option.name}", f"{prefix}{option.name}".replace("-", "_")
+        if option.flag:
+            group.add_argument(flag, dest=dest, action="store_true", help=option.help)
+        else:
+            group.add_argument(flag, dest=dest, type=option.type, default=option.default,
+                               choices=option.choices, help=option.help)
+
+
+def make_backend(cls: type[Backend], args: argparse.Namespace, prefix: str,
+                 connect: str) -> Backend:
+    """Instantiate ``cls`` from parsed arguments."""
+    common = {"connect": connect, "level": args.level, "flush_interval": args.flush,
+              "percentiles": args.percentiles}
+    options = {o.dest: getattr(args, f"{prefix}{o.name}".replace("-", "_")) for o in cls.options}
+    return cls.from_options(common, options)
+
+
+def load_kind(kind: str, parser: argparse.ArgumentParser) -> type[Backend]:
+    try:
+        return backends.load(kind)
+    except backends.UnknownBackend as exc:
+        parser.error(str(exc))
+
+
+def run_backend(args: argparse.Namespace) -> int:
+    kinds = argparse.ArgumentParser(add_help=False)
+    kinds.add_argument("kind", nargs="?")
+    kind = kinds.parse_known_args(args.rest)[0].kind
+    parser = argparse.ArgumentParser(
+        prog=f"zibrato backend {kind or 'KIND'}",
+        description="Subscribe to the broker, aggregate per flush interval, and send each "
+        f"rollup to a target. KIND: {', '.join(backends.BUILTIN)}, or package.module:Class.",
+    )
+    parser.add_argument("kind", metavar="KIND")
+    parser.add_argument("--connect", default=DEFAULT_BACKEND,
+                        help="the broker's backend address (default: %(default)s)")
+    add_aggregation_arguments(parser)
+    cls = load_kind(kind, parser) if kind and not kind.startswith("-") else None
+    if cls is not None:
+        add_kind_options(parser, cls, "")
+    parsed = parser.parse_args(args.rest)
+    if cls is None:
+        parser.error("name a backend KIND")
+    backend = make_backend(cls, parsed, "", parsed.connect)
+    stop = stop_on_signals()
+    print(f"zibrato backend {cls.kind}: receiving from {parsed.connect} "
+          f"(level {parsed.level}+), flushing every {parsed.flush:g}s", flush=True)
+    backend.run(stop)
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--backend", action="append", default=[])
+    named = pre.parse_known_args(args.rest)[0].backend
+    parser = argparse.ArgumentParser(
+        prog="zibrato run",
+        description="Run the broker and backends in one process (console when none is named). "
+        "Each backend's options are prefixed with its kind, e.g. --jsonl-path.",
+    )
+    parser.add_argument("--backend", action="append", default=[], metavar="KIND",
+                        help=f"a backend to run, repeatable: {', '.join(backends.BUILTIN)}, "
+                        "or package.module:Class (default: console)")
+    parser.add_argument("--frontend", default=DEFAULT_FRONTEND,
+                        help="where publishers connect (default: %(default)s)")
+    parser.add_argument("--backend-address", default=DEFAULT_BACKEND,
+                        help="where other subscribers connect (default: %(default)s)")
+    add_aggregation_arguments(parser)
+    shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(args.rest) else [])
+    classes = {kind: load_kind(kind, parser) for kind in dict.fromkeys(shown or ["console"])}
+    for kind, cls in classes.items():
+        add_kind_options(parser, cls, f"{cls.kind}-" if kind in backends.BUILTIN else "")
+    parsed = parser.parse_args(args.rest)
+    chosen = parsed.backend or ["console"]
+    instances = [
+        make_backend(classes[kind], parsed,
+                     f"{classes[kind].kind}-" if kind in backends.BUILTIN else "",
+                     parsed.backend_address)
+        for kind in chosen
+    ]
+    runner = Runner(instances, frontend=parsed.frontend, backend_address=parsed.backend_address)
+    stop = stop_on_signals()
+    try:
+        frontend, backend_address = runner.start()
+    except AddressInUse as exc:
+        print(f"zibrato run: {exc}", file=sys.stderr)
+        return 2
+    print(f"zibrato run: publishers connect to {frontend}; subscribers to {backend_address}; "
+          f"backends: {', '.join(b.kind for b in instances)}; flush every {parsed.flush:g}s",
+          flush=True)
+    stop.wait()
+    runner.stop()
+    print("zibrato run: stopped", flush=True)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -164,11 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     tail_parser.add_argument("--json", action="store_true",
                              help="one JSON object per event instead of a text line")
     tail_parser.set_defaults(handler=run_tail)
+
+    for name, handler, summary in (
+        ("backend", run_backend, "run one backend: zibrato backend KIND --help"),
+        ("run", run_all, "run the broker and backends in one process: zibrato run --help"),
+    ):
+        # Their options depend on the backend kinds named, so they parse their own.
+        sub = commands.add_parser(name, help=summary, add_help=False)
+        sub.set_defaults(handler=handler, own_arguments=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "own_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.handler
