@@ -16,7 +16,12 @@ def main() -> int:
     broker = subprocess.Popen([sys.executable, "-m", "zibrato", "broker"])
     tail = subprocess.Popen([sys.executable, "-m", "zibrato", "tail"])
     workload = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "workload.py"), "--seconds", seconds]
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(__file__), "workload.py"),
+            "--seconds",
+            seconds,
+        ]
     )
     try:
         return workload.wait()

@@ -16,8 +16,14 @@ from zibrato import Zibrato
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--publish", default=None, help="broker frontend (default: ZIBRATO_PUBLISH or tcp://127.0.0.1:5550)")
-    parser.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0: run until interrupted)")
+    parser.add_argument(
+        "--publish",
+        default=None,
+        help="broker frontend (default: ZIBRATO_PUBLISH or tcp://127.0.0.1:5550)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=0, help="stop after N seconds (0: run until interrupted)"
+    )
     args = parser.parse_args()
 
     z = Zibrato(args.publish, source="example-shop", tags={"app": "shop"})
@@ -33,7 +39,9 @@ def main() -> None:
             route = random.choice(["/", "/cart", "/orders/<id>"])
             with z.timer("http.server.request.duration", tags={"http.route": route}):
                 render()
-                z.observe("db.client.request.queries", random.randint(1, 6), tags={"http.route": route})
+                z.observe(
+                    "db.client.request.queries", random.randint(1, 6), tags={"http.route": route}
+                )
             with z.Count_me(level="info", name="shop.visits", source="example-shop"):
                 pass
             if random.random() < 0.2:
@@ -41,7 +49,11 @@ def main() -> None:
             queue_depth = max(0, queue_depth + random.randint(-2, 3))
             z.gauge("queue.depth", queue_depth)
             if random.random() < 0.01:
-                z.gauge(level="crit", name="shop.disk_free_ratio", value=round(random.uniform(0.1, 0.2), 3))
+                z.gauge(
+                    level="crit",
+                    name="shop.disk_free_ratio",
+                    value=round(random.uniform(0.1, 0.2), 3),
+                )
             time.sleep(0.01)
     except KeyboardInterrupt:
         pass

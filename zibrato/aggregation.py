@@ -191,8 +191,13 @@ class Aggregator:
                     if self._admit_series():
                         counters[key] = value
             elif kind == 3 or kind == 4:
-                key = (TIMER if kind == 3 else DISTRIBUTION, name, event_source, batch_tags,
-                       tags_key)
+                key = (
+                    TIMER if kind == 3 else DISTRIBUTION,
+                    name,
+                    event_source,
+                    batch_tags,
+                    tags_key,
+                )
                 try:
                     kept = values[key]
                 except KeyError:

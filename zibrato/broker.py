@@ -66,7 +66,7 @@ class Broker:
         return self.frontend_address, self.backend_address
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
-        sock = self._context.socket(kind)
+        sock: zmq.Socket[Any] = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         self._sockets.append(sock)
         return sock

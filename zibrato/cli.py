@@ -45,10 +45,16 @@ def level_arg(value: str) -> str:
 
 # -- broker ------------------------------------------------------------------------
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frontend", default=DEFAULT_FRONTEND,
-                        help="where publishers connect (default: %(default)s)")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND,
-                        help="where subscribers and backends connect (default: %(default)s)")
+    parser.add_argument(
+        "--frontend",
+        default=DEFAULT_FRONTEND,
+        help="where publishers connect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        help="where subscribers and backends connect (default: %(default)s)",
+    )
 
 
 def run_broker(args: argparse.Namespace) -> int:
@@ -59,8 +65,10 @@ def run_broker(args: argparse.Namespace) -> int:
     except AddressInUse as exc:
         print(f"zibrato broker: {exc}", file=sys.stderr)
         return 2
-    print(f"zibrato broker: publishers connect to {frontend}; "
-          f"subscribers connect to {backend}", flush=True)
+    print(
+        f"zibrato broker: publishers connect to {frontend}; subscribers connect to {backend}",
+        flush=True,
+    )
     stop.wait()
     broker.stop()
     print("zibrato broker: stopped", flush=True)
@@ -139,8 +147,11 @@ def run_tail(args: argparse.Namespace) -> int:
     finally:
         subscriber.close()
         if subscriber.losses.lost_events or subscriber.bad_messages:
-            print(f"zibrato tail: {subscriber.losses.lost_events} event(s) lost on the way, "
-                  f"bad messages: {subscriber.bad_messages}", file=sys.stderr)
+            print(
+                f"zibrato tail: {subscriber.losses.lost_events} event(s) lost on the way, "
+                f"bad messages: {subscriber.bad_messages}",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -157,12 +168,25 @@ def percentiles_arg(value: str) -> tuple[float, ...]:
 
 
 def add_aggregation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--level", type=level_arg, default=levels.DEFAULT_THRESHOLD,
-                        help="lowest level to receive (default: %(default)s)")
-    parser.add_argument("--flush", type=float, default=DEFAULT_FLUSH_INTERVAL, metavar="SECONDS",
-                        help="flush interval in seconds (default: %(default)s)")
-    parser.add_argument("--percentiles", type=percentiles_arg, default=DEFAULT_PERCENTILES,
-                        help="timer percentiles, comma-separated (default: 90,95,99)")
+    parser.add_argument(
+        "--level",
+        type=level_arg,
+        default=levels.DEFAULT_THRESHOLD,
+        help="lowest level to receive (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flush",
+        type=float,
+        default=DEFAULT_FLUSH_INTERVAL,
+        metavar="SECONDS",
+        help="flush interval in seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--percentiles",
+        type=percentiles_arg,
+        default=DEFAULT_PERCENTILES,
+        help="timer percentiles, comma-separated (default: 90,95,99)",
+    )
 
 
 def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix: str) -> None:
@@ -173,15 +197,26 @@ def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix
         if option.flag:
             group.add_argument(flag, dest=dest, action="store_true", help=option.help)
         else:
-            group.add_argument(flag, dest=dest, type=option.type, default=option.default,
-                               choices=option.choices, help=option.help)
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=option.type,
+                default=option.default,
+                choices=option.choices,
+                help=option.help,
+            )
 
 
-def make_backend(cls: type[Backend], args: argparse.Namespace, prefix: str,
-                 connect: str) -> Backend:
+def make_backend(
+    cls: type[Backend], args: argparse.Namespace, prefix: str, connect: str
+) -> Backend:
     """Instantiate ``cls`` from parsed arguments."""
-    common = {"connect": connect, "level": args.level, "flush_interval": args.flush,
-              "percentiles": args.percentiles}
+    common = {
+        "connect": connect,
+        "level": args.level,
+        "flush_interval": args.flush,
+        "percentiles": args.percentiles,
+    }
     options = {o.dest: getattr(args, f"{prefix}{o.name}".replace("-", "_")) for o in cls.options}
     return cls.from_options(common, options)
 
@@ -203,8 +238,11 @@ def run_backend(args: argparse.Namespace) -> int:
         f"rollup to a target. KIND: {', '.join(backends.BUILTIN)}, or package.module:Class.",
     )
     parser.add_argument("kind", metavar="KIND")
-    parser.add_argument("--connect", default=DEFAULT_BACKEND,
-                        help="the broker's backend address (default: %(default)s)")
+    parser.add_argument(
+        "--connect",
+        default=DEFAULT_BACKEND,
+        help="the broker's backend address (default: %(default)s)",
+    )
     add_aggregation_arguments(parser)
     cls = load_kind(kind, parser) if kind and not kind.startswith("-") else None
     if cls is not None:
@@ -214,8 +252,11 @@ def run_backend(args: argparse.Namespace) -> int:
         parser.error("name a backend KIND")
     backend = make_backend(cls, parsed, "", parsed.connect)
     stop = stop_on_signals()
-    print(f"zibrato backend {cls.kind}: receiving from {parsed.connect} "
-          f"(level {parsed.level}+), flushing every {parsed.flush:g}s", flush=True)
+    print(
+        f"zibrato backend {cls.kind}: receiving from {parsed.connect} "
+        f"(level {parsed.level}+), flushing every {parsed.flush:g}s",
+        flush=True,
+    )
     backend.run(stop)
     return 0
 
@@ -229,13 +270,24 @@ def run_all(args: argparse.Namespace) -> int:
         description="Run the broker and backends in one process (console when none is named). "
         "Each backend's options are prefixed with its kind, e.g. --jsonl-path.",
     )
-    parser.add_argument("--backend", action="append", default=[], metavar="KIND",
-                        help=f"a backend to run, repeatable: {', '.join(backends.BUILTIN)}, "
-                        "or package.module:Class (default: console)")
-    parser.add_argument("--frontend", default=DEFAULT_FRONTEND,
-                        help="where publishers connect (default: %(default)s)")
-    parser.add_argument("--backend-address", default=DEFAULT_BACKEND,
-                        help="where other subscribers connect (default: %(default)s)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help=f"a backend to run, repeatable: {', '.join(backends.BUILTIN)}, "
+        "or package.module:Class (default: console)",
+    )
+    parser.add_argument(
+        "--frontend",
+        default=DEFAULT_FRONTEND,
+        help="where publishers connect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend-address",
+        default=DEFAULT_BACKEND,
+        help="where other subscribers connect (default: %(default)s)",
+    )
     add_aggregation_arguments(parser)
     shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(args.rest) else [])
     classes = {kind: load_kind(kind, parser) for kind in dict.fromkeys(shown or ["console"])}
@@ -244,9 +296,12 @@ def run_all(args: argparse.Namespace) -> int:
     parsed = parser.parse_args(args.rest)
     chosen = parsed.backend or ["console"]
     instances = [
-        make_backend(classes[kind], parsed,
-                     f"{classes[kind].kind}-" if kind in backends.BUILTIN else "",
-                     parsed.backend_address)
+        make_backend(
+            classes[kind],
+            parsed,
+            f"{classes[kind].kind}-" if kind in backends.BUILTIN else "",
+            parsed.backend_address,
+        )
         for kind in chosen
     ]
     runner = Runner(instances, frontend=parsed.frontend, backend_address=parsed.backend_address)
@@ -256,9 +311,11 @@ def run_all(args: argparse.Namespace) -> int:
     except AddressInUse as exc:
         print(f"zibrato run: {exc}", file=sys.stderr)
         return 2
-    print(f"zibrato run: publishers connect to {frontend}; subscribers to {backend_address}; "
-          f"backends: {', '.join(b.kind for b in instances)}; flush every {parsed.flush:g}s",
-          flush=True)
+    print(
+        f"zibrato run: publishers connect to {frontend}; subscribers to {backend_address}; "
+        f"backends: {', '.join(b.kind for b in instances)}; flush every {parsed.flush:g}s",
+        flush=True,
+    )
     stop.wait()
     runner.stop()
     print("zibrato run: stopped", flush=True)
@@ -274,19 +331,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    broker = commands.add_parser("broker", help="forward publishers to subscribers",
-                                 description="Run the XSUB/XPUB forwarder.")
+    broker = commands.add_parser(
+        "broker",
+        help="forward publishers to subscribers",
+        description="Run the XSUB/XPUB forwarder.",
+    )
     add_broker_arguments(broker)
     broker.set_defaults(handler=run_broker)
 
-    tail_parser = commands.add_parser("tail", help="print live events, one per line",
-                                      description="Print every event the broker forwards.")
-    tail_parser.add_argument("--connect", default=DEFAULT_BACKEND,
-                             help="the broker's backend address (default: %(default)s)")
-    tail_parser.add_argument("--level", type=level_arg, default=levels.DEFAULT_THRESHOLD,
-                             help="lowest level to show (default: %(default)s)")
-    tail_parser.add_argument("--json", action="store_true",
-                             help="one JSON object per event instead of a text line")
+    tail_parser = commands.add_parser(
+        "tail",
+        help="print live events, one per line",
+        description="Print every event the broker forwards.",
+    )
+    tail_parser.add_argument(
+        "--connect",
+        default=DEFAULT_BACKEND,
+        help="the broker's backend address (default: %(default)s)",
+    )
+    tail_parser.add_argument(
+        "--level",
+        type=level_arg,
+        default=levels.DEFAULT_THRESHOLD,
+        help="lowest level to show (default: %(default)s)",
+    )
+    tail_parser.add_argument(
+        "--json", action="store_true", help="one JSON object per event instead of a text line"
+    )
     tail_parser.set_defaults(handler=run_tail)
 
     for name, handler, summary in (
@@ -305,12 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not getattr(args, "own_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from zibrato import levels
-from zibrato.instruments import Counter, Timer
+from zibrato.instruments import Counter, Sink, Timer
 from zibrato.protocol import Event, Kind
 from zibrato.publisher import DEFAULT_PUBLISH, Publisher
 
@@ -64,34 +64,28 @@ class Zibrato:
             buffer_size=buffer_size,
             linger=linger,
         )
-        self._cap = self.publisher.buffer_size
-        self._full = self._buffer_full
+        self._soft_cap = self.publisher.wake_threshold
+        self._overflow = self.publisher.overflow
         # Every spelling of a level maps to its buffer, or to None below the threshold;
         # None (no level given) maps to the default event level.
         self._queues: dict[str | None, deque[Event] | None] = {}
+        self._sinks: dict[str | None, Sink | None] = {}
         enabled = set(levels.at_or_above(self.threshold))
-        for name in (*levels.LEVELS, *levels.ALIASES):
-            canonical = levels.normalize(name)
+        for name in (*levels.LEVELS, *levels.ALIASES, None):
+            canonical = levels.normalize(name or levels.DEFAULT_EVENT_LEVEL)
             queue = self.publisher.queues[canonical] if canonical in enabled else None
-            self._queues[name] = self._queues[name.upper()] = queue
-        self._queues[None] = self._queues[levels.DEFAULT_EVENT_LEVEL]
+            sink = Sink(queue, self._soft_cap, self._overflow) if queue is not None else None
+            spellings = (name, name.upper()) if name else (None,)
+            for spelling in spellings:
+                self._queues[spelling] = queue
+                self._sinks[spelling] = sink
 
     def __repr__(self) -> str:
         return f"<Zibrato publish={self.publisher.address!r} level={self.threshold!r}>"
 
     # -- the slow paths --------------------------------------------------------------
-    def _buffer_full(self) -> None:
-        self.publisher.reject("buffer_full", f"more than {self._cap} events waiting to be sent")
-
     def _bad_level(self, level: object) -> None:
         self.publisher.reject("invalid_level", f"level {level!r} is not one of {levels.LEVELS}")
-
-    def _queue_for(self, level: str | None) -> deque[Event] | None:
-        try:
-            return self._queues[level]
-        except (KeyError, TypeError):
-            self._bad_level(level)
-            return None
 
     # -- immediate records -------------------------------------------------------------
     def incr(
@@ -109,10 +103,11 @@ class Zibrato:
         except (KeyError, TypeError):
             return self._bad_level(level)
         if queue is not None:
-            if len(queue) < self._cap:
-                queue.append((_COUNTER, name, value, source, tags))
+            event = (_COUNTER, name, value, source, tags)
+            if len(queue) < self._soft_cap:
+                queue.append(event)
             else:
-                self._full()
+                self._overflow(queue, event)
 
     def gauge(
         self,
@@ -165,10 +160,11 @@ class Zibrato:
         except (KeyError, TypeError):
             return self._bad_level(level)
         if queue is not None:
-            if len(queue) < self._cap:
-                queue.append((kind, name, value, source, tags))
+            event = (kind, name, value, source, tags)
+            if len(queue) < self._soft_cap:
+                queue.append(event)
             else:
-                self._full()
+                self._overflow(queue, event)
 
     # -- instruments -------------------------------------------------------------------
     def timer(
@@ -180,7 +176,12 @@ class Zibrato:
         tags: Mapping[str, str] | None = None,
     ) -> Timer:
         """Return a timer for ``name``: use it as a decorator or a context manager."""
-        return Timer(self._queue_for(level), self._cap, self._full, name, source, tags)
+        try:
+            sink = self._sinks[level]
+        except (KeyError, TypeError):
+            self._bad_level(level)
+            sink = None
+        return Timer(sink, name, source, tags)
 
     def counter(
         self,
@@ -192,9 +193,12 @@ class Zibrato:
         tags: Mapping[str, str] | None = None,
     ) -> Counter:
         """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
-        return Counter(
-            self._queue_for(level), self._cap, self._full, name, source, tags, value=value
-        )
+        try:
+            sink = self._sinks[level]
+        except (KeyError, TypeError):
+            self._bad_level(level)
+            sink = None
+        return Counter(sink, name, source, tags, value)
 
     # The 2013 API: same objects, the original names.
     time_me = timer

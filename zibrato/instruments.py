@@ -3,7 +3,8 @@
 They are created by :class:`zibrato.Zibrato` (``timer``/``time_me``/``Time_me`` and
 ``counter``/``count_me``/``Count_me``) and append straight to the publisher's per-level
 buffer, so recording costs one ``deque.append``. When the level is below the client's
-threshold, the buffer is ``None`` and a decorator returns the function unchanged.
+threshold the sink is ``None``: nothing is recorded, and a decorator returns the
+function unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from zibrato.protocol import Event, Kind
 
@@ -24,30 +25,19 @@ _TIMER = int(Kind.TIMER)
 _COUNTER = int(Kind.COUNTER)
 
 
-class _Instrument:
-    __slots__ = ("_full", "_queue", "_cap", "name", "source", "tags")
+class Sink(NamedTuple):
+    """Where an instrument appends: one level's buffer, and what to call past ``soft_cap``.
 
-    def __init__(
-        self,
-        queue: deque[Event] | None,
-        cap: int,
-        full: Callable[[], None],
-        name: str,
-        source: str | None,
-        tags: Mapping[str, str] | None,
-    ) -> None:
-        self._queue = queue
-        self._cap = cap
-        self._full = full
-        self.name = name
-        self.source = source
-        self.tags = tags
+    Below ``soft_cap`` an event is a plain ``append``; past it, ``overflow(queue, event)``
+    wakes the publisher thread and enforces the hard bound (counting drops).
+    """
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    queue: deque[Event]
+    soft_cap: int
+    overflow: Callable[[deque[Event], Event], None]
 
 
-class Timer(_Instrument):
+class Timer:
     """Time a block or every call of a function, in seconds, even when it raises.
 
     >>> with z.timer("orders.load"):            # doctest: +SKIP
@@ -55,18 +45,36 @@ class Timer(_Instrument):
     >>> @z.timer("orders.load")                 # doctest: +SKIP
     ... async def load_orders(): ...
 
-    One Timer object times one block at a time per thread; ``z.timer(...)`` gives a new
-    one for each ``with``, and a decorated function may be called from any thread.
+    ``z.timer(...)`` gives a new Timer for each ``with``; a decorated function may be
+    called from any number of threads. One Timer object entered from two threads at once
+    would mix their start times, so share the decorator, not the object.
     """
 
-    __slots__ = ("_starts",)
+    __slots__ = ("_outer", "_sink", "_start", "name", "source", "tags")
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._starts: list[float] = []
+    def __init__(
+        self,
+        sink: Sink | None,
+        name: str,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self._sink = sink
+        self.name = name
+        self.source = source
+        self.tags = tags
+        self._start: float | None = None
+        self._outer: list[float] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Timer {self.name!r}>"
 
     def __enter__(self) -> Timer:
-        self._starts.append(perf_counter())
+        if self._start is not None:  # the same object entered again before it exited
+            if self._outer is None:
+                self._outer = []
+            self._outer.append(self._start)
+        self._start = perf_counter()
         return self
 
     def __exit__(
@@ -75,13 +83,16 @@ class Timer(_Instrument):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        elapsed = perf_counter() - self._starts.pop()
-        queue = self._queue
-        if queue is not None:
-            if len(queue) < self._cap:
-                queue.append((_TIMER, self.name, elapsed, self.source, self.tags))
+        elapsed = perf_counter() - self._start  # type: ignore[operator]
+        self._start = self._outer.pop() if self._outer else None
+        sink = self._sink
+        if sink is not None:
+            queue = sink[0]
+            event = (_TIMER, self.name, elapsed, self.source, self.tags)
+            if len(queue) < sink[1]:
+                queue.append(event)
             else:
-                self._full()
+                sink[2](queue, event)
 
     async def __aenter__(self) -> Timer:
         return self.__enter__()
@@ -95,10 +106,10 @@ class Timer(_Instrument):
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
-        queue = self._queue
-        if queue is None:
+        if self._sink is None:
             return func  # level filtered out: no cost at all
-        cap, full, name, source, tags = self._cap, self._full, self.name, self.source, self.tags
+        queue, soft_cap, overflow = self._sink
+        name, source, tags = self.name, self.source, self.tags
 
         if inspect.iscoroutinefunction(func):
 
@@ -108,10 +119,11 @@ class Timer(_Instrument):
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    if len(queue) < cap:
-                        queue.append((_TIMER, name, perf_counter() - start, source, tags))
+                    event = (_TIMER, name, perf_counter() - start, source, tags)
+                    if len(queue) < soft_cap:
+                        queue.append(event)
                     else:
-                        full()
+                        overflow(queue, event)
 
             return cast(F, timed_async)
 
@@ -121,15 +133,16 @@ class Timer(_Instrument):
             try:
                 return func(*args, **kwargs)
             finally:
-                if len(queue) < cap:
-                    queue.append((_TIMER, name, perf_counter() - start, source, tags))
+                event = (_TIMER, name, perf_counter() - start, source, tags)
+                if len(queue) < soft_cap:
+                    queue.append(event)
                 else:
-                    full()
+                    overflow(queue, event)
 
         return cast(F, timed)
 
 
-class Counter(_Instrument):
+class Counter:
     """Count each entry into a block, or each call of a function, by ``value``.
 
     >>> with z.counter("jobs.run"):             # doctest: +SKIP
@@ -138,19 +151,34 @@ class Counter(_Instrument):
     ... def run_job(): ...
     """
 
-    __slots__ = ("value",)
+    __slots__ = ("_sink", "name", "source", "tags", "value")
 
-    def __init__(self, *args: Any, value: float = 1) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        sink: Sink | None,
+        name: str,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        value: float = 1,
+    ) -> None:
+        self._sink = sink
+        self.name = name
+        self.source = source
+        self.tags = tags
         self.value = value
 
+    def __repr__(self) -> str:
+        return f"<Counter {self.name!r}>"
+
     def _record(self) -> None:
-        queue = self._queue
-        if queue is not None:
-            if len(queue) < self._cap:
-                queue.append((_COUNTER, self.name, self.value, self.source, self.tags))
+        sink = self._sink
+        if sink is not None:
+            queue = sink[0]
+            event = (_COUNTER, self.name, self.value, self.source, self.tags)
+            if len(queue) < sink[1]:
+                queue.append(event)
             else:
-                self._full()
+                sink[2](queue, event)
 
     def __enter__(self) -> Counter:
         self._record()
@@ -177,7 +205,7 @@ class Counter(_Instrument):
         return None
 
     def __call__(self, func: F) -> F:
-        if self._queue is None:
+        if self._sink is None:
             return func
         record = self._record
 

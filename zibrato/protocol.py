@@ -94,9 +94,7 @@ def encode(
     ``sent_before`` is how many events this publisher sent on this level before this
     batch; with ``seq`` it lets a subscriber count exactly how many events it missed.
     """
-    payload = msgpack.packb(
-        [VERSION, publisher, seq, sent_before, timestamp, source, tags, events]
-    )
+    payload = msgpack.packb([VERSION, publisher, seq, sent_before, timestamp, source, tags, events])
     return [_TOPIC_FRAMES[level], payload]
 
 

@@ -33,13 +33,20 @@ DEFAULT_PUBLISH = "tcp://127.0.0.1:5550"
 DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
 _COUNTER = int(Kind.COUNTER)
+_INF = float("inf")
+_MAX_REMEMBERED = 10_000
 
 
 class Sink(Protocol):
     """Where drained events go instead of the network (``zibrato.testing`` uses this)."""
 
-    def receive(self, level: str, source: str | None, tags: Mapping[str, str] | None,
-                events: Sequence[Event]) -> None: ...
+    def receive(
+        self,
+        level: str,
+        source: str | None,
+        tags: Mapping[str, str] | None,
+        events: Sequence[Event],
+    ) -> None: ...
 
 
 class Publisher:
@@ -68,6 +75,8 @@ class Publisher:
         self.tags = dict(tags) if tags else None
         self.buffer_size = buffer_size
         self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)
+        # Past this many pending events on a level, recording wakes the sender early.
+        self.wake_threshold = min(buffer_size, 4 * self.batch_size)
         self.interval = interval
         self.linger = linger
         self.startup_hold = startup_hold
@@ -81,6 +90,8 @@ class Publisher:
         self.filtered_events = 0
         self._unpublished_drops: dict[str, int] = {}
         self._warned: set[str] = set()
+        self._valid_names: set[str] = set()
+        self._valid_tags: set[tuple[tuple[str, str], ...]] = set()
         self._lock = threading.Lock()  # guards the socket and the sequence numbers
         self._drops_lock = threading.Lock()
         self._wake = threading.Event()
@@ -120,6 +131,15 @@ class Publisher:
         self._thread.start()
 
     # -- the calling side ----------------------------------------------------------
+    def overflow(self, queue: deque[Event], event: Event) -> None:
+        """Record ``event`` past the wake threshold: wake the sender, enforce the bound."""
+        if len(queue) < self.buffer_size:
+            queue.append(event)
+        else:
+            self.reject("buffer_full", f"more than {self.buffer_size} events waiting to be sent")
+        if not self._wake.is_set():
+            self._wake.set()
+
     def reject(self, reason: str, detail: str, count: int = 1) -> None:
         """Count events that were not recorded; log the first of each reason."""
         with self._drops_lock:
@@ -128,8 +148,13 @@ class Publisher:
             first = reason not in self._warned
             self._warned.add(reason)
         if first:
-            log.warning("zibrato: dropped a metric (%s): %s; further drops are counted "
-                        "in %s and not logged", reason, detail, DROPPED_METRIC)
+            log.warning(
+                "zibrato: dropped a metric (%s): %s; further drops are counted "
+                "in %s and not logged",
+                reason,
+                detail,
+                DROPPED_METRIC,
+            )
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything recorded so far; wait at most ``timeout`` s for a broker."""
@@ -156,10 +181,14 @@ class Publisher:
         _live.discard(self)
 
     # -- the background side -------------------------------------------------------
+    def _is_closed(self) -> bool:
+        return self._closed  # read through a call: close() flips it from another thread
+
     def _run(self) -> None:
-        while not self._closed:
+        while True:
             self._wake.wait(self.interval)
-            if self._closed:
+            self._wake.clear()
+            if self._is_closed():
                 break
             try:
                 self._drain(0.0)
@@ -219,9 +248,16 @@ class Publisher:
                 self._sent_before[level] += len(events)
 
     def _send_frames(self, level: str, events: Sequence[Event]) -> None:
-        frames = protocol.encode(level, self.publisher_id, self._seq[level],
-                                 self._sent_before[level], time.time(), self.source,
-                                 self.tags, events)
+        frames = protocol.encode(
+            level,
+            self.publisher_id,
+            self._seq[level],
+            self._sent_before[level],
+            time.time(),
+            self.source,
+            self.tags,
+            events,
+        )
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
             self._send_frames(level, events[:half])
@@ -231,8 +267,9 @@ class Publisher:
         try:
             self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
-            self.reject("send_queue_full", "the ZeroMQ send queue to the broker is full",
-                        len(events))
+            self.reject(
+                "send_queue_full", "the ZeroMQ send queue to the broker is full", len(events)
+            )
             return
         self._seq[level] += 1
         self._sent_before[level] += len(events)
@@ -240,18 +277,49 @@ class Publisher:
         self.sent_events += len(events)
 
     def _checked(self, events: list[Event]) -> list[Event]:
-        # Validation happens here, off the calling thread: the hot path only appends.
-        check = protocol.check_event
-        if all(check(event) is None for event in events):
+        """Return ``events`` without the invalid ones (each counted and logged once).
+
+        Runs on the publisher thread, off the calling thread. Names and tag sets already
+        seen valid are remembered, so the common case costs a few set lookups per event.
+        """
+        if self._all_known_valid(events):
             return events
         good = []
         for event in events:
-            reason = check(event)
+            reason = protocol.check_event(event)
             if reason is None:
                 good.append(event)
+                self._remember_valid(event)
             else:
                 self.reject(reason, f"{event[1]!r} = {event[2]!r}"[:200])
         return good
+
+    def _all_known_valid(self, events: list[Event]) -> bool:
+        names, tag_sets = self._valid_names, self._valid_tags
+        checked_tags = None  # the same dict object is usually passed call after call
+        try:
+            for _kind, name, value, source, tags in events:
+                if not (type(value) is int or (type(value) is float and -_INF < value < _INF)):
+                    return False
+                if name not in names or (source is not None and source not in names):
+                    return False
+                if tags is not None and tags is not checked_tags:
+                    if _tags_key(tags) not in tag_sets:
+                        return False
+                    checked_tags = tags
+        except (TypeError, AttributeError):  # unhashable names or tags, tags not a mapping
+            return False
+        return True
+
+    def _remember_valid(self, event: Event) -> None:
+        if len(self._valid_names) > _MAX_REMEMBERED or len(self._valid_tags) > _MAX_REMEMBERED:
+            self._valid_names.clear()  # bounded memory even when names are unbounded
+            self._valid_tags.clear()
+        self._valid_names.add(event[1])
+        if event[3] is not None:
+            self._valid_names.add(event[3])
+        if event[4] is not None:
+            self._valid_tags.add(_tags_key(event[4]))
 
     def _ensure_socket(self) -> zmq.Socket[bytes]:
         if self._socket is None:
@@ -292,6 +360,10 @@ class Publisher:
             self._ever_subscribed.update(matched)
         else:
             self._subscribed.difference_update(matched)
+
+
+def _tags_key(tags: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(tags.items())
 
 
 def _take(queue: deque[Event], count: int) -> list[Event]:

@@ -71,7 +71,7 @@ class Subscriber:
         self.losses = LossTracker()
         self._warned: set[str] = set()
         self._context = context or zmq.Context.instance()
-        self._socket = self._context.socket(zmq.SUB)
+        self._socket: zmq.Socket[Any] = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
@@ -111,8 +111,9 @@ class Subscriber:
         self.bad_messages[reason] = self.bad_messages.get(reason, 0) + count
         if reason not in self._warned:
             self._warned.add(reason)
-            log.warning("zibrato: ignored a bad message (%s); further ones are only counted",
-                        detail[:300])
+            log.warning(
+                "zibrato: ignored a bad message (%s); further ones are only counted", detail[:300]
+            )
 
     def close(self) -> None:
         """Close the socket."""

@@ -119,10 +119,12 @@ class Backend:
         self._subscriber = Subscriber(self.connect, level=self.level, context=self._context)
         self._interval_start = time.time()
         self._threads = [
-            threading.Thread(target=self._receive_loop, name=f"zibrato-{self.kind}-recv",
-                             daemon=True),
-            threading.Thread(target=self._flush_loop, name=f"zibrato-{self.kind}-flush",
-                             daemon=True),
+            threading.Thread(
+                target=self._receive_loop, name=f"zibrato-{self.kind}-recv", daemon=True
+            ),
+            threading.Thread(
+                target=self._flush_loop, name=f"zibrato-{self.kind}-flush", daemon=True
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -199,8 +201,12 @@ class Backend:
         reason = type(exc).__name__
         if reason not in self._warned:
             self._warned.add(reason)
-            log.warning("zibrato %s backend: target failed (%s); further failures of this "
-                        "kind are counted in zibrato.backend.target_errors", self.kind, exc)
+            log.warning(
+                "zibrato %s backend: target failed (%s); further failures of this "
+                "kind are counted in zibrato.backend.target_errors",
+                self.kind,
+                exc,
+            )
 
     def count_target_error(self, exc: BaseException) -> None:
         """For subclasses that recover from a failure themselves: count and log it once."""
@@ -230,24 +236,31 @@ class Backend:
                 series.append(self._health_counter(name, delta, interval, reason))
         for reason, count in agg.rejected.items():
             series.append(self._health_counter("bad_events", count, interval, reason))
-        for name, count in (("dropped_series", agg.dropped_series),
-                            ("sampled_values", agg.sampled_values)):
+        for name, count in (
+            ("dropped_series", agg.dropped_series),
+            ("sampled_values", agg.sampled_values),
+        ):
             if count:
                 series.append(self._health_counter(name, count, interval))
-        for name, value in (("series", agg.series_count),
-                            ("flush_seconds", self.last_flush_seconds)):
-            series.append(Series(f"zibrato.backend.{name}", GAUGE, None,
-                                 {"backend": self.kind}, {"value": value}))
+        for name, value in (
+            ("series", agg.series_count),
+            ("flush_seconds", self.last_flush_seconds),
+        ):
+            series.append(
+                Series(
+                    f"zibrato.backend.{name}", GAUGE, None, {"backend": self.kind}, {"value": value}
+                )
+            )
         agg.rejected = {}
         agg.dropped_series = 0
         agg.sampled_values = 0
         return series
 
-    def _health_counter(self, name: str, value: float, interval: float,
-                        reason: str = "") -> Series:
+    def _health_counter(self, name: str, value: float, interval: float, reason: str = "") -> Series:
         tags = {"backend": self.kind, "reason": reason} if reason else {"backend": self.kind}
-        return Series(f"zibrato.backend.{name}", COUNTER, None, tags,
-                      {"sum": value, "rate": value / interval})
+        return Series(
+            f"zibrato.backend.{name}", COUNTER, None, tags, {"sum": value, "rate": value / interval}
+        )
 
     # -- command line ------------------------------------------------------------------
     @classmethod

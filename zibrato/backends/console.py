@@ -19,20 +19,26 @@ class ConsoleBackend(Backend):
 
     kind = "console"
     options: ClassVar[tuple[Option, ...]] = (
-        Option("health", "also show the backend's own zibrato.backend.* series",
-               flag=True, default=False),
+        Option(
+            "health",
+            "also show the backend's own zibrato.backend.* series",
+            flag=True,
+            default=False,
+        ),
     )
 
-    def __init__(self, *, stream: TextIO | None = None, health: bool = False,
-                 **common: Any) -> None:
+    def __init__(
+        self, *, stream: TextIO | None = None, health: bool = False, **common: Any
+    ) -> None:
         super().__init__(**common)
         self.stream = stream
         self.health = health
         self._write_lock = threading.Lock()
 
     def emit(self, rollup: Rollup) -> None:
-        series = [s for s in rollup.series
-                  if self.health or not s.name.startswith("zibrato.backend.")]
+        series = [
+            s for s in rollup.series if self.health or not s.name.startswith("zibrato.backend.")
+        ]
         out = self.stream or sys.stdout
         with self._write_lock:
             out.write(render_table(rollup, series))
@@ -47,12 +53,20 @@ def render_table(rollup: Rollup, series: list[Series]) -> str:
         return header
     rows = [("type", "name", "source", "tags", "value")]
     for s in sorted(series, key=lambda s: (s.type, s.name, s.source or "", sorted(s.tags.items()))):
-        rows.append((s.type, s.name, s.source or "-",
-                     ",".join(f"{k}={v}" for k, v in sorted(s.tags.items())) or "-",
-                     _describe(s)))
+        rows.append(
+            (
+                s.type,
+                s.name,
+                s.source or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(s.tags.items())) or "-",
+                _describe(s),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in rows
+    ]
     return header + "\n".join(lines) + "\n"
 
 
@@ -63,6 +77,7 @@ def _describe(series: Series) -> str:
     if series.type == "gauge":
         return f"value={st['value']:g}"
     scale, unit = (1000.0, "ms") if series.type == "timer" else (1.0, "")
-    shown = " ".join(f"{k}={st[k] * scale:.4g}{unit}"
-                     for k in st if k not in ("count", "sum", "sum_squares"))
+    shown = " ".join(
+        f"{k}={st[k] * scale:.4g}{unit}" for k in st if k not in ("count", "sum", "sum_squares")
+    )
     return f"count={st['count']:g} {shown}"

@@ -1,0 +1,117 @@
+"""End-to-end throughput of the Zibrato pipeline on this machine:
+publisher process(es) -> `zibrato broker` -> `zibrato backend jsonl` (aggregating).
+
+Each publisher calls z.incr('bench.pipeline') N times as fast as it can (or paced at
+RATE events/s), then flushes. The jsonl backend's counter sums tell how many arrived.
+
+Usage: python pipeline_throughput.py [N_PER_PUBLISHER] [PUBLISHERS] [RATE_PER_PUBLISHER]
+Prints: offered events/s, delivered %, and events/s delivered end to end.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+P = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+RATE = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+fe, be = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+out = os.path.join(tempfile.mkdtemp(), "rollups.jsonl")
+procs = [
+    subprocess.Popen(
+        [sys.executable, "-m", "zibrato", "broker", "--frontend", fe, "--backend", be]
+    ),
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zibrato",
+            "backend",
+            "jsonl",
+            "--connect",
+            be,
+            "--flush",
+            "1",
+            "--path",
+            out,
+        ]
+    ),
+]
+time.sleep(2.0)
+publisher = f"""
+import sys, time
+from zibrato import Zibrato
+z = Zibrato(publish={fe!r})
+z.incr('bench.warmup'); z.flush(); time.sleep(1.0)
+n, rate = {N}, {RATE}
+incr = z.incr
+t0 = time.perf_counter()
+if rate:
+    for i in range(n):
+        incr('bench.pipeline')
+        if i % 1000 == 0:
+            lag = t0 + i / rate - time.perf_counter()
+            if lag > 0: time.sleep(lag)
+else:
+    for i in range(n):
+        incr('bench.pipeline')
+z.flush()
+print(time.perf_counter() - t0, flush=True)
+z.close()
+"""
+t_start = time.perf_counter()
+pubs = [
+    subprocess.Popen([sys.executable, "-c", publisher], stdout=subprocess.PIPE, text=True)
+    for _ in range(P)
+]
+send_s = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in pubs)
+expected = N * P
+
+
+def delivered():
+    total = 0
+    try:
+        with open(out) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if row.get("name") == "bench.pipeline":
+                    total += row.get("sum", row.get("value", 0)) or 0
+    except FileNotFoundError:
+        pass
+    return total
+
+
+deadline = time.time() + 15
+got = delivered()
+while got < expected and time.time() < deadline:
+    time.sleep(0.5)
+    got = delivered()
+for p in procs:
+    p.terminate()
+for p in procs:
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+got = delivered()
+print(
+    f"pipeline: {P} publisher(s) offered {expected / send_s:,.0f} events/s; "
+    f"delivered {got:,.0f}/{expected:,} ({100 * got / expected:.2f}%)"
+)

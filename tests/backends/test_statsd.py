@@ -1,0 +1,371 @@
+"""The statsd backend, checked on a real UDP socket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from zibrato import Zibrato
+from zibrato.aggregation import Rollup, Series
+from zibrato.backends import load
+from zibrato.backends.statsd import StatsdBackend, format_number, packets, parse_address
+from zibrato.broker import Broker
+
+WAIT = 5.0  # the longest any test waits for a packet
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def make_backend(server: socket.socket) -> Iterator[Callable[..., StatsdBackend]]:
+    made: list[StatsdBackend] = []
+
+    def make(**options: object) -> StatsdBackend:
+        options.setdefault("address", f"127.0.0.1:{server.getsockname()[1]}")
+        backend = StatsdBackend(connect="tcp://127.0.0.1:1", **options)  # type: ignore[arg-type]
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close_target()
+
+
+def receive_packets(sock: socket.socket, lines: int, timeout: float = WAIT) -> list[bytes]:
+    """Receive packets until they hold ``lines`` lines in all, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    received: list[bytes] = []
+    while sum(len(p.split(b"\n")) for p in received) < lines:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"expected {lines} lines, got {received!r}")
+        sock.settimeout(remaining)
+        try:
+            received.append(sock.recv(65536))
+        except TimeoutError:
+            continue
+    return received
+
+
+def receive_lines(sock: socket.socket, lines: int) -> list[str]:
+    packets = receive_packets(sock, lines)
+    return [line.decode() for packet in packets for line in packet.split(b"\n")]
+
+
+def assert_quiet(sock: socket.socket, wait: float = 0.05) -> None:
+    sock.settimeout(wait)
+    with pytest.raises(TimeoutError):
+        sock.recv(65536)
+
+
+def rollup(*series: Series) -> Rollup:
+    return Rollup(1_700_000_000.5, 10.0, series)
+
+
+def counter(name: str, total: float, **tags: str) -> Series:
+    return Series(name, "counter", None, tags, {"sum": total, "rate": total / 10})
+
+
+def gauge(name: str, value: float) -> Series:
+    return Series(name, "gauge", None, {}, {"value": value})
+
+
+def values_series(
+    kind: str,
+    name: str,
+    values: list[float],
+    count: int | None = None,
+    tags: dict[str, str] | None = None,
+) -> Series:
+    stats = {"count": float(count if count is not None else len(values))}
+    return Series(name, kind, None, tags or {}, stats, sorted(values))
+
+
+# -- semantics ---------------------------------------------------------------------------
+def test_counters_send_the_interval_sum(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    make_backend().emit(rollup(counter("orders", 5), counter("bytes", 1.5)))
+    assert receive_lines(server, 2) == ["orders:5|c", "bytes:1.5|c"]
+
+
+def test_gauges_and_negative_gauges(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    make_backend().emit(rollup(gauge("temp", 21.5), gauge("zero", 0), gauge("balance", -5)))
+    packets = receive_packets(server, 4)
+    assert packets == [b"temp:21.5|g\nzero:0|g\nbalance:0|g\nbalance:-5|g"]
+
+
+def test_negative_gauge_lines_share_a_packet(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    # max_packet leaves room for one line only, yet the 0 and the -5 must travel together.
+    make_backend(max_packet=12).emit(rollup(gauge("b", -5), gauge("c", 1)))
+    assert receive_packets(server, 3) == [b"b:0|g\nb:-5|g", b"c:1|g"]
+
+
+def test_timers_send_every_value_in_milliseconds(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    timer = values_series("timer", "load", [0.012345, 0.001, 0.5, 0.5, 2])
+    make_backend().emit(rollup(timer))
+    assert receive_lines(server, 5) == [
+        "load:1|ms",
+        "load:12.345|ms",
+        "load:500|ms",
+        "load:500|ms",
+        "load:2000|ms",
+    ]
+
+
+def test_sampled_timers_carry_the_sample_rate(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    timer = values_series("timer", "load", [0.1, 0.2], count=8)
+    make_backend().emit(rollup(timer))
+    assert receive_lines(server, 2) == ["load:100|ms|@0.25", "load:200|ms|@0.25"]
+
+
+def test_distributions_are_histograms_in_their_own_unit(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    dist = values_series("distribution", "size", [3, 1500.5])
+    make_backend().emit(rollup(dist))
+    assert receive_lines(server, 2) == ["size:3|h", "size:1500.5|h"]
+
+
+def test_health_series_are_sent_like_any_other(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    make_backend().flush()  # an empty interval still reports the backend's own health
+    lines = receive_lines(server, 5)
+    assert "zibrato.backend.events.backend.statsd:0|c" in lines
+    assert "zibrato.backend.target_errors.backend.statsd:0|c" in lines
+    assert any(line.startswith("zibrato.backend.series.backend.statsd:") for line in lines)
+
+
+# -- names and tags ----------------------------------------------------------------------
+def test_tags_fold_into_the_name(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    timer = values_series(
+        "timer",
+        "http.server.request.duration",
+        [0.25],
+        tags={"method": "GET", "http.route": "/orders"},
+    )
+    make_backend().emit(rollup(timer))
+    assert receive_lines(server, 1) == [
+        "http.server.request.duration.http_route._orders.method.GET:250|ms"
+    ]
+
+
+def test_name_parts_cannot_break_the_line_format(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    nasty = Series(
+        "a:b|c#d..é",
+        "counter",
+        "web 1.eu",
+        {"k|:": "v.a:l|u e#@,", "e": ""},
+        {"sum": 1, "rate": 0.1},
+    )
+    make_backend(prefix="my app.").emit(rollup(nasty))
+    assert receive_lines(server, 1) == ["my_app.a_b_c_d._.e._.k__.v_a_l_u_e___.source.web_1_eu:1|c"]
+
+
+def test_source_becomes_the_source_tag(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    series = Series(
+        "hits", "counter", "web-1", {"source": "ignored", "app": "shop"}, {"sum": 2, "rate": 0.2}
+    )
+    make_backend().emit(rollup(series))
+    assert receive_lines(server, 1) == ["hits.app.shop.source.web-1:2|c"]
+
+
+def test_dogstatsd_tags(make_backend: Callable[..., StatsdBackend], server: socket.socket) -> None:
+    hits = Series(
+        "hits", "counter", "web-1", {"route": "/a,b|c#d", "method": "GET"}, {"sum": 2, "rate": 0.2}
+    )
+    timer = values_series("timer", "load", [0.1], count=2, tags={"method": "GET"})
+    make_backend(tag_style="dogstatsd", prefix="shop").emit(rollup(hits, timer, gauge("g", 1)))
+    assert receive_lines(server, 3) == [
+        "shop.hits:2|c|#method:GET,route:/a_b_c_d,source:web-1",
+        "shop.load:100|ms|@0.5|#method:GET",
+        "shop.g:1|g",
+    ]
+
+
+# -- packets -----------------------------------------------------------------------------
+def test_many_lines_per_packet_never_above_max_packet(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    series = [counter(f"requests.{i}", i) for i in range(300)]
+    make_backend(max_packet=200).emit(rollup(*series))
+    received = receive_packets(server, 300)
+    assert all(len(packet) <= 200 for packet in received)
+    assert len(received) < 100  # about ten lines per packet
+    lines = [line.decode() for packet in received for line in packet.split(b"\n")]
+    assert lines == [f"requests.{i}:{i}|c" for i in range(300)]
+
+
+def test_default_packets_fit_the_default_max(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    timer = values_series("timer", "load", [i / 1000 for i in range(2000)])
+    make_backend().emit(rollup(timer))
+    received = receive_packets(server, 2000)
+    assert all(len(packet) <= 1432 for packet in received)
+    assert 2 < len(received) < 200
+
+
+def test_a_line_longer_than_max_packet_goes_alone(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    long_name = "x" * 100
+    make_backend(max_packet=50).emit(
+        rollup(counter("a", 1), counter(long_name, 2), counter("b", 3))
+    )
+    assert receive_packets(server, 3) == [b"a:1|c", f"{long_name}:2|c".encode(), b"b:3|c"]
+
+
+def test_packets_joins_greedily() -> None:
+    assert list(packets(["aaa", "bb", "c", "dddd"], 6)) == [b"aaa\nbb", b"c\ndddd"]
+    assert list(packets([], 6)) == []
+
+
+# -- network failures --------------------------------------------------------------------
+def test_refused_packets_are_counted_not_raised() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    backend = StatsdBackend(connect="tcp://127.0.0.1:1", address=f"127.0.0.1:{port}", max_packet=20)
+    try:
+        deadline = time.monotonic() + WAIT
+        while backend.target_errors == 0 and time.monotonic() < deadline:
+            backend.emit(rollup(*(counter(f"c{i}", i) for i in range(10))))
+            time.sleep(0.01)
+        assert backend.target_errors >= 1
+    finally:
+        backend.close_target()
+
+
+def test_close_target_is_idempotent(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    backend = make_backend()
+    backend.close_target()  # before any socket exists
+    backend.emit(rollup(counter("a", 1)))
+    backend.close_target()
+    backend.close_target()
+    backend.emit(rollup(counter("b", 1)))  # a later emit opens a new socket
+    assert receive_lines(server, 2) == ["a:1|c", "b:1|c"]
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_address() -> None:
+    try:
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        server.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    backend = StatsdBackend(connect="tcp://127.0.0.1:1", address=f"[::1]:{server.getsockname()[1]}")
+    try:
+        backend.emit(rollup(counter("v6", 1)))
+        assert receive_lines(server, 1) == ["v6:1|c"]
+    finally:
+        backend.close_target()
+        server.close()
+
+
+# -- configuration -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:8125", ("127.0.0.1", 8125)),
+        ("stats.local:9000", ("stats.local", 9000)),
+        ("stats.local", ("stats.local", 8125)),
+        ("[::1]:8126", ("::1", 8126)),
+        ("[::1]", ("::1", 8125)),
+        ("::1", ("::1", 8125)),
+    ],
+)
+def test_parse_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_address(address, default_port=8125) == expected
+
+
+@pytest.mark.parametrize("address", ["", ":8125", "host:port", "host:70000", "[::1", "[::1]x"])
+def test_parse_address_rejects(address: str) -> None:
+    with pytest.raises(ValueError, match="invalid address"):
+        parse_address(address, default_port=8125)
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(ValueError, match="tag_style"):
+        StatsdBackend(tag_style="influx")
+    with pytest.raises(ValueError, match="max_packet"):
+        StatsdBackend(max_packet=0)
+
+
+def test_options_match_the_constructor() -> None:
+    cls = load("statsd")
+    assert cls is StatsdBackend
+    parameters = inspect.signature(cls.__init__).parameters
+    for option in cls.options:
+        assert parameters[option.dest].default == option.default
+    assert repr(cls(address="10.0.0.1:8125")).startswith("<StatsdBackend connect=")
+
+
+def test_format_number() -> None:
+    assert [format_number(v) for v in (0, -0.0, 7, 2**60, 0.1 + 0.2, 1e-5, -2.5e20)] == [
+        "0",
+        "0",
+        "7",
+        "1152921504606846976",
+        "0.3",
+        "0.00001",
+        "-250000000000000000000",
+    ]
+
+
+# -- end to end --------------------------------------------------------------------------
+def test_end_to_end_through_the_broker(server: socket.socket) -> None:
+    broker = Broker("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+    frontend, backend_address = broker.start()
+    backend = StatsdBackend(
+        connect=backend_address, flush_interval=0.2, address=f"127.0.0.1:{server.getsockname()[1]}"
+    )
+    backend.start()
+    z = Zibrato(frontend)
+    try:
+        z.incr("orders", 3, tags={"method": "GET"})
+        z.timing("load", 0.25)
+        z.gauge("balance", -4)
+        z.flush()
+        wanted = {"orders.method.GET:3|c", "load:250|ms", "balance:0|g", "balance:-4|g"}
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while not wanted <= seen and time.monotonic() < deadline:
+            server.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                seen.update(server.recv(65536).decode().split("\n"))
+            except TimeoutError:
+                break
+        assert wanted <= seen
+        assert any(line.startswith("zibrato.backend.events.backend.statsd:") for line in seen)
+    finally:
+        z.close()
+        backend.stop()
+        broker.stop()

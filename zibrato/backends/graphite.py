@@ -1,0 +1,263 @@
+"""``graphite``: send each rollup to carbon in the plaintext protocol over TCP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
+from zibrato.backends.base import Backend, Option
+from zibrato.backends.statsd import (
+    clean_name,
+    clean_tag_key,
+    clean_tag_value,
+    dotted_name,
+    format_number,
+    parse_address,
+    series_tags,
+)
+
+log = logging.getLogger("zibrato")
+
+DEFAULT_ADDRESS = "127.0.0.1:2003"
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_BUFFER_LINES = 10_000
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+_RESERVED_TAGS = {"name": "name_"}  # Graphite stores the metric name as the tag "name"
+
+
+class GraphiteBackend(Backend):
+    """Send every rollup to carbon as ``path value timestamp`` lines over TCP.
+
+    >>> GraphiteBackend(connect="tcp://127.0.0.1:5551", address="carbon:2003",
+    ...                 prefix="shop", tags=True).start()            # doctest: +SKIP
+
+    Paths, all with the rollup's timestamp (whole seconds):
+
+    * counter: ``NAME.count`` (the sum of the interval) and ``NAME.rate`` (per second);
+    * gauge: ``NAME`` (the value);
+    * timer and distribution: ``NAME.count``, ``.sum``, ``.min``, ``.max``, ``.mean``,
+      ``.median``, ``.stddev`` and one path per percentile (``.p90``, ``.p95``,
+      ``.p99``; 99.9 gives ``.p99_9``). Timer statistics stay in **seconds**, as everywhere
+      else in Zibrato (statsd's own Graphite output would be milliseconds).
+
+    NAME is ``[PREFIX.]name[.KEY.VALUE]...``: the statsd backend's name rule (tags sorted
+    by key, the source as tag ``source``; characters outside ``A-Z a-z 0-9 _ . -`` become
+    ``_`` in the name, and outside ``A-Z a-z 0-9 _ -`` in tag keys and values), so a series
+    has the same path whether it reaches Graphite through statsd or directly. With
+    ``tags=True`` (Graphite 1.1) the tags follow instead: ``NAME.p90;key=value;...``; keys
+    keep ``A-Z a-z 0-9 _ . - /``, values also ``:``, anything else becomes ``_``, and a
+    tag called ``name`` is sent as ``name_``.
+
+    A flush never blocks longer than ``timeout`` (connecting and sending together; name
+    resolution excepted) and never raises. When carbon is unreachable, reconnecting waits
+    0.5 s, doubling to 30 s (reset by a successful send), and the lines that could not be
+    sent (the newest ``buffer_lines``) go first once it is back; older ones are counted
+    in ``dropped_lines``. A failed send is retried whole: carbon keeps the last value per
+    path and timestamp, so a line sent twice does no harm.
+    """
+
+    kind = "graphite"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("address", "carbon host:port (default: %(default)s)", default=DEFAULT_ADDRESS),
+        Option("prefix", "prefix every path with PREFIX."),
+        Option(
+            "tags",
+            "send Graphite 1.1 tags (path;key=value) instead of folding tags into the path",
+            flag=True,
+            default=False,
+        ),
+        Option(
+            "timeout",
+            "seconds one flush may spend connecting and sending (default: %(default)s)",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+        ),
+        Option(
+            "buffer-lines",
+            "lines kept for carbon while it is unreachable (default: %(default)s)",
+            type=int,
+            default=DEFAULT_BUFFER_LINES,
+        ),
+    )
+
+    def __init__(
+        self,
+        *,
+        address: str = DEFAULT_ADDRESS,
+        prefix: str | None = None,
+        tags: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        buffer_lines: int = DEFAULT_BUFFER_LINES,
+        clock: Callable[[], float] = time.monotonic,
+        **common: Any,
+    ) -> None:
+        super().__init__(**common)
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if buffer_lines < 0:
+            raise ValueError("buffer_lines must not be negative")
+        self.address = address
+        self.host, self.port = parse_address(address, default_port=2003)
+        self.prefix = prefix
+        self.tags = tags
+        self.timeout = timeout
+        self.buffer_lines = buffer_lines
+        self.dropped_lines = 0
+        self._clock = clock  # drives the reconnect backoff only
+        self._socket: socket.socket | None = None
+        self._pending: deque[bytes] = deque()
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._send_lock = threading.Lock()
+
+    @property
+    def pending_lines(self) -> int:
+        """How many lines wait for carbon to come back."""
+        return len(self._pending)
+
+    def emit(self, rollup: Rollup) -> None:
+        deadline = time.monotonic() + self.timeout
+        lines = self.lines(rollup)
+        with self._send_lock:
+            self._pending.extend(lines)
+            if not self._pending:
+                return
+            if self._connected(deadline) and self._send(deadline):
+                self._pending.clear()
+            else:
+                self._trim()
+
+    def close_target(self) -> None:
+        if not self._send_lock.acquire(timeout=0.1):
+            # An emit is stuck in send: wake it; its failure path closes the socket.
+            sock = self._socket
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return
+        try:
+            self._close_socket()
+            if self._pending:
+                self.dropped_lines += len(self._pending)
+                log.warning(
+                    "zibrato graphite backend: %d lines not sent at stop", len(self._pending)
+                )
+                self._pending.clear()
+        finally:
+            self._send_lock.release()
+
+    # -- connection --------------------------------------------------------------------
+    def _connected(self, deadline: float) -> bool:
+        if self._socket is not None:
+            if not _peer_closed(self._socket):
+                return True
+            self._close_socket()  # carbon closed it (restart?): reconnect right away
+        if self._clock() < self._retry_at:
+            return False
+        try:
+            self._socket = socket.create_connection(
+                (self.host, self.port), timeout=max(deadline - time.monotonic(), 0.001)
+            )
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def _send(self, deadline: float) -> bool:
+        sock = self._socket
+        assert sock is not None
+        try:
+            # sendall's timeout bounds the whole call, not each chunk (Python >= 3.5).
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(b"".join(self._pending))
+        except OSError as exc:  # includes TimeoutError
+            self._failed(exc)
+            return False
+        self._backoff = self._retry_at = 0.0
+        return True
+
+    def _failed(self, exc: OSError) -> None:
+        self._close_socket()
+        self.count_target_error(exc)
+        self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+        self._retry_at = self._clock() + self._backoff
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _trim(self) -> None:
+        extra = len(self._pending) - self.buffer_lines
+        if extra <= 0:
+            return
+        if not self.dropped_lines:
+            log.warning(
+                "zibrato graphite backend: carbon unreachable, dropping the oldest "
+                "lines beyond %d (counted in dropped_lines)",
+                self.buffer_lines,
+            )
+        self.dropped_lines += extra
+        for _ in range(extra):
+            self._pending.popleft()
+
+    # -- rendering ---------------------------------------------------------------------
+    def lines(self, rollup: Rollup) -> list[bytes]:
+        """Return the plaintext lines of one rollup, each ending in a newline."""
+        stamp = int(rollup.timestamp)
+        return [
+            f"{path} {format_number(value)} {stamp}\n".encode()
+            for series in rollup.series
+            for path, value in self.paths(series)
+        ]
+
+    def paths(self, series: Series) -> Iterator[tuple[str, float]]:
+        """Yield (path, value) for every statistic of ``series``."""
+        if self.tags:
+            name, tags = clean_name(series.name, self.prefix), graphite_tags(series)
+        else:
+            name, tags = dotted_name(series, self.prefix), ""
+        for stat, value in series_stats(series):
+            yield (f"{name}.{stat}{tags}" if stat else f"{name}{tags}"), value
+
+
+def series_stats(series: Series) -> Iterator[tuple[str, float]]:
+    """Yield (suffix, value) per statistic: a gauge's one value has the suffix ``""``."""
+    stats = series.stats
+    if series.type == COUNTER:
+        yield "count", stats["sum"]
+        yield "rate", stats["rate"]
+    elif series.type == GAUGE:
+        yield "", stats["value"]
+    else:
+        for stat, value in stats.items():
+            if stat != "sum_squares":
+                yield stat, value
+
+
+def graphite_tags(series: Series) -> str:
+    """Return ``;key=value...`` (Graphite 1.1) for the tags and source of ``series``."""
+    parts = []
+    for key, value in series_tags(series).items():
+        cleaned = clean_tag_key(key)
+        parts.append(f";{_RESERVED_TAGS.get(cleaned, cleaned)}={clean_tag_value(value)}")
+    return "".join(parts)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Return whether carbon closed the connection (it never sends, so readable = closed)."""
+    try:
+        sock.setblocking(False)
+        return sock.recv(4096) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
