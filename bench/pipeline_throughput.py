@@ -5,7 +5,9 @@ Each publisher calls z.incr('bench.pipeline') N times as fast as it can (or pace
 RATE events/s), then flushes. The jsonl backend's counter sums tell how many arrived.
 
 Usage: python pipeline_throughput.py [N_PER_PUBLISHER] [PUBLISHERS] [RATE_PER_PUBLISHER]
-Prints: offered events/s, delivered %, and events/s delivered end to end.
+Prints: offered events/s, delivered %, and how many lost events were counted (by the
+publisher's `zibrato.publisher.dropped` and the backend's `zibrato.backend.lost_events`);
+every lost event should be counted.
 """
 
 import json
@@ -82,8 +84,9 @@ send_s = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in pubs)
 expected = N * P
 
 
-def delivered():
-    total = 0
+def totals():
+    """Sum the counters of every rollup: what arrived, and what was counted as lost."""
+    sums = {"bench.pipeline": 0, "zibrato.publisher.dropped": 0, "zibrato.backend.lost_events": 0}
     try:
         with open(out) as f:
             for line in f:
@@ -91,18 +94,27 @@ def delivered():
                     row = json.loads(line)
                 except ValueError:
                     continue
-                if row.get("name") == "bench.pipeline":
-                    total += row.get("sum", row.get("value", 0)) or 0
+                if row.get("name") in sums:
+                    sums[row["name"]] += row.get("sum", 0) or 0
     except FileNotFoundError:
         pass
-    return total
+    return sums
+
+
+def accounted(sums):
+    return (
+        sums["bench.pipeline"]
+        + sums["zibrato.publisher.dropped"]
+        + sums["zibrato.backend.lost_events"]
+    )
 
 
 deadline = time.time() + 15
-got = delivered()
-while got < expected and time.time() < deadline:
+sums = totals()
+while accounted(sums) < expected and time.time() < deadline:
     time.sleep(0.5)
-    got = delivered()
+    sums = totals()
+time.sleep(1.5)  # one more flush, so late loss reports are in
 for p in procs:
     p.terminate()
 for p in procs:
@@ -110,8 +122,14 @@ for p in procs:
         p.wait(5)
     except subprocess.TimeoutExpired:
         p.kill()
-got = delivered()
+sums = totals()
+got = sums["bench.pipeline"]
+lost = expected - got
+counted = sums["zibrato.publisher.dropped"] + sums["zibrato.backend.lost_events"]
 print(
     f"pipeline: {P} publisher(s) offered {expected / send_s:,.0f} events/s; "
-    f"delivered {got:,.0f}/{expected:,} ({100 * got / expected:.2f}%)"
+    f"delivered {got:,.0f}/{expected:,} ({100 * got / expected:.2f}%); "
+    f"lost {lost:,.0f}, of which counted {counted:,.0f} "
+    f"(dropped in publisher {sums['zibrato.publisher.dropped']:,.0f}, "
+    f"lost on the way {sums['zibrato.backend.lost_events']:,.0f})"
 )

@@ -12,7 +12,8 @@ import pytest
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
 from zibrato.backends import load
-from zibrato.backends.statsd import StatsdBackend, format_number, packets, parse_address
+from zibrato.backends.naming import format_number, parse_address
+from zibrato.backends.statsd import StatsdBackend, packets
 from zibrato.broker import Broker
 
 WAIT = 5.0  # the longest any test waits for a packet

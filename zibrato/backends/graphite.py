@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
 from zibrato.backends.base import Backend, Option
-from zibrato.backends.statsd import (
+from zibrato.backends.naming import (
     clean_name,
     clean_tag_key,
     clean_tag_value,

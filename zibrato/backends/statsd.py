@@ -1,30 +1,31 @@
 """``statsd``: send each rollup over UDP to a statsd server, many lines per packet.
 
-The dotted-name helpers here (``parse_address``, ``dotted_name``, ``format_number`` and
-the ``clean_*`` functions) are shared with the ``graphite`` backend, so a series gets the
-same path whichever way it reaches Graphite.
+Names are built by :mod:`zibrato.backends.naming`, shared with the ``graphite`` backend,
+so a series gets the same path whichever way it reaches Graphite.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from decimal import Decimal
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
+from zibrato.backends.naming import (
+    clean_name,
+    clean_tag_key,
+    clean_tag_value,
+    dotted_name,
+    format_number,
+    parse_address,
+    series_tags,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
 DEFAULT_MAX_PACKET = 1432  # fits a 1500-byte Ethernet MTU with IPv6 + UDP headers
 TAG_STYLES = ("name", "dogstatsd")
-
-_BAD_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
-_BAD_PART = re.compile(r"[^A-Za-z0-9_\-]")
-_BAD_TAG_KEY = re.compile(r"[^A-Za-z0-9_.\-/]")
-_BAD_TAG_VALUE = re.compile(r"[^A-Za-z0-9_.\-/:]")
 
 
 class StatsdBackend(Backend):
@@ -199,79 +200,9 @@ def packets(lines: Iterable[str], max_packet: int) -> Iterator[bytes]:
 
 
 # -- names shared with the graphite backend -------------------------------------------
-def parse_address(address: str, *, default_port: int) -> tuple[str, int]:
-    """Split ``host:port``, ``[v6::addr]:port`` or a bare host into (host, port)."""
-    host, port = address.strip(), ""
-    if host.startswith("["):
-        host, bracket, rest = host[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"invalid address {address!r}: expected [host]:port")
-        port = rest[1:]
-    elif host.count(":") == 1:
-        host, port = host.split(":")
-    if not host:
-        raise ValueError(f"invalid address {address!r}: no host")
-    if not port:
-        return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid address {address!r}: bad port {port!r}")
-    return host, int(port)
-
-
-def clean_name(name: str, prefix: str | None = None) -> str:
-    """Return ``[prefix.]name`` with characters outside ``[A-Za-z0-9_.-]`` made ``_``."""
-    if prefix:
-        name = f"{prefix}.{name}"
-    parts = [part for part in _BAD_NAME.sub("_", name).split(".") if part]
-    return ".".join(parts) or "_"
-
-
-def clean_part(text: str) -> str:
-    """Return one dotted-path component: characters outside ``[A-Za-z0-9_-]`` made ``_``."""
-    return _BAD_PART.sub("_", text) or "_"
-
-
-def clean_tag_key(key: str) -> str:
-    """Return a tag key for tag-aware targets: keeps ``[A-Za-z0-9_./-]``."""
-    return _BAD_TAG_KEY.sub("_", key) or "_"
-
-
-def clean_tag_value(value: str) -> str:
-    """Return a tag value for tag-aware targets: keeps ``[A-Za-z0-9_./:-]``."""
-    return _BAD_TAG_VALUE.sub("_", value) or "_"
-
-
-def series_tags(series: Series) -> dict[str, str]:
-    """Return the tags of ``series`` sorted by key, with its source as tag ``source``."""
-    tags: Mapping[str, str] = series.tags
-    if series.source is not None:
-        tags = {**tags, "source": series.source}
-    return dict(sorted(tags.items()))
-
-
-def dotted_name(series: Series, prefix: str | None = None) -> str:
-    """Return ``[prefix.]name.key.value...``: the tags folded into a dotted path."""
-    parts = [clean_name(series.name, prefix)]
-    for key, value in series_tags(series).items():
-        parts += (clean_part(key), clean_part(value))
-    return ".".join(parts)
-
-
 def dogstatsd_tags(series: Series) -> str:
     """Return ``|#key:value,...`` for the tags and source of ``series``, or ``""``."""
     tags = series_tags(series)
     if not tags:
         return ""
     return "|#" + ",".join(f"{clean_tag_key(k)}:{clean_tag_value(v)}" for k, v in tags.items())
-
-
-def format_number(value: float) -> str:
-    """Return ``value`` as a plain decimal: no exponent, a float to 15 significant digits."""
-    if type(value) is int:
-        return str(value)
-    if value == 0:
-        return "0"
-    text = format(value, ".15g")
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    return text
