@@ -46,7 +46,7 @@ def main() -> None:
                 pass
             if random.random() < 0.2:
                 z.incr("orders.placed", tags={"shop": random.choice(["eu", "us"])})
-            queue_depth = max(0, queue_depth + random.randint(-2, 3))
+            queue_depth = max(0, queue_depth + random.randint(-3, 3))
             z.gauge("queue.depth", queue_depth)
             if random.random() < 0.01:
                 z.gauge(
