@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(BIN)/promtool: | $(STAMP)
+	.ci/get-promtool $(BIN)
+
 run: venv
 	$(BIN)/python examples/run_demo.py
 
@@ -22,7 +25,7 @@ lint: venv
 	$(BIN)/ruff format --check zibrato tests bench examples
 	$(BIN)/mypy
 
-test: lint
+test: lint $(BIN)/promtool
 	$(BIN)/python -m pytest
 
 bench: venv

@@ -91,7 +91,8 @@ class Backend:
         )
         self._context = context
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        # Set when stopping: subclasses may wait on it to cut a retry pause short.
+        self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._subscriber: Subscriber | None = None
         self._interval_start = time.time()
@@ -112,6 +113,13 @@ class Backend:
 
     def close_target(self) -> None:
         """Release what the target holds (files, sockets, servers). Called once at stop."""
+
+    def target_counters(self) -> Mapping[str, float]:
+        """Cumulative counts the target keeps (say, lines dropped while it was down).
+
+        Each is published at every flush as the counter ``zibrato.backend.NAME``.
+        """
+        return {}
 
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
@@ -135,7 +143,7 @@ class Backend:
         Returns within about ``timeout`` seconds even when the target hangs.
         """
         deadline = time.monotonic() + timeout
-        self._stop.set()
+        self.stop_event.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
@@ -157,7 +165,7 @@ class Backend:
         subscriber = self._subscriber
         assert subscriber is not None
         aggregator, lock = self.aggregator, self._lock
-        while not self._stop.is_set():
+        while not self.stop_event.is_set():
             batch = subscriber.receive(timeout=0.1)
             while batch is not None:
                 with lock:
@@ -166,7 +174,7 @@ class Backend:
 
     def _flush_loop(self) -> None:
         next_flush = time.monotonic() + self.flush_interval
-        while not self._stop.wait(max(0.0, next_flush - time.monotonic())):
+        while not self.stop_event.wait(max(0.0, next_flush - time.monotonic())):
             next_flush += self.flush_interval
             if next_flush < time.monotonic():  # a flush overran: do not try to catch up
                 next_flush = time.monotonic() + self.flush_interval
@@ -226,6 +234,8 @@ class Backend:
             ("lost_events", ""): sub.losses.lost_events if sub else 0,
             ("target_errors", ""): self.target_errors,
         }
+        for name, total in self.target_counters().items():
+            totals[name, ""] = total
         for reason, count in (sub.bad_messages if sub else {}).items():
             totals["bad_messages", reason] = count
         series = []

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
@@ -134,6 +134,9 @@ class GraphiteBackend(Backend):
                 self._pending.clear()
             else:
                 self._trim()
+
+    def target_counters(self) -> Mapping[str, float]:
+        return {"dropped_lines": self.dropped_lines}
 
     def close_target(self) -> None:
         if not self._send_lock.acquire(timeout=0.1):

@@ -196,7 +196,7 @@ class LibratoBackend(Backend):
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._auth = (email, token)
         self._secrets = (token, base64.b64encode(f"{email}:{token}".encode()).decode())
-        self._session = session or requests.Session()
+        self._session = session if session is not None else requests.Session()
         self._owns_session = session is None
         self._rng = rng or random.Random()
         self._buffer: deque[Measurement] = deque()
@@ -214,6 +214,12 @@ class LibratoBackend(Backend):
         """How many measurements wait to be delivered."""
         return len(self._buffer)
 
+    def target_counters(self) -> Mapping[str, float]:
+        return {
+            "dropped_measurements": self.dropped_measurements,
+            "rejected_measurements": self.rejected_measurements,
+        }
+
     def close_target(self) -> None:
         if self._owns_session:
             self._session.close()
@@ -222,7 +228,7 @@ class LibratoBackend(Backend):
     def emit(self, rollup: Rollup) -> None:
         # Never retry into the next flush; the last flush (at stop) gets about a second.
         budget = self.flush_interval * 0.9
-        if self._stop.is_set():
+        if self.stop_event.is_set():
             budget = min(budget, 1.0)
         deadline = time.monotonic() + budget
         self._enqueue(rollup)
@@ -292,7 +298,7 @@ class LibratoBackend(Backend):
             if time.monotonic() + delay >= deadline:
                 self._not_before = time.monotonic() + result  # honour Retry-After later
                 return _Outcome.GIVE_UP
-            if self._stop.wait(delay):
+            if self.stop_event.wait(delay):
                 return _Outcome.GIVE_UP
 
     def _attempt(self, body: bytes, timeout: float) -> _Outcome | float:

@@ -31,7 +31,7 @@ import socket
 import socketserver
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -224,6 +224,9 @@ class PrometheusBackend(Backend):
         except BaseException:
             self.close_target()
             raise
+
+    def target_counters(self) -> Mapping[str, float]:
+        return {"name_conflicts": self.name_conflicts, "evicted_series": self.evicted_series}
 
     def close_target(self) -> None:
         server, thread = self._server, self._serve_thread
