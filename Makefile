@@ -28,9 +28,18 @@ lint: venv
 test: lint $(BIN)/promtool
 	$(BIN)/python -m pytest
 
+# Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/anchors_overhead.py
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1
+	$(BIN)/python bench/pipeline_throughput.py 500000 2
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
+	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
+	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20; \
+	else echo "npm not found: skipping the Etsy statsd server reference"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
