@@ -253,7 +253,7 @@ class Aggregator:
         return True
 
     def _admit_tags(self, tags: dict[Any, Any], tags_key: TagsKey) -> bool:
-        if not protocol._valid_tags(tags):
+        if not protocol.valid_tags(tags):
             self._reject("invalid_tags")
             return False
         if len(self._good_tags) > 4 * self.max_series:

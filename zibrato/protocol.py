@@ -31,6 +31,7 @@ MAX_NAME_LENGTH = 255
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 255
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _TOPIC_LEVELS = {level.encode("ascii"): level for level in levels.LEVELS}
 _HEADER_FIELDS = 8
 
@@ -136,7 +137,7 @@ def decode(frames: Sequence[bytes]) -> Batch:
         and _is_count(sent_before)
         and isinstance(timestamp, int | float)
         and (source is None or isinstance(source, str))
-        and (tags is None or _valid_tags(tags))
+        and (tags is None or valid_tags(tags))
         and isinstance(events, tuple)
     ):
         raise DecodeError("header", "malformed batch header")
@@ -147,7 +148,8 @@ def _is_count(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
-def _valid_tags(tags: object) -> bool:
+def valid_tags(tags: object) -> bool:
+    """Return whether ``tags`` is a mapping of short non-empty string keys to strings."""
     if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
         return False
     for key, value in tags.items():
@@ -177,11 +179,14 @@ def check_event(event: object) -> str | None:
     reason = check_name(name)
     if reason:
         return reason
-    if type(value) not in (int, float) or not math.isfinite(value):
-        return "invalid_value"
+    if type(value) is float:
+        if not math.isfinite(value):
+            return "invalid_value"
+    elif type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
+        return "invalid_value"  # msgpack integers are 64-bit
     if source is not None and check_name(source):
         return "invalid_source"
-    if tags is not None and not _valid_tags(tags):
+    if tags is not None and not valid_tags(tags):
         return "invalid_tags"
     return None
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -71,8 +70,7 @@ class Publisher:
         sndhwm: int = 1000,
     ) -> None:
         self.address = address
-        self.source = source
-        self.tags = dict(tags) if tags else None
+        self.source, self.tags = _publisher_defaults(source, tags)
         self.buffer_size = buffer_size
         self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)
         # Past this many pending events on a level, recording wakes the sender early.
@@ -98,6 +96,7 @@ class Publisher:
         self._closed = False
         self._reset_process_state()
         _install_process_hooks()
+        _register_multiprocessing_hooks(self)
         _live.add(self)
         self._start_thread()
 
@@ -124,7 +123,6 @@ class Publisher:
         self._reset_process_state()
         if not self._closed:
             self._start_thread()
-            _register_mp_finalizer(self)
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="zibrato-publisher", daemon=True)
@@ -168,17 +166,19 @@ class Publisher:
         self._wake.set()
         linger = self.linger if linger is None else linger
         deadline = time.monotonic() + linger
-        self._drain(linger)
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return  # the sender is stuck; the daemon thread dies with the process
-        try:
-            if self._socket is not None:
-                remaining = max(0.0, deadline - time.monotonic())
-                self._socket.close(linger=int(remaining * 1000))
-                self._socket = None
-        finally:
-            self._lock.release()
+        self._drain(linger, final=True)
+        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._close_socket(max(0.0, deadline - time.monotonic()))
+            finally:
+                self._lock.release()
+        # else: the sender thread is busy; it closes the socket when it sees _closed.
         _live.discard(self)
+
+    def _close_socket(self, linger: float) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=int(linger * 1000))
+            self._socket = None
 
     # -- the background side -------------------------------------------------------
     def _is_closed(self) -> bool:
@@ -194,9 +194,15 @@ class Publisher:
                 self._drain(0.0)
             except Exception:  # never let the thread die: it is the only sender
                 log.exception("zibrato: publisher failed to send a batch")
+        with self._lock:
+            self._close_socket(0.0)  # when close() could not wait for us
 
-    def _drain(self, wait: float) -> None:
-        """Send every pending event; wait up to ``wait`` s for the broker's subscriptions."""
+    def _drain(self, wait: float, final: bool = False) -> None:
+        """Send every pending event; wait up to ``wait`` s for the broker's subscriptions.
+
+        Unless ``final`` (close, or a capture starting), events recorded before the broker
+        has told us its subscriptions stay buffered for up to ``startup_hold``.
+        """
         if self._pid != os.getpid():
             return  # a stale object in a child that was not reset: nothing of ours to send
         deadline = time.monotonic() + wait
@@ -206,11 +212,15 @@ class Publisher:
             sink = _capture_sink
             if sink is None and self._has_pending():
                 self._read_subscriptions(deadline)
-                if not self._subscribed and self._in_startup_hold():
+                if not self._subscribed and self._in_startup_hold() and not final:
                     return  # keep the events: the broker has not told us its subscribers yet
             for level, queue in self.queues.items():
                 while queue:
-                    self._send(level, _take(queue, self.batch_size), sink)
+                    events = _take(queue, self.batch_size)
+                    try:
+                        self._send(level, events, sink, final)
+                    except Exception as exc:  # never raise into flush()/close() callers
+                        self.reject("send_failed", f"{type(exc).__name__}: {exc}", len(events))
             self._send_drop_report(sink)
         finally:
             self._lock.release()
@@ -222,7 +232,8 @@ class Publisher:
         return time.monotonic() - self._connected_at < self.startup_hold
 
     def _send_drop_report(self, sink: Sink | None) -> None:
-        if not self._unpublished_drops:
+        # The report waits (merged with later drops) until somebody listens for it.
+        if not self._unpublished_drops or (sink is None and DROPPED_LEVEL not in self._subscribed):
             return
         with self._drops_lock:
             report, self._unpublished_drops = self._unpublished_drops, {}
@@ -232,7 +243,9 @@ class Publisher:
         ]
         self._send(DROPPED_LEVEL, events, sink)
 
-    def _send(self, level: str, events: list[Event], sink: Sink | None) -> None:
+    def _send(
+        self, level: str, events: list[Event], sink: Sink | None, final: bool = False
+    ) -> None:
         events = self._checked(events)
         if not events:
             return
@@ -240,6 +253,8 @@ class Publisher:
             sink.receive(level, self.source, self.tags, events)
         elif level in self._subscribed:
             self._send_frames(level, events)
+        elif final and not self._ever_subscribed:
+            self.reject("no_broker", f"no broker answered at {self.address}", len(events))
         else:
             self.filtered_events += len(events)
             if level in self._ever_subscribed:
@@ -248,16 +263,14 @@ class Publisher:
                 self._sent_before[level] += len(events)
 
     def _send_frames(self, level: str, events: Sequence[Event]) -> None:
-        frames = protocol.encode(
-            level,
-            self.publisher_id,
-            self._seq[level],
-            self._sent_before[level],
-            time.time(),
-            self.source,
-            self.tags,
-            events,
-        )
+        try:
+            frames = self._encode(level, events)
+        except (OverflowError, TypeError, ValueError):
+            # Something the quick check let through (a huge integer, say): check fully.
+            events = self._drop_invalid(events)
+            if not events:
+                return
+            frames = self._encode(level, events)
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
             self._send_frames(level, events[:half])
@@ -276,6 +289,18 @@ class Publisher:
         self.sent_batches += 1
         self.sent_events += len(events)
 
+    def _encode(self, level: str, events: Sequence[Event]) -> list[bytes]:
+        return protocol.encode(
+            level,
+            self.publisher_id,
+            self._seq[level],
+            self._sent_before[level],
+            time.time(),
+            self.source,
+            self.tags,
+            events,
+        )
+
     def _checked(self, events: list[Event]) -> list[Event]:
         """Return ``events`` without the invalid ones (each counted and logged once).
 
@@ -284,6 +309,9 @@ class Publisher:
         """
         if self._all_known_valid(events):
             return events
+        return self._drop_invalid(events)
+
+    def _drop_invalid(self, events: Sequence[Event]) -> list[Event]:
         good = []
         for event in events:
             reason = protocol.check_event(event)
@@ -362,6 +390,28 @@ class Publisher:
             self._subscribed.difference_update(matched)
 
 
+def _publisher_defaults(
+    source: object, tags: Mapping[Any, Any] | None
+) -> tuple[str | None, dict[str, str] | None]:
+    """Return the client-wide source and tags as strings; warn about (and drop) bad ones.
+
+    Every batch carries these, so a bad one would make backends refuse every batch.
+    """
+    if source is not None:
+        source = str(source)
+        if protocol.check_name(source):
+            log.warning("zibrato: ignoring the client source %r: not a valid name", source)
+            source = None
+    clean: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        key, value = str(key), str(value)
+        if protocol.valid_tags({key: value}) and len(clean) < protocol.MAX_TAGS:
+            clean[key] = value
+        else:
+            log.warning("zibrato: ignoring the client tag %r=%r: too long or empty", key, value)
+    return source, clean or None
+
+
 def _tags_key(tags: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(tags.items())
 
@@ -392,10 +442,13 @@ def set_capture_sink(sink: Sink | None) -> None:
     _capture_sink = sink
 
 
-def flush_all(timeout: float = 0.0) -> None:
-    """Drain every live publisher of this process now."""
+def flush_all(timeout: float = 0.0, *, release_held: bool = False) -> None:
+    """Drain every live publisher of this process now.
+
+    ``release_held`` also sends (or counts) events held while waiting for a broker.
+    """
     for publisher in list(_live):
-        publisher.flush(timeout)
+        publisher._drain(timeout, final=release_held)
 
 
 def _at_exit() -> None:
@@ -413,12 +466,19 @@ def _after_fork_in_child() -> None:
         publisher._after_fork_in_child()
 
 
-def _register_mp_finalizer(publisher: Publisher) -> None:
-    # multiprocessing children leave through os._exit(), skipping atexit; their own
-    # finalizer hook still runs, so pending events get out there too.
-    mp_util: Any = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.Finalize(publisher, publisher.close, exitpriority=-100)
+def _register_multiprocessing_hooks(publisher: Publisher) -> None:
+    # multiprocessing children leave through os._exit(), skipping atexit, and clear the
+    # finalizers they inherit; an after-fork hook of theirs registers a fresh finalizer
+    # in each child, so what the child recorded still goes out when it exits.
+    import multiprocessing.util as mp_util
+
+    mp_util.register_after_fork(publisher, _finalize_in_child)
+
+
+def _finalize_in_child(publisher: Publisher) -> None:
+    import multiprocessing.util as mp_util
+
+    mp_util.Finalize(publisher, publisher.close, exitpriority=-100)
 
 
 _hooks_installed = False

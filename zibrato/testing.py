@@ -128,7 +128,7 @@ class CapturedMetrics:
 @contextmanager
 def capture() -> Iterator[CapturedMetrics]:
     """Capture every metric recorded in this process inside the ``with`` block."""
-    publisher.flush_all()
+    publisher.flush_all(release_held=True)  # what came before goes where it was going
     metrics = CapturedMetrics()
     previous = publisher._capture_sink
     publisher.set_capture_sink(metrics)
