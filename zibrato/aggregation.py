@@ -123,7 +123,8 @@ class Aggregator:
         self.sampled_values = 0
         self.events = 0
         self._good_names: set[str] = set()
-        self._good_tags: set[Any] = set()
+        # tags as given -> tags sorted by key, for tag sets already seen valid
+        self._good_tags: dict[TagsKey, TagsKey] = {}
         self._reset()
         self._gauge_memory: dict[_RawKey, float] = {}
 
@@ -171,8 +172,15 @@ class Aggregator:
             if tags is None:
                 tags_key: TagsKey = ()
             elif type(tags) is dict:
-                tags_key = tuple(tags.items())
-                if tags_key not in good_tags and not self._admit_tags(tags, tags_key):
+                try:
+                    tags_key = good_tags[tuple(tags.items())]
+                except KeyError:
+                    admitted = self._admit_tags(tags)
+                    if admitted is None:
+                        continue
+                    tags_key = admitted
+                except TypeError:  # unhashable tag values
+                    self._reject("invalid_tags")
                     continue
             else:
                 self._reject("invalid_tags")
@@ -228,14 +236,15 @@ class Aggregator:
 
     def _sample(self, key: _RawKey, kept: list[float], value: float) -> None:
         # Reservoir sampling (algorithm R): every value has the same chance to be kept.
+        # ``extra`` holds exactly the values not in ``kept``, so moments stay exact.
         extra = self._sampled.get(key)
         if extra is None:
             extra = self._sampled[key] = _Sampled()
-        extra.add(value)
         self.sampled_values += 1
-        slot = self._rng.randrange(len(kept) + extra.count)
+        slot = self._rng.randrange(len(kept) + extra.count + 1)
         if slot < len(kept):
-            kept[slot] = value
+            kept[slot], value = value, kept[slot]
+        extra.add(value)
 
     def _admit_series(self) -> bool:
         if self.series_count < self.max_series:
@@ -252,14 +261,16 @@ class Aggregator:
         self._good_names.add(name)  # type: ignore[arg-type]
         return True
 
-    def _admit_tags(self, tags: dict[Any, Any], tags_key: TagsKey) -> bool:
+    def _admit_tags(self, tags: dict[Any, Any]) -> TagsKey | None:
+        """Validate a tag set not seen before; return it sorted by key, or None."""
         if not protocol.valid_tags(tags):
             self._reject("invalid_tags")
-            return False
+            return None
         if len(self._good_tags) > 4 * self.max_series:
             self._good_tags.clear()
-        self._good_tags.add(tags_key)
-        return True
+        canonical = tuple(sorted(tags.items()))
+        self._good_tags[tuple(tags.items())] = canonical
+        return canonical
 
     def _reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -345,7 +356,9 @@ def distribution_stats(
     total = math.fsum(ordered)
     lowest, highest = ordered[0], ordered[-1]
     mean = total / count
-    squares = math.fsum((v - mean) * (v - mean) for v in ordered)
+    # Scaled by the largest magnitude so that squaring huge values cannot overflow.
+    scale = max(abs(lowest), abs(highest)) or 1.0
+    squares = math.fsum(((v - mean) / scale) ** 2 for v in ordered)
     sum_squares = math.fsum(v * v for v in ordered)
     for extra in sampled:
         # Fold in the values that were only sampled: exact moments still hold.
@@ -355,6 +368,7 @@ def distribution_stats(
         lowest, highest = min(lowest, extra.min), max(highest, extra.max)
     if count != len(ordered):
         mean = total / count
+        scale = 1.0
         squares = max(0.0, sum_squares - count * mean * mean)
     stats: dict[str, float] = {
         "count": count,
@@ -363,7 +377,7 @@ def distribution_stats(
         "max": highest,
         "mean": mean,
         "median": quantile(ordered, 50),
-        "stddev": math.sqrt(squares / count),
+        "stddev": scale * math.sqrt(squares / count),
         "sum_squares": sum_squares,
     }
     for pct in percentiles:

@@ -54,15 +54,21 @@ class Broker:
 
     def bind(self) -> tuple[str, str]:
         """Bind both sides; return the addresses actually bound (port 0 resolved)."""
-        xsub = self._socket(zmq.XSUB)
-        xsub.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        xsub.setsockopt(zmq.RCVHWM, self.hwm)
-        xpub = self._socket(zmq.XPUB)
-        xpub.setsockopt(zmq.SNDHWM, self.hwm)
-        self.frontend_address = _bind(xsub, self.frontend_address)
-        self.backend_address = _bind(xpub, self.backend_address)
-        control = self._socket(zmq.PAIR)
-        control.bind(self._control_address)
+        try:
+            xsub = self._socket(zmq.XSUB)
+            xsub.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            xsub.setsockopt(zmq.RCVHWM, self.hwm)
+            xpub = self._socket(zmq.XPUB)
+            xpub.setsockopt(zmq.SNDHWM, self.hwm)
+            self.frontend_address = _bind(xsub, self.frontend_address)
+            self.backend_address = _bind(xpub, self.backend_address)
+            control = self._socket(zmq.PAIR)
+            control.bind(self._control_address)
+        except BaseException:
+            for sock in self._sockets:  # release what was bound: a retry must succeed
+                sock.close(linger=0)
+            self._sockets = []
+            raise
         return self.frontend_address, self.backend_address
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:

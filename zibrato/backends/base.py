@@ -171,6 +171,11 @@ class Backend:
                 with lock:
                     aggregator.add(batch)
                 batch = subscriber.receive_ready()
+        # Stopping: take in what has already arrived (briefly), so the final flush has it.
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline and (batch := subscriber.receive(0.02)) is not None:
+            with lock:
+                aggregator.add(batch)
 
     def _flush_loop(self) -> None:
         next_flush = time.monotonic() + self.flush_interval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import IO, Any, ClassVar
 
@@ -38,6 +39,7 @@ class JsonLinesBackend(Backend):
             os.makedirs(directory, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
         lines = [json.dumps(series_record(rollup, s), allow_nan=False) for s in rollup.series]
+
         if lines:
             self._file.write("\n".join(lines) + "\n")
             self._file.flush()
@@ -57,5 +59,6 @@ def series_record(rollup: Rollup, series: Series) -> dict[str, Any]:
         "type": series.type,
         "source": series.source,
         "tags": dict(series.tags),
-        **series.stats,
+        # JSON has no NaN or infinity; a statistic that overflowed is written as null.
+        **{key: value if math.isfinite(value) else None for key, value in series.stats.items()},
     }
