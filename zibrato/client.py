@@ -23,11 +23,15 @@ _DISTRIBUTION = int(Kind.DISTRIBUTION)
 
 
 def resolve_publish(publish: str | None, host: str | None = None, port: int | None = None) -> str:
-    """Return the address to publish to: argument, then ``ZIBRATO_PUBLISH``, then default."""
+    """Return the address to publish to.
+
+    An explicit ``publish`` wins, then the 2013 keywords ``host``/``port``, then the
+    environment variable ``ZIBRATO_PUBLISH``, then ``tcp://127.0.0.1:5550``.
+    """
     if publish:
         return publish
     if host is not None or port is not None:
-        return f"tcp://{host or '127.0.0.1'}:{port or 5550}"
+        return f"tcp://{host or '127.0.0.1'}:{5550 if port is None else port}"
     return os.environ.get(PUBLISH_ENV) or DEFAULT_PUBLISH
 
 
@@ -84,8 +88,17 @@ class Zibrato:
         return f"<Zibrato publish={self.publisher.address!r} level={self.threshold!r}>"
 
     # -- the slow paths --------------------------------------------------------------
-    def _bad_level(self, level: object) -> None:
-        self.publisher.reject("invalid_level", f"level {level!r} is not one of {levels.LEVELS}")
+    def _learn_level(self, level: object) -> str | None:
+        """Handle a level spelled unusually ("Info"): learn it, or count it if invalid."""
+        try:
+            canonical = levels.normalize(level)  # type: ignore[arg-type]
+        except ValueError:
+            self.publisher.reject("invalid_level", f"level {level!r} is not one of {levels.LEVELS}")
+            return None
+        if isinstance(level, str) and len(self._queues) < 100:
+            self._queues[level] = self._queues[canonical]
+            self._sinks[level] = self._sinks[canonical]
+        return canonical
 
     # -- immediate records -------------------------------------------------------------
     def incr(
@@ -101,7 +114,10 @@ class Zibrato:
         try:
             queue = self._queues[level]
         except (KeyError, TypeError):
-            return self._bad_level(level)
+            canonical = self._learn_level(level)
+            if canonical is not None:
+                self._put(_COUNTER, name, value, canonical, source, tags)
+            return
         if queue is not None:
             event = (_COUNTER, name, value, source, tags)
             if len(queue) < self._soft_cap:
@@ -158,7 +174,10 @@ class Zibrato:
         try:
             queue = self._queues[level]
         except (KeyError, TypeError):
-            return self._bad_level(level)
+            canonical = self._learn_level(level)
+            if canonical is None:
+                return
+            queue = self._queues[canonical]
         if queue is not None:
             event = (kind, name, value, source, tags)
             if len(queue) < self._soft_cap:
@@ -179,8 +198,8 @@ class Zibrato:
         try:
             sink = self._sinks[level]
         except (KeyError, TypeError):
-            self._bad_level(level)
-            sink = None
+            canonical = self._learn_level(level)
+            sink = None if canonical is None else self._sinks[canonical]
         return Timer(sink, name, source, tags)
 
     def counter(
@@ -196,8 +215,8 @@ class Zibrato:
         try:
             sink = self._sinks[level]
         except (KeyError, TypeError):
-            self._bad_level(level)
-            sink = None
+            canonical = self._learn_level(level)
+            sink = None if canonical is None else self._sinks[canonical]
         return Counter(sink, name, source, tags, value)
 
     # The 2013 API: same objects, the original names.

@@ -135,8 +135,9 @@ def decode(frames: Sequence[bytes]) -> Batch:
         isinstance(publisher, str)
         and _is_count(seq)
         and _is_count(sent_before)
-        and isinstance(timestamp, int | float)
-        and (source is None or isinstance(source, str))
+        and type(timestamp) in (int, float)
+        and math.isfinite(timestamp)
+        and (source is None or check_name(source) is None)
         and (tags is None or valid_tags(tags))
         and isinstance(events, tuple)
     ):
@@ -170,24 +171,27 @@ def check_name(name: object) -> str | None:
 
 
 def check_event(event: object) -> str | None:
-    """Return the reason ``event`` is invalid, or None when it is a well-formed event."""
+    """Return the reason ``event`` is invalid, or None when it is a well-formed event.
+
+    Checks run in the order the backends' aggregation applies them (value, name, tags,
+    source, kind), so one bad event gets one reason everywhere.
+    """
     if not isinstance(event, tuple | list) or len(event) != 5:
         return "invalid_event"
     kind, name, value, source, tags = event
-    if type(kind) is not int or kind not in KIND_NAMES:
-        return "invalid_kind"
-    reason = check_name(name)
-    if reason:
-        return reason
     if type(value) is float:
         if not math.isfinite(value):
             return "invalid_value"
     elif type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
         return "invalid_value"  # msgpack integers are 64-bit
-    if source is not None and check_name(source):
-        return "invalid_source"
+    if check_name(name):
+        return "invalid_name"
     if tags is not None and not valid_tags(tags):
         return "invalid_tags"
+    if source is not None and check_name(source):
+        return "invalid_source"
+    if type(kind) is not int or kind not in KIND_NAMES:
+        return "invalid_kind"
     return None
 
 

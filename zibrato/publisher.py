@@ -94,6 +94,7 @@ class Publisher:
         self._drops_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self._abandoned = False
         self._reset_process_state()
         _install_process_hooks()
         _register_multiprocessing_hooks(self)
@@ -106,9 +107,14 @@ class Publisher:
         self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
         self._seq = dict.fromkeys(levels.LEVELS, 0)
         self._sent_before = dict.fromkeys(levels.LEVELS, 0)
+        # Our own context: close() terminates it, which is what makes ZeroMQ honour the
+        # linger (the process may exit right after; the I/O thread must finish first).
+        # A forked child never touches the parent's context: its I/O thread is gone.
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._subscribed: set[str] = set()
         self._ever_subscribed: set[str] = set()
+        self._address_error: str | None = None
         self._connected_at = 0.0
         self._thread: threading.Thread | None = None
 
@@ -131,7 +137,9 @@ class Publisher:
     # -- the calling side ----------------------------------------------------------
     def overflow(self, queue: deque[Event], event: Event) -> None:
         """Record ``event`` past the wake threshold: wake the sender, enforce the bound."""
-        if len(queue) < self.buffer_size:
+        if self._closed:
+            self.reject("closed", "recorded after close(); nothing sends it")
+        elif len(queue) < self.buffer_size:
             queue.append(event)
         else:
             self.reject("buffer_full", f"more than {self.buffer_size} events waiting to be sent")
@@ -156,6 +164,14 @@ class Publisher:
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything recorded so far; wait at most ``timeout`` s for a broker."""
+        if self._closed:
+            # Nothing sends after close(): count what was recorded since, do not reconnect.
+            pending = sum(len(queue) for queue in self.queues.values())
+            for queue in self.queues.values():
+                queue.clear()
+            if pending:
+                self.reject("closed", "recorded after close(); nothing sends it", pending)
+            return
         self._drain(self.startup_hold if timeout is None else timeout)
 
     def close(self, linger: float | None = None) -> None:
@@ -172,13 +188,26 @@ class Publisher:
                 self._close_socket(max(0.0, deadline - time.monotonic()))
             finally:
                 self._lock.release()
-        # else: the sender thread is busy; it closes the socket when it sees _closed.
+        else:
+            # The sender thread is busy: it closes the socket when it is done, unless it
+            # is already gone (then the lock is free again).
+            self._abandoned = True
+            thread = self._thread
+            if (thread is None or not thread.is_alive()) and self._lock.acquire(blocking=False):
+                try:
+                    self._close_socket(0.0)
+                finally:
+                    self._lock.release()
         _live.discard(self)
 
     def _close_socket(self, linger: float) -> None:
+        """Close the socket, waiting at most ``linger`` s for what it still has to send."""
         if self._socket is not None:
             self._socket.close(linger=int(linger * 1000))
             self._socket = None
+        if self._context is not None:
+            self._context.term()  # returns once the socket has sent or its linger ran out
+            self._context = None
 
     # -- the background side -------------------------------------------------------
     def _is_closed(self) -> bool:
@@ -195,7 +224,8 @@ class Publisher:
             except Exception:  # never let the thread die: it is the only sender
                 log.exception("zibrato: publisher failed to send a batch")
         with self._lock:
-            self._close_socket(0.0)  # when close() could not wait for us
+            if self._abandoned:  # close() could not wait for us: the socket is ours to close
+                self._close_socket(0.0)
 
     def _drain(self, wait: float, final: bool = False) -> None:
         """Send every pending event; wait up to ``wait`` s for the broker's subscriptions.
@@ -208,17 +238,25 @@ class Publisher:
         deadline = time.monotonic() + wait
         if not self._lock.acquire(timeout=wait if wait > 0 else -1):
             return
+        # How long a full ZeroMQ queue may hold us up: the linger when closing; on the
+        # background thread a few intervals (the application is never the one waiting).
+        send_deadline = deadline if final else time.monotonic() + 4 * self.interval
         try:
             sink = _capture_sink
             if sink is None and self._has_pending():
                 self._read_subscriptions(deadline)
-                if not self._subscribed and self._in_startup_hold() and not final:
+                if (
+                    not self._subscribed
+                    and self._in_startup_hold()
+                    and self._address_error is None
+                    and not final
+                ):
                     return  # keep the events: the broker has not told us its subscribers yet
             for level, queue in self.queues.items():
                 while queue:
                     events = _take(queue, self.batch_size)
                     try:
-                        self._send(level, events, sink, final)
+                        self._send(level, events, sink, final, send_deadline)
                     except Exception as exc:  # never raise into flush()/close() callers
                         self.reject("send_failed", f"{type(exc).__name__}: {exc}", len(events))
             self._send_drop_report(sink)
@@ -232,8 +270,11 @@ class Publisher:
         return time.monotonic() - self._connected_at < self.startup_hold
 
     def _send_drop_report(self, sink: Sink | None) -> None:
-        # The report waits (merged with later drops) until somebody listens for it.
-        if not self._unpublished_drops or (sink is None and DROPPED_LEVEL not in self._subscribed):
+        # The report waits (merged with later drops) until a subscriber listens for it;
+        # a capture reads the drop counts directly instead.
+        if not self._unpublished_drops or sink is not None:
+            return
+        if DROPPED_LEVEL not in self._subscribed:
             return
         with self._drops_lock:
             report, self._unpublished_drops = self._unpublished_drops, {}
@@ -244,7 +285,12 @@ class Publisher:
         self._send(DROPPED_LEVEL, events, sink)
 
     def _send(
-        self, level: str, events: list[Event], sink: Sink | None, final: bool = False
+        self,
+        level: str,
+        events: list[Event],
+        sink: Sink | None,
+        final: bool = False,
+        send_deadline: float = 0.0,
     ) -> None:
         events = self._checked(events)
         if not events:
@@ -252,7 +298,9 @@ class Publisher:
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
         elif level in self._subscribed:
-            self._send_frames(level, events)
+            self._send_frames(level, events, send_deadline)
+        elif self._address_error is not None:
+            self.reject("invalid_address", self._address_error, len(events))
         elif final and not self._ever_subscribed:
             self.reject("no_broker", f"no broker answered at {self.address}", len(events))
         else:
@@ -262,7 +310,7 @@ class Publisher:
                 # way, so advance the count that lets a returning subscriber see the gap.
                 self._sent_before[level] += len(events)
 
-    def _send_frames(self, level: str, events: Sequence[Event]) -> None:
+    def _send_frames(self, level: str, events: Sequence[Event], deadline: float) -> None:
         try:
             frames = self._encode(level, events)
         except (OverflowError, TypeError, ValueError):
@@ -273,13 +321,10 @@ class Publisher:
             frames = self._encode(level, events)
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
-            self._send_frames(level, events[:half])
-            self._send_frames(level, events[half:])
+            self._send_frames(level, events[:half], deadline)
+            self._send_frames(level, events[half:], deadline)
             return
-        assert self._socket is not None
-        try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
+        if not self._send_until(frames, deadline):
             self.reject(
                 "send_queue_full", "the ZeroMQ send queue to the broker is full", len(events)
             )
@@ -288,6 +333,18 @@ class Publisher:
         self._sent_before[level] += len(events)
         self.sent_batches += 1
         self.sent_events += len(events)
+
+    def _send_until(self, frames: list[bytes], deadline: float) -> bool:
+        """Send without blocking; while ZeroMQ's queue is full, retry until ``deadline``."""
+        assert self._socket is not None
+        while True:
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.002)
 
     def _encode(self, level: str, events: Sequence[Event]) -> list[bytes]:
         return protocol.encode(
@@ -314,6 +371,9 @@ class Publisher:
     def _drop_invalid(self, events: Sequence[Event]) -> list[Event]:
         good = []
         for event in events:
+            tags = event[4]
+            if tags is not None and not isinstance(tags, dict) and isinstance(tags, Mapping):
+                event = (*event[:4], dict(tags))  # any mapping will do; msgpack wants a dict
             reason = protocol.check_event(event)
             if reason is None:
                 good.append(event)
@@ -349,13 +409,21 @@ class Publisher:
         if event[4] is not None:
             self._valid_tags.add(_tags_key(event[4]))
 
-    def _ensure_socket(self) -> zmq.Socket[bytes]:
-        if self._socket is None:
-            sock = _context().socket(zmq.XPUB)
+    def _ensure_socket(self) -> zmq.Socket[bytes] | None:
+        """Return the connected socket; None when the address cannot be connected to."""
+        if self._socket is None and self._address_error is None:
+            if self._context is None:
+                self._context = zmq.Context(io_threads=1)
+            sock = self._context.socket(zmq.XPUB)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
-            sock.connect(self.address)  # any name lookup happens here, on our thread
+            try:
+                sock.connect(self.address)  # any name lookup happens here, on our thread
+            except zmq.ZMQError as exc:
+                sock.close(linger=0)
+                self._address_error = f"cannot connect to {self.address!r}: {exc}"
+                return None
             self._socket = sock
             self._connected_at = time.monotonic()
         return self._socket
@@ -363,6 +431,8 @@ class Publisher:
     def _read_subscriptions(self, deadline: float) -> None:
         """Apply the broker's (un)subscriptions; while none is known, wait until ``deadline``."""
         sock = self._ensure_socket()
+        if sock is None:
+            return
         while True:
             if self._subscribed or not self._in_startup_hold():
                 timeout = 0
@@ -424,16 +494,6 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
 # -- process-wide plumbing ---------------------------------------------------------
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 _capture_sink: Sink | None = None
-_context_pid = 0
-_context_obj: zmq.Context[zmq.Socket[bytes]] | None = None
-
-
-def _context() -> zmq.Context[zmq.Socket[bytes]]:
-    global _context_obj, _context_pid
-    if _context_obj is None or _context_pid != os.getpid():
-        _context_obj = zmq.Context(io_threads=1)
-        _context_pid = os.getpid()
-    return _context_obj
 
 
 def set_capture_sink(sink: Sink | None) -> None:
@@ -460,8 +520,6 @@ def _at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _context_obj
-    _context_obj = None  # never use the parent's context (its I/O thread is gone)
     for publisher in list(_live):
         publisher._after_fork_in_child()
 

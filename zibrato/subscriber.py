@@ -20,29 +20,35 @@ log = logging.getLogger("zibrato")
 
 
 class LossTracker:
-    """Count events lost between each publisher and us, from the batch envelopes.
+    """Count events (and batches) lost between each publisher and us.
 
     Every batch says how many events its publisher sent on its level before it
-    (``sent_before``); a jump in that count is exactly the number of events we missed.
-    The first batch seen from a publisher only sets the baseline.
+    (``sent_before``) and its sequence number (``seq``); a jump in either is exactly what
+    we missed. The first batch seen from a publisher only sets the baseline.
     """
 
     def __init__(self, max_publishers: int = 10_000) -> None:
         self.max_publishers = max_publishers
         self.lost_events = 0
+        self.lost_batches = 0
         self.gaps = 0
-        self._expected: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._expected: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
 
     def observe(self, batch: Batch) -> int:
         """Account for ``batch``; return how many events went missing just before it."""
         key = (batch.publisher, batch.level)
         expected = self._expected.pop(key, None)
-        self._expected[key] = batch.sent_before + len(batch.events)
+        self._expected[key] = (batch.seq + 1, batch.sent_before + len(batch.events))
         if len(self._expected) > self.max_publishers:
             self._expected.popitem(last=False)  # the publisher heard from least recently
-        if expected is None or batch.sent_before <= expected:
+        if expected is None:
             return 0
-        missed = batch.sent_before - expected
+        next_seq, next_sent_before = expected
+        if batch.seq > next_seq:
+            self.lost_batches += batch.seq - next_seq
+        if batch.sent_before <= next_sent_before:
+            return 0
+        missed = batch.sent_before - next_sent_before
         self.lost_events += missed
         self.gaps += 1
         return missed

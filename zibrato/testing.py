@@ -18,7 +18,7 @@ or with the pytest fixture that this module registers (``zibrato_metrics``)::
 
 While a capture is active every ``Zibrato`` client in the process records into it instead
 of the network. Events that a client refuses (bad names, NaN, unknown levels) are not
-captured; they show up in ``metrics.dropped`` instead.
+captured; they are counted by reason in ``metrics.dropped`` instead.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from zibrato import protocol, publisher
 from zibrato.protocol import Event
+
+__all__ = ["CapturedMetrics", "RecordedEvent", "capture", "zibrato_metrics"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class CapturedMetrics:
     def __init__(self) -> None:
         self._events: list[RecordedEvent] = []
         self._lock = threading.Lock()
+        # Drop counts when the capture began, per publisher, so only later ones count.
+        self._dropped_before = {id(pub): dict(pub.dropped) for pub in list(publisher._live)}
 
     def receive(
         self,
@@ -111,11 +114,14 @@ class CapturedMetrics:
 
     @property
     def dropped(self) -> dict[str, int]:
-        """Events that clients refused while capturing, counted by reason."""
+        """Events that clients refused while capturing (bad values, names, levels...)."""
+        publisher.flush_all()
         counts: dict[str, int] = {}
-        for event in self.filter(publisher.DROPPED_METRIC, type="counter"):
-            reason = event.tags.get("reason", "unknown")
-            counts[reason] = counts.get(reason, 0) + int(event.value)
+        for pub in list(publisher._live):
+            before = self._dropped_before.get(id(pub), {})
+            for reason, total in pub.dropped.items():
+                if total - before.get(reason, 0):
+                    counts[reason] = counts.get(reason, 0) + total - before.get(reason, 0)
         return counts
 
     def clear(self) -> None:
@@ -150,5 +156,3 @@ else:
         """Capture the metrics recorded during one test."""
         with capture() as metrics:
             yield metrics
-
-    __all__: Any = ["CapturedMetrics", "RecordedEvent", "capture", "zibrato_metrics"]
