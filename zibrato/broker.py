@@ -47,7 +47,10 @@ class Broker:
         self.backend_address = backend
         self.max_message_bytes = max_message_bytes
         self.hwm = hwm
-        self._context = context or zmq.Context.instance()
+        # Our own context unless given one: terminating it is what guarantees the ports
+        # are released when we stop (socket close is asynchronous in libzmq).
+        self._owns_context = context is None
+        self._context: zmq.Context[Any] | None = context  # created at bind() when ours
         self._thread: threading.Thread | None = None
         self._control_address = f"inproc://zibrato-broker-{id(self):x}"
         self._sockets: list[zmq.Socket[Any]] = []
@@ -65,13 +68,13 @@ class Broker:
             control = self._socket(zmq.PAIR)
             control.bind(self._control_address)
         except BaseException:
-            for sock in self._sockets:  # release what was bound: a retry must succeed
-                sock.close(linger=0)
-            self._sockets = []
+            self._release()  # a retry on the same addresses must succeed
             raise
         return self.frontend_address, self.backend_address
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
+        if self._context is None:
+            self._context = zmq.Context()
         sock: zmq.Socket[Any] = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         self._sockets.append(sock)
@@ -91,6 +94,15 @@ class Broker:
                 sock.close(linger=0)
             self._sockets = []
 
+    def _release(self) -> None:
+        """Close every socket and, when the context is ours, wait until they are gone."""
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets = []
+        if self._owns_context and self._context is not None:
+            self._context.term()  # returns once every socket, listeners included, is gone
+            self._context = None
+
     def start(self) -> tuple[str, str]:
         """Bind, then forward on a daemon thread; return the bound addresses."""
         addresses = self.bind()
@@ -104,6 +116,7 @@ class Broker:
         if thread is None:
             return
         deadline = time.monotonic() + timeout
+        assert self._context is not None
         stopper = self._context.socket(zmq.PAIR)
         stopper.setsockopt(zmq.LINGER, 0)
         try:
@@ -117,6 +130,8 @@ class Broker:
         finally:
             stopper.close()
         self._thread = None
+        if not thread.is_alive():
+            self._release()
 
 
 def _bind(sock: zmq.Socket[Any], address: str) -> str:
