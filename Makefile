@@ -29,8 +29,11 @@ test: lint $(BIN)/promtool
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
-bench: venv
+$(VENV)/.bench-stamp: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/anchors_overhead.py
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
