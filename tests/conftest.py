@@ -63,8 +63,12 @@ class CliProcess:
         self.stderr: list[str] = []
         assert self.popen.stdout is not None and self.popen.stderr is not None
         self._readers = [
-            threading.Thread(target=_read_lines, args=(self.popen.stdout, self.stdout), daemon=True),
-            threading.Thread(target=_read_lines, args=(self.popen.stderr, self.stderr), daemon=True),
+            threading.Thread(
+                target=_read_lines, args=(self.popen.stdout, self.stdout), daemon=True
+            ),
+            threading.Thread(
+                target=_read_lines, args=(self.popen.stderr, self.stderr), daemon=True
+            ),
         ]
         for reader in self._readers:
             reader.start()
@@ -247,11 +251,25 @@ class Collector:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(
-                    f"timed out after {timeout} s waiting for {what}; received "
-                    f"{[(e.level, e.name, e.value) for e in self.received][:50]}"
+                    f"timed out after {timeout} s waiting for {what}; received {self.summary()}"
                 )
             self.poll(min(0.05, remaining))
         return self.received
+
+    def summary(self) -> str:
+        """How many events of each (level, name) arrived, and their sum."""
+        counts: dict[tuple[str, str], list[float]] = {}
+        for event in self.received:
+            entry = counts.setdefault((event.level, event.name), [0, 0])
+            entry[0] += 1
+            entry[1] += event.value
+        return (
+            ", ".join(
+                f"{level}/{name}: {count} event(s), sum {total}"
+                for (level, name), (count, total) in sorted(counts.items())
+            )
+            or "nothing"
+        )
 
     def wait_names(self, *names: str, timeout: float = EVENT_TIMEOUT) -> list[Received]:
         """Wait until at least one event of each of ``names`` has arrived."""

@@ -113,8 +113,8 @@ def test_full_buffer_drops_are_counted_and_reported(broker, subscribe, new_clien
 def test_out_of_range_integer_never_raises_and_spares_the_batch(broker, subscribe, new_client):
     """An int too big for the wire must be dropped like NaN, not break the batch it is in.
 
-    Today ``check_event`` accepts any ``int`` and ``msgpack`` then raises OverflowError
-    while encoding: ``flush()`` raises into the caller and the good events are lost.
+    msgpack integers are 64-bit: such a value once passed ``check_event``, then made
+    encoding raise OverflowError out of ``flush()`` and lost the good events with it.
     """
     collector = subscribe()
     z = new_client(publish=broker.frontend)
@@ -139,8 +139,8 @@ def test_bad_client_defaults_do_not_silently_lose_every_event(
     """Client-wide tags/source are sent in every batch header; invalid ones must not be silent.
 
     Acceptable: refusing them when the client is made, or still delivering the events,
-    or at least counting the drops. Today every batch is rejected by every subscriber as
-    a bad header, while the client reports its events as sent.
+    or at least counting the drops. Not acceptable (as once happened): every batch refused
+    by every subscriber as a bad header while the client reports its events as sent.
     """
     collector = subscribe()
     try:

@@ -71,9 +71,7 @@ def check_fork_outcome(collector, z: Zibrato, child_pid: int) -> None:
     assert {event.publisher for event in pre_fork} == {parent_id}
 
 
-def test_os_fork_child_publishes_its_own_events_and_not_the_parents(
-    broker, subscribe, new_client
-):
+def test_os_fork_child_publishes_its_own_events_and_not_the_parents(broker, subscribe, new_client):
     collector = subscribe()
     z = parent_with_pending_events(broker, new_client)
     pid = os.fork()
