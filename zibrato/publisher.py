@@ -1,12 +1,11 @@
 """Hand events from the instrumented process to ZeroMQ without blocking it.
 
 The calling thread only appends a tuple to a per-level ``deque`` (atomic under the GIL,
-and safe for any number of threads). A daemon thread wakes every ``interval`` seconds,
-drains the deques into batches, checks them, and sends them through an XPUB socket that
-connects to the broker. XPUB rather than PUB because it tells us which levels anybody
-subscribes to: unsubscribed levels are dropped here before any encoding, and a batch
-recorded before the broker has told us about its subscribers is held (briefly) instead
-of being lost to ZeroMQ's "slow joiner" window.
+and safe for any number of threads). A daemon thread wakes every ``interval`` seconds
+(sooner when a level's backlog passes ``wake_threshold``), drains the deques into
+batches, checks them, and sends them through the :class:`~zibrato.link.BrokerLink`.
+Whatever is not delivered is counted by reason in ``dropped`` and reported as the
+counter ``zibrato.publisher.dropped``.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import zmq
-
 from zibrato import levels, protocol
+from zibrato.link import BrokerLink
 from zibrato.protocol import Event, Kind
 
 log = logging.getLogger("zibrato")
@@ -107,15 +105,8 @@ class Publisher:
         self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
         self._seq = dict.fromkeys(levels.LEVELS, 0)
         self._sent_before = dict.fromkeys(levels.LEVELS, 0)
-        # Our own context: close() terminates it, which is what makes ZeroMQ honour the
-        # linger (the process may exit right after; the I/O thread must finish first).
-        # A forked child never touches the parent's context: its I/O thread is gone.
-        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._socket: zmq.Socket[bytes] | None = None
-        self._subscribed: set[str] = set()
-        self._ever_subscribed: set[str] = set()
-        self._address_error: str | None = None
-        self._connected_at = 0.0
+        # A forked child never touches the parent's link: its I/O thread is gone.
+        self._link = BrokerLink(self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold)
         self._thread: threading.Thread | None = None
 
     def _after_fork_in_child(self) -> None:
@@ -185,7 +176,7 @@ class Publisher:
         self._drain(linger, final=True)
         if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
-                self._close_socket(max(0.0, deadline - time.monotonic()))
+                self._link.close(max(0.0, deadline - time.monotonic()))
             finally:
                 self._lock.release()
         else:
@@ -195,19 +186,10 @@ class Publisher:
             thread = self._thread
             if (thread is None or not thread.is_alive()) and self._lock.acquire(blocking=False):
                 try:
-                    self._close_socket(0.0)
+                    self._link.close(0.0)
                 finally:
                     self._lock.release()
         _live.discard(self)
-
-    def _close_socket(self, linger: float) -> None:
-        """Close the socket, waiting at most ``linger`` s for what it still has to send."""
-        if self._socket is not None:
-            self._socket.close(linger=int(linger * 1000))
-            self._socket = None
-        if self._context is not None:
-            self._context.term()  # returns once the socket has sent or its linger ran out
-            self._context = None
 
     # -- the background side -------------------------------------------------------
     def _is_closed(self) -> bool:
@@ -225,7 +207,7 @@ class Publisher:
                 log.exception("zibrato: publisher failed to send a batch")
         with self._lock:
             if self._abandoned:  # close() could not wait for us: the socket is ours to close
-                self._close_socket(0.0)
+                self._link.close(0.0)
 
     def _drain(self, wait: float, final: bool = False) -> None:
         """Send every pending event; wait up to ``wait`` s for the broker's subscriptions.
@@ -244,13 +226,8 @@ class Publisher:
         try:
             sink = _capture_sink
             if sink is None and self._has_pending():
-                self._read_subscriptions(deadline)
-                if (
-                    not self._subscribed
-                    and self._in_startup_hold()
-                    and self._address_error is None
-                    and not final
-                ):
+                self._link.read_subscriptions(deadline)
+                if self._link.holding() and not final:
                     return  # keep the events: the broker has not told us its subscribers yet
             for level, queue in self.queues.items():
                 while queue:
@@ -266,15 +243,12 @@ class Publisher:
     def _has_pending(self) -> bool:
         return any(self.queues.values()) or bool(self._unpublished_drops)
 
-    def _in_startup_hold(self) -> bool:
-        return time.monotonic() - self._connected_at < self.startup_hold
-
     def _send_drop_report(self, sink: Sink | None) -> None:
         # The report waits (merged with later drops) until a subscriber listens for it;
         # a capture reads the drop counts directly instead.
         if not self._unpublished_drops or sink is not None:
             return
-        if DROPPED_LEVEL not in self._subscribed:
+        if DROPPED_LEVEL not in self._link.subscribed:
             return
         with self._drops_lock:
             report, self._unpublished_drops = self._unpublished_drops, {}
@@ -297,15 +271,15 @@ class Publisher:
             return
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
-        elif level in self._subscribed:
+        elif level in self._link.subscribed:
             self._send_frames(level, events, send_deadline)
-        elif self._address_error is not None:
-            self.reject("invalid_address", self._address_error, len(events))
-        elif final and not self._ever_subscribed:
+        elif self._link.error is not None:
+            self.reject("invalid_address", self._link.error, len(events))
+        elif final and not self._link.ever_subscribed:
             self.reject("no_broker", f"no broker answered at {self.address}", len(events))
         else:
             self.filtered_events += len(events)
-            if level in self._ever_subscribed:
+            if level in self._link.ever_subscribed:
                 # The broker or its subscribers went away: these events are lost on the
                 # way, so advance the count that lets a returning subscriber see the gap.
                 self._sent_before[level] += len(events)
@@ -324,7 +298,7 @@ class Publisher:
             self._send_frames(level, events[:half], deadline)
             self._send_frames(level, events[half:], deadline)
             return
-        if not self._send_until(frames, deadline):
+        if not self._link.send(frames, deadline):
             self.reject(
                 "send_queue_full", "the ZeroMQ send queue to the broker is full", len(events)
             )
@@ -333,18 +307,6 @@ class Publisher:
         self._sent_before[level] += len(events)
         self.sent_batches += 1
         self.sent_events += len(events)
-
-    def _send_until(self, frames: list[bytes], deadline: float) -> bool:
-        """Send without blocking; while ZeroMQ's queue is full, retry until ``deadline``."""
-        assert self._socket is not None
-        while True:
-            try:
-                self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
-                return True
-            except zmq.Again:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.002)
 
     def _encode(self, level: str, events: Sequence[Event]) -> list[bytes]:
         return protocol.encode(
@@ -408,56 +370,6 @@ class Publisher:
             self._valid_names.add(event[3])
         if event[4] is not None:
             self._valid_tags.add(_tags_key(event[4]))
-
-    def _ensure_socket(self) -> zmq.Socket[bytes] | None:
-        """Return the connected socket; None when the address cannot be connected to."""
-        if self._socket is None and self._address_error is None:
-            if self._context is None:
-                self._context = zmq.Context(io_threads=1)
-            sock = self._context.socket(zmq.XPUB)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-            sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
-            try:
-                sock.connect(self.address)  # any name lookup happens here, on our thread
-            except zmq.ZMQError as exc:
-                sock.close(linger=0)
-                self._address_error = f"cannot connect to {self.address!r}: {exc}"
-                return None
-            self._socket = sock
-            self._connected_at = time.monotonic()
-        return self._socket
-
-    def _read_subscriptions(self, deadline: float) -> None:
-        """Apply the broker's (un)subscriptions; while none is known, wait until ``deadline``."""
-        sock = self._ensure_socket()
-        if sock is None:
-            return
-        while True:
-            if self._subscribed or not self._in_startup_hold():
-                timeout = 0
-            else:
-                hold_end = self._connected_at + self.startup_hold
-                timeout = int(max(0.0, min(deadline, hold_end) - time.monotonic()) * 1000)
-            if not sock.poll(timeout, zmq.POLLIN):
-                return
-            while True:
-                try:
-                    message = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._apply_subscription(message)
-
-    def _apply_subscription(self, message: bytes) -> None:
-        if not message or message[0] not in (0, 1):
-            return
-        prefix = message[1:].decode("ascii", "replace")
-        matched = [level for level in levels.LEVELS if level.startswith(prefix)]
-        if message[0] == 1:
-            self._subscribed.update(matched)
-            self._ever_subscribed.update(matched)
-        else:
-            self._subscribed.difference_update(matched)
 
 
 def _publisher_defaults(
