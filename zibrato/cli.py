@@ -70,7 +70,7 @@ def run_broker(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop.wait()
-    broker.stop()
+    broker.stop(timeout=1.0)  # well inside the 2 s a stop may take
     print("zibrato broker: stopped", flush=True)
     return 0
 

@@ -78,12 +78,17 @@ class BrokerLink:
                 timeout = int(max(0.0, min(deadline, hold_end) - time.monotonic()) * 1000)
             if not sock.poll(timeout, zmq.POLLIN):
                 return
+            first = not self.subscribed
             while True:
                 try:
                     message = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._apply_subscription(message)
+            if first and self.subscribed:
+                # The broker sends its subscriptions one message each: give the rest of
+                # them a moment, or a level right behind the first would be filtered.
+                sock.poll(10, zmq.POLLIN)
 
     def _apply_subscription(self, message: bytes) -> None:
         if not message or message[0] not in (0, 1):

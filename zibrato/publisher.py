@@ -118,6 +118,9 @@ class Publisher:
         self._drops_lock = threading.Lock()
         self._wake = threading.Event()
         self._reset_process_state()
+        # The child's counts start at zero: the parent's are the parent's to report.
+        self.dropped, self._unpublished_drops = {}, {}
+        self.sent_events = self.sent_batches = self.filtered_events = 0
         if not self._closed:
             self._start_thread()
 
@@ -184,7 +187,7 @@ class Publisher:
             # is already gone (then the lock is free again).
             self._abandoned = True
             thread = self._thread
-            if (thread is None or not thread.is_alive()) and self._lock.acquire(blocking=False):
+            if (thread is None or not thread.is_alive()) and self._lock.acquire(timeout=0.05):
                 try:
                     self._link.close(0.0)
                 finally:

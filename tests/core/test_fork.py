@@ -103,3 +103,25 @@ def test_multiprocessing_fork_child_sends_its_events_on_exit(broker, subscribe, 
         check_fork_outcome(collector, z, process.pid)
     finally:
         process.close()
+
+
+def test_a_forked_childs_stats_start_at_zero(new_client, dead_address):
+    z = new_client(publish=dead_address)
+    z.incr("parent.bad", level="loud")  # refused (and counted) on the calling thread
+    assert z.stats()["dropped"] == {"invalid_level": 1}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports what its own client says, then leaves at once
+        try:
+            stats = z.stats()
+            ok = stats["dropped"] == {} and stats["sent_events"] == 0
+            os.write(write, b"1" if ok else repr(stats).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert wait_child(pid, 10) == 0
+        assert os.read(read, 1000) == b"1"
+    finally:
+        os.close(read)
+    assert z.stats()["dropped"] == {"invalid_level": 1}  # the parent keeps its own
