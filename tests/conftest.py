@@ -8,11 +8,13 @@ Everything runs on loopback with ports the OS picks (port 0), and every wait is 
   on the broker's backend, already proven connected: a probe event got through to it.
 * ``new_client(**kwargs)``: a ``Zibrato`` client that is closed after the test.
 * ``dead_address``: a TCP address nobody listens on (connections are refused).
-* ``run_cli(*args)``: ``python -m zibrato ARGS`` as a :class:`CliProcess`, stopped afterwards.
+* ``run_cli(*args, cwd=None, env=None)``: ``python -m zibrato ARGS`` as a :class:`CliProcess`,
+  stopped afterwards (``env`` is added to the inherited environment).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
@@ -47,9 +49,17 @@ class Addresses(NamedTuple):
 
 # -- subprocesses --------------------------------------------------------------------------
 class CliProcess:
-    """``python -m zibrato ARGS`` in a subprocess; its output is read on daemon threads."""
+    """``python -m zibrato ARGS`` in a subprocess; its output is read on daemon threads.
 
-    def __init__(self, *args: str) -> None:
+    It runs in ``cwd`` (default: ours) with ``env`` added to the inherited environment.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.args = args
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "zibrato", *args],
@@ -58,6 +68,8 @@ class CliProcess:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            cwd=cwd,
+            env={**os.environ, **env} if env else None,
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -96,6 +108,13 @@ class CliProcess:
                 raise AssertionError(f"no expected line within {timeout} s: {self!r}")
             time.sleep(0.01)
 
+    def wait_line(self, pattern: str, timeout: float = EVENT_TIMEOUT) -> re.Match[str]:
+        """Return the match of the first stdout line that ``pattern`` is found in."""
+        regex = re.compile(pattern)
+        match = regex.search(self.wait_for_line(lambda text: bool(regex.search(text)), timeout))
+        assert match is not None
+        return match
+
     def lines_matching(self, predicate: Callable[[str], bool]) -> list[str]:
         return [line for line in self.stdout[:] if predicate(line)]
 
@@ -108,6 +127,15 @@ class CliProcess:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def finish(self, timeout: float = EVENT_TIMEOUT) -> int:
+        """Wait for the process to exit by itself (failing after ``timeout`` s) and its output."""
+        code = self.wait(timeout)
+        if code is None:
+            raise AssertionError(f"still running after {timeout} s: {self!r}")
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
 
     def stop(self, timeout: float = 5.0) -> int:
         """Terminate (then kill after ``timeout`` s), reap, and close the pipes."""
@@ -134,16 +162,21 @@ def _read_lines(stream: IO[str], sink: list[str]) -> None:
 
 @pytest.fixture
 def run_cli() -> Iterator[Callable[..., CliProcess]]:
-    """Start ``python -m zibrato ARGS``; every process is stopped and reaped afterwards."""
+    """Start ``python -m zibrato ARGS``; every process is stopped and reaped afterwards
+    (the newest first: a backend before the broker it reads from)."""
     started: list[CliProcess] = []
 
-    def run(*args: str) -> CliProcess:
-        process = CliProcess(*args)
+    def run(
+        *args: str,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CliProcess:
+        process = CliProcess(*args, cwd=cwd, env=env)
         started.append(process)
         return process
 
     yield run
-    for process in started:
+    for process in reversed(started):
         process.stop()
 
 

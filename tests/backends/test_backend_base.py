@@ -16,11 +16,12 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+from backend_support import wait_for_subscriptions, wait_subscribed
 
 from zibrato import Zibrato, protocol
 from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
 from zibrato.backends.base import Backend
-from zibrato.broker import AddressInUse, Broker
+from zibrato.broker import AddressInUse
 from zibrato.runner import Runner
 from zibrato.subscriber import Subscriber
 
@@ -127,52 +128,18 @@ class CountingBackend(RecordingBackend):
         return dict(self.counts)
 
 
-def wait_subscribed(frontend: str, topics: set[bytes], timeout: float = WAIT) -> None:
-    """Wait until the broker knows subscriptions to ``topics``: a publisher connecting
-    afterwards is told about them at once (so no event is held or lost)."""
-    context = zmq.Context.instance()
-    probe = context.socket(zmq.XPUB)
-    probe.setsockopt(zmq.LINGER, 0)
-    try:
-        probe.connect(frontend)
-        wait_for_subscriptions(probe, topics, timeout)
-    finally:
-        probe.close(linger=0)
-
-
-def wait_for_subscriptions(sock: zmq.Socket[Any], topics: set[bytes], timeout: float) -> None:
-    seen: set[bytes] = set()
-    deadline = time.monotonic() + timeout
-    while not topics <= seen:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"the broker forwarded {seen}, not {topics}")
-        if sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-            message = sock.recv()
-            if message[:1] == b"\x01":
-                seen.add(message[1:])
-
-
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture
-def broker() -> Iterator[tuple[str, str]]:
-    b = Broker("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
-    addresses = b.start()
-    yield addresses
-    b.stop()
-
-
-@pytest.fixture
-def start_backend(broker: tuple[str, str]) -> Iterator[Callable[..., Any]]:
+def start_backend(inproc_broker: tuple[str, str]) -> Iterator[Callable[..., Any]]:
     """Start a backend on the broker and wait until the broker knows its subscription."""
     started: list[Backend] = []
 
     def start(cls: type[Backend] = RecordingBackend, **options: Any) -> Any:
         options.setdefault("flush_interval", 0.2)
-        backend = cls(connect=broker[1], **options)
+        backend = cls(connect=inproc_broker[1], **options)
         backend.start()
         started.append(backend)
-        wait_subscribed(broker[0], {backend.level.encode()})
+        wait_subscribed(inproc_broker[0], {backend.level.encode()})
         return backend
 
     yield start
@@ -183,18 +150,18 @@ def start_backend(broker: tuple[str, str]) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def client(broker: tuple[str, str]) -> Iterator[Zibrato]:
-    z = Zibrato(broker[0])
+def client(inproc_broker: tuple[str, str]) -> Iterator[Zibrato]:
+    z = Zibrato(inproc_broker[0])
     yield z
     z.close()
 
 
 @pytest.fixture
-def raw_publisher(broker: tuple[str, str]) -> Iterator[zmq.Socket[Any]]:
+def raw_publisher(inproc_broker: tuple[str, str]) -> Iterator[zmq.Socket[Any]]:
     """A bare XPUB socket on the broker's frontend; usable once it has seen ``info``."""
     sock = zmq.Context.instance().socket(zmq.XPUB)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(broker[0])
+    sock.connect(inproc_broker[0])
     yield sock
     sock.close(linger=0)
 
@@ -412,14 +379,15 @@ def test_health_reports_sampled_values() -> None:
 
 # -- level subscription ----------------------------------------------------------------------
 def test_level_error_receives_error_and_crit_only(
-    broker: tuple[str, str], start_backend: Callable[..., Any], client: Zibrato
+    inproc_broker: tuple[str, str], start_backend: Callable[..., Any], client: Zibrato
 ) -> None:
     # A debug subscriber makes the publisher actually send info and warning events, so the
     # backend's own subscription is what keeps them out.
-    everything = Subscriber(broker[1], level="debug")
+    frontend, backend_address = inproc_broker
+    everything = Subscriber(backend_address, level="debug")
     try:
         backend = start_backend(level="error")
-        wait_subscribed(broker[0], {b"debug", b"info", b"warning", b"error", b"crit"})
+        wait_subscribed(frontend, {b"debug", b"info", b"warning", b"error", b"crit"})
         for level in ("debug", "info", "warning", "error", "crit"):
             client.incr(f"lvl.{level}", level=level)
         client.incr("lvl.alias", level="critical")

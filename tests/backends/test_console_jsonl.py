@@ -5,7 +5,6 @@ and several publishing processes merging into one series (real broker, real proc
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
@@ -14,36 +13,20 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
+from backend_support import read_records, total, wait_records, wait_subscribed
 
 from zibrato.aggregation import Rollup, Series
 from zibrato.backends import load
 from zibrato.backends.console import ConsoleBackend, render_table
 from zibrato.backends.jsonl import JsonLinesBackend
-from zibrato.broker import Broker
 
-WAIT = 10.0
 NOWHERE = "tcp://127.0.0.1:1"  # never connected: these backends are flushed by hand
 HEADER = re.compile(r"^-- zibrato \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  \d+\.\ds  (?P<n>\d+) series --$")
 TIMER_KEYS = {"count", "sum", "min", "max", "mean", "median", "stddev", "p90", "p95", "p99"}
-
-
-def no_constants(name: str) -> Any:
-    raise AssertionError(f"non-standard JSON constant {name} in the output")
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of the file, parsed strictly (NaN/Infinity are errors)."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
-    return [json.loads(line, parse_constant=no_constants) for line in complete.splitlines()]
 
 
 def feed(backend: Any, events: list[tuple[Any, ...]]) -> None:
@@ -275,56 +258,20 @@ PUBLISH = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def broker() -> Iterator[tuple[str, str]]:
-    b = Broker("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
-    addresses = b.start()
-    yield addresses
-    b.stop()
-
-
-def wait_subscribed(frontend: str, timeout: float = WAIT) -> None:
-    """Wait until the broker has forwarded an ``info`` subscription to publishers."""
-    probe = zmq.Context.instance().socket(zmq.XPUB)
-    probe.setsockopt(zmq.LINGER, 0)
-    try:
-        probe.connect(frontend)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "the backend's subscription never reached the broker"
-            if probe.poll(int(remaining * 1000) + 1) and probe.recv() == b"\x01info":
-                return
-    finally:
-        probe.close(linger=0)
-
-
-def wait_records(
-    path: Path, done: Callable[[list[dict[str, Any]]], bool], timeout: float = WAIT
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_records(path)
-        if done(records):
-            return records
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; the file holds {records[-20:]}")
-        time.sleep(0.05)
-
-
 def test_events_from_several_processes_merge_into_one_series(
-    broker: tuple[str, str], tmp_path: Path
+    inproc_broker: tuple[str, str], tmp_path: Path
 ) -> None:
+    frontend, backend_address = inproc_broker
     path = tmp_path / "merged.jsonl"
-    backend = JsonLinesBackend(connect=broker[1], path=str(path), flush_interval=0.3)
+    backend = JsonLinesBackend(connect=backend_address, path=str(path), flush_interval=0.3)
     backend.start()
     processes: list[subprocess.Popen[str]] = []
     try:
-        wait_subscribed(broker[0])
+        wait_subscribed(frontend)
         for index in range(3):
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", PUBLISH, str(index), broker[0]],
+                    [sys.executable, "-c", PUBLISH, str(index), frontend],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -334,9 +281,6 @@ def test_events_from_several_processes_merge_into_one_series(
         for process in processes:
             _, err = process.communicate(timeout=20)
             assert process.returncode == 0, err
-
-        def total(records: list[dict[str, Any]], name: str, key: str) -> float:
-            return sum(r[key] for r in records if r["name"] == name)
 
         records = wait_records(
             path,

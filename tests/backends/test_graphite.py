@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from backend_support import backend_maker
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
@@ -88,17 +89,7 @@ def carbon() -> Iterator[Carbon]:
 
 @pytest.fixture
 def make_backend(carbon: Carbon) -> Iterator[Callable[..., GraphiteBackend]]:
-    made: list[GraphiteBackend] = []
-
-    def make(**options: object) -> GraphiteBackend:
-        options.setdefault("address", carbon.address)
-        backend = GraphiteBackend(connect="tcp://127.0.0.1:1", **options)  # type: ignore[arg-type]
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close_target()
+    yield from backend_maker(GraphiteBackend, connect="tcp://127.0.0.1:1", address=carbon.address)
 
 
 def rollup(*series: Series) -> Rollup:

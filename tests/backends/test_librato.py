@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from backend_support import backend_maker
 from requests.adapters import HTTPAdapter
 
 from zibrato import Zibrato
@@ -146,25 +147,16 @@ def stub() -> Iterator[LibratoStub]:
 
 @pytest.fixture
 def make_backend(stub: LibratoStub) -> Iterator[Callable[..., LibratoBackend]]:
-    made: list[LibratoBackend] = []
-
-    def make(**options: Any) -> LibratoBackend:
-        settings: dict[str, Any] = {
-            "url": stub.url,
-            "email": EMAIL,
-            "token": TOKEN,
-            "flush_interval": 5.0,
-            "timeout": 1.0,
-            "backoff_base": 0.01,
-            "backoff_cap": 0.05,
-        }
-        backend = LibratoBackend(**{**settings, **options})
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close_target()
+    yield from backend_maker(
+        LibratoBackend,
+        url=stub.url,
+        email=EMAIL,
+        token=TOKEN,
+        flush_interval=5.0,
+        timeout=1.0,
+        backoff_base=0.01,
+        backoff_cap=0.05,
+    )
 
 
 # -- the payload -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from backend_support import backend_maker
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
@@ -29,17 +30,8 @@ def server() -> Iterator[socket.socket]:
 
 @pytest.fixture
 def make_backend(server: socket.socket) -> Iterator[Callable[..., StatsdBackend]]:
-    made: list[StatsdBackend] = []
-
-    def make(**options: object) -> StatsdBackend:
-        options.setdefault("address", f"127.0.0.1:{server.getsockname()[1]}")
-        backend = StatsdBackend(connect="tcp://127.0.0.1:1", **options)  # type: ignore[arg-type]
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close_target()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    yield from backend_maker(StatsdBackend, connect="tcp://127.0.0.1:1", address=address)
 
 
 def receive_packets(sock: socket.socket, lines: int, timeout: float = WAIT) -> list[bytes]:
