@@ -15,7 +15,7 @@ with size limits, and every malformed message raises :class:`DecodeError` with a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -213,9 +213,3 @@ def merged_tags(
     if event_tags:
         merged.update(event_tags)
     return merged
-
-
-def chunks(items: Sequence[Event], size: int) -> Iterable[Sequence[Event]]:
-    """Split ``items`` into consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
