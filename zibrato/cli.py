@@ -20,8 +20,6 @@ from zibrato.protocol import Batch
 from zibrato.runner import Runner
 from zibrato.subscriber import Subscriber
 
-log = logging.getLogger("zibrato")
-
 
 def stop_on_signals() -> threading.Event:
     """Return an event that SIGINT or SIGTERM sets (install from the main thread)."""
@@ -115,15 +113,12 @@ def tail(
     *,
     as_json: bool,
     stop: threading.Event,
-    on_idle: Callable[[], None] | None = None,
 ) -> None:
     """Print every valid event from ``subscriber`` to ``out`` until ``stop`` is set."""
     rejected: dict[str, int] = {}
     while not stop.is_set():
         batch = subscriber.receive(timeout=0.1)
         if batch is None:
-            if on_idle:
-                on_idle()
             continue
         lines = []
         for event in protocol.valid_events(batch, rejected):
@@ -167,13 +162,18 @@ def percentiles_arg(value: str) -> tuple[float, ...]:
     return pcts
 
 
-def add_aggregation_arguments(parser: argparse.ArgumentParser) -> None:
+def add_level_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--level`` (every level at or above it; default debug)."""
     parser.add_argument(
         "--level",
         type=level_arg,
         default=levels.DEFAULT_THRESHOLD,
-        help="lowest level to receive (default: %(default)s)",
+        help=f"{what} (default: %(default)s)",
     )
+
+
+def add_aggregation_arguments(parser: argparse.ArgumentParser) -> None:
+    add_level_argument(parser, "lowest level to receive")
     parser.add_argument(
         "--flush",
         type=float,
@@ -349,12 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BACKEND,
         help="the broker's backend address (default: %(default)s)",
     )
-    tail_parser.add_argument(
-        "--level",
-        type=level_arg,
-        default=levels.DEFAULT_THRESHOLD,
-        help="lowest level to show (default: %(default)s)",
-    )
+    add_level_argument(tail_parser, "lowest level to show")
     tail_parser.add_argument(
         "--json", action="store_true", help="one JSON object per event instead of a text line"
     )

@@ -6,14 +6,11 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 
 from zibrato.backends.base import Backend
 from zibrato.broker import DEFAULT_BACKEND, DEFAULT_FRONTEND, Broker
-
-log = logging.getLogger("zibrato")
 
 
 class Runner:

@@ -85,11 +85,6 @@ class Subscriber:
             self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
         self._socket.connect(connect)
 
-    @property
-    def socket(self) -> zmq.Socket[Any]:
-        """The underlying socket, for use in a ``zmq.Poller``."""
-        return self._socket
-
     def receive(self, timeout: float) -> Batch | None:
         """Return the next valid batch, or None if none arrives within ``timeout`` s."""
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
