@@ -29,13 +29,6 @@ DEFAULT_MAX_SERIES = 10_000
 DEFAULT_MAX_VALUES = 100_000
 
 COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
-_KIND_TYPE = {
-    Kind.COUNTER: COUNTER,
-    Kind.GAUGE: GAUGE,
-    Kind.GAUGE_DELTA: GAUGE,
-    Kind.TIMER: TIMER,
-    Kind.DISTRIBUTION: DISTRIBUTION,
-}
 _INF = math.inf
 
 TagsKey = tuple[tuple[str, str], ...]
@@ -121,7 +114,6 @@ class Aggregator:
         self.rejected: dict[str, int] = {}
         self.dropped_series = 0
         self.sampled_values = 0
-        self.events = 0
         self._good_names: set[str] = set()
         # tags as given -> tags sorted by key, for tag sets already seen valid
         self._good_tags: dict[TagsKey, TagsKey] = {}
@@ -157,7 +149,6 @@ class Aggregator:
         """Fold raw ``(kind, name, value, source, tags)`` events in (validating each)."""
         counters, values, max_values = self._counters, self._values, self.max_values
         good_names, good_tags = self._good_names, self._good_tags
-        n = 0
         for event in events:
             try:
                 kind, name, value, event_source, tags = event
@@ -190,7 +181,6 @@ class Aggregator:
             elif type(event_source) is not str or protocol.check_name(event_source):
                 self._reject("invalid_source")
                 continue
-            n += 1
             if kind == 0:
                 key = (COUNTER, name, event_source, batch_tags, tags_key)
                 try:
@@ -219,9 +209,7 @@ class Aggregator:
             elif kind == 1 or kind == 2:
                 self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
             else:
-                n -= 1
                 self._reject("invalid_kind")
-        self.events += n
 
     def _gauge(self, key: _RawKey, kind: int, value: float) -> None:
         gauges = self._gauges

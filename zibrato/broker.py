@@ -16,9 +16,7 @@ from typing import Any
 import zmq
 
 from zibrato import protocol
-
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
-DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
+from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 
 
 class AddressInUse(RuntimeError):

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from zibrato import __version__, backends, levels, protocol
+from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
-from zibrato.broker import DEFAULT_BACKEND, DEFAULT_FRONTEND, AddressInUse, Broker
+from zibrato.broker import AddressInUse, Broker
 from zibrato.protocol import Batch
 from zibrato.runner import Runner
 from zibrato.subscriber import Subscriber

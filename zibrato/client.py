@@ -9,9 +9,10 @@ from types import TracebackType
 from typing import Any
 
 from zibrato import levels
-from zibrato.instruments import Counter, Sink, Timer
+from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
+from zibrato.instruments import Counter, LevelBuffer, Timer
 from zibrato.protocol import Event, Kind
-from zibrato.publisher import DEFAULT_PUBLISH, Publisher
+from zibrato.publisher import Publisher
 
 PUBLISH_ENV = "ZIBRATO_PUBLISH"
 
@@ -31,8 +32,9 @@ def resolve_publish(publish: str | None, host: str | None = None, port: int | No
     if publish:
         return publish
     if host is not None or port is not None:
-        return f"tcp://{host or '127.0.0.1'}:{5550 if port is None else port}"
-    return os.environ.get(PUBLISH_ENV) or DEFAULT_PUBLISH
+        port = DEFAULT_FRONTEND_PORT if port is None else port
+        return f"tcp://{host or DEFAULT_HOST}:{port}"
+    return os.environ.get(PUBLISH_ENV) or DEFAULT_FRONTEND
 
 
 class Zibrato:
@@ -73,12 +75,12 @@ class Zibrato:
         # Every spelling of a level maps to its buffer, or to None below the threshold;
         # None (no level given) maps to the default event level.
         self._queues: dict[str | None, deque[Event] | None] = {}
-        self._sinks: dict[str | None, Sink | None] = {}
+        self._sinks: dict[str | None, LevelBuffer | None] = {}
         enabled = set(levels.at_or_above(self.threshold))
         for name in (*levels.LEVELS, *levels.ALIASES, None):
             canonical = levels.normalize(name or levels.DEFAULT_EVENT_LEVEL)
             queue = self.publisher.queues[canonical] if canonical in enabled else None
-            sink = Sink(queue, self._soft_cap, self._overflow) if queue is not None else None
+            sink = LevelBuffer(queue, self._soft_cap, self._overflow) if queue is not None else None
             spellings = (name, name.upper()) if name else (None,)
             for spelling in spellings:
                 self._queues[spelling] = queue

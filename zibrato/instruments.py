@@ -25,7 +25,7 @@ _TIMER = int(Kind.TIMER)
 _COUNTER = int(Kind.COUNTER)
 
 
-class Sink(NamedTuple):
+class LevelBuffer(NamedTuple):
     """Where an instrument appends: one level's buffer, and what to call past ``soft_cap``.
 
     Below ``soft_cap`` an event is a plain ``append``; past it, ``overflow(queue, event)``
@@ -54,7 +54,7 @@ class Timer:
 
     def __init__(
         self,
-        sink: Sink | None,
+        sink: LevelBuffer | None,
         name: str,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -155,7 +155,7 @@ class Counter:
 
     def __init__(
         self,
-        sink: Sink | None,
+        sink: LevelBuffer | None,
         name: str,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,

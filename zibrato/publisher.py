@@ -21,12 +21,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from zibrato import levels, protocol
+from zibrato.addresses import DEFAULT_FRONTEND
 from zibrato.link import BrokerLink
 from zibrato.protocol import Event, Kind
 
 log = logging.getLogger("zibrato")
 
-DEFAULT_PUBLISH = "tcp://127.0.0.1:5550"
 DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
 _COUNTER = int(Kind.COUNTER)
@@ -34,7 +34,7 @@ _INF = float("inf")
 _MAX_REMEMBERED = 10_000
 
 
-class Sink(Protocol):
+class CaptureSink(Protocol):
     """Where drained events go instead of the network (``zibrato.testing`` uses this)."""
 
     def receive(
@@ -56,7 +56,7 @@ class Publisher:
 
     def __init__(
         self,
-        address: str = DEFAULT_PUBLISH,
+        address: str = DEFAULT_FRONTEND,
         *,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -246,7 +246,7 @@ class Publisher:
     def _has_pending(self) -> bool:
         return any(self.queues.values()) or bool(self._unpublished_drops)
 
-    def _send_drop_report(self, sink: Sink | None) -> None:
+    def _send_drop_report(self, sink: CaptureSink | None) -> None:
         # The report waits (merged with later drops) until a subscriber listens for it;
         # a capture reads the drop counts directly instead.
         if not self._unpublished_drops or sink is not None:
@@ -265,7 +265,7 @@ class Publisher:
         self,
         level: str,
         events: list[Event],
-        sink: Sink | None,
+        sink: CaptureSink | None,
         final: bool = False,
         send_deadline: float = 0.0,
     ) -> None:
@@ -408,10 +408,10 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
 
 # -- process-wide plumbing ---------------------------------------------------------
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
-_capture_sink: Sink | None = None
+_capture_sink: CaptureSink | None = None
 
 
-def set_capture_sink(sink: Sink | None) -> None:
+def set_capture_sink(sink: CaptureSink | None) -> None:
     """Route every publisher's events to ``sink`` (None: back to the network)."""
     global _capture_sink
     _capture_sink = sink

@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.backends.base import Backend
-from zibrato.broker import DEFAULT_BACKEND, DEFAULT_FRONTEND, Broker
+from zibrato.broker import Broker
 
 
 class Runner:

@@ -13,7 +13,7 @@ from typing import Any
 import zmq
 
 from zibrato import levels, protocol
-from zibrato.broker import DEFAULT_BACKEND
+from zibrato.addresses import DEFAULT_BACKEND
 from zibrato.protocol import Batch, DecodeError
 
 log = logging.getLogger("zibrato")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import zmq
 
 from zibrato import levels
+from zibrato.addresses import DEFAULT_BACKEND
 from zibrato.aggregation import (
     COUNTER,
     DEFAULT_MAX_SERIES,
@@ -28,7 +29,6 @@ from zibrato.aggregation import (
     Series,
     summarize,
 )
-from zibrato.broker import DEFAULT_BACKEND
 from zibrato.subscriber import Subscriber
 
 log = logging.getLogger("zibrato")
@@ -95,7 +95,7 @@ class Backend:
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._subscriber: Subscriber | None = None
-        self._interval_start = time.time()
+        self._interval_start = time.monotonic()
         self._warned: set[str] = set()
         # health, cumulative since start
         self.flushes = 0
@@ -105,6 +105,11 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} connect={self.connect!r} level={self.level!r}>"
+
+    @property
+    def received_events(self) -> int:
+        """How many events have arrived from the broker since start (valid or not)."""
+        return self._subscriber.events if self._subscriber is not None else 0
 
     # -- what a subclass provides ------------------------------------------------------
     def emit(self, rollup: Rollup) -> None:
@@ -125,7 +130,7 @@ class Backend:
     def start(self) -> None:
         """Connect and start the receiving and flushing threads."""
         self._subscriber = Subscriber(self.connect, level=self.level, context=self._context)
-        self._interval_start = time.time()
+        self._interval_start = time.monotonic()
         self._threads = [
             threading.Thread(
                 target=self._receive_loop, name=f"zibrato-{self.kind}-recv", daemon=True
@@ -193,10 +198,11 @@ class Backend:
     def flush(self) -> Rollup:
         """Close the current interval now, emit its rollup, and return it."""
         started = time.monotonic()
-        now = time.time()
-        interval = max(now - self._interval_start, 1e-9)
-        self._interval_start = now
         with self._lock:
+            # The interval is measured on the monotonic clock; the wall clock only stamps it.
+            interval = max(started - self._interval_start, 1e-9)
+            self._interval_start = started
+            now = time.time()
             health = self._health_series(interval)
             state = self.aggregator.take()
         rollup = summarize(state, now, interval, self.aggregator.percentiles)
