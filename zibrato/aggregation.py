@@ -9,8 +9,9 @@ interpolation between closest ranks, as ``statistics.quantiles(method="inclusive
 exact from every value.
 
 Memory grows with series, not events: series are capped (overflow counted), and a
-timer keeps at most ``max_values`` values per interval; beyond that its count, sum,
-min, max and stddev stay exact and its percentiles come from a uniform sample.
+timer keeps at most ``max_values`` values per interval, and all timers together at most
+``MAX_KEPT_VALUES``; beyond that its count, sum, min, max and stddev stay exact and its
+percentiles come from a uniform sample.
 Series named ``zibrato.*`` (health reports, such as ``zibrato.publisher.dropped``) have
 a reserve of their own beyond the cap, so a flood of series cannot hide the report of it.
 
@@ -34,12 +35,16 @@ from zibrato.protocol import Batch, Kind
 DEFAULT_PERCENTILES: tuple[float, ...] = (90, 95, 99)
 DEFAULT_MAX_SERIES = 10_000
 DEFAULT_MAX_VALUES = 100_000
+# Values kept per interval across all timers and distributions (about 32 MB of floats).
+MAX_KEPT_VALUES = 1_000_000
 HEALTH_PREFIX = "zibrato."
 # Health series admitted beyond ``max_series``: publishers' drop reports, backends' own.
 HEALTH_SERIES_RESERVE = 1_000
 
 COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
 _INF = math.inf
+# Characters of tag text the cache of valid tag sets may hold (tag sets reach 16 kB each).
+_CACHE_CHARS = 4_000_000
 
 TagsKey = tuple[tuple[str, str], ...]
 # (type, name, source, publisher tags, event tags); tag order is made canonical at rollup
@@ -127,6 +132,7 @@ class Aggregator:
         self._good_names: set[str] = set()
         # tags as given -> tags sorted by key, for tag sets already seen valid
         self._good_tags: dict[TagsKey, TagsKey] = {}
+        self._good_tags_chars = 0
         self._reset()
         self._gauge_memory: dict[_RawKey, float] = {}
 
@@ -136,6 +142,7 @@ class Aggregator:
         self._gauges: dict[_RawKey, float] = {}
         self._values: dict[_RawKey, list[float]] = {}
         self._sampled: dict[_RawKey, _Sampled] = {}
+        self._kept_values = 0
 
     @property
     def series_count(self) -> int:
@@ -158,7 +165,10 @@ class Aggregator:
         batch_tags: TagsKey = (),
     ) -> None:
         """Fold raw ``(kind, name, value, source, tags)`` events in (validating each)."""
-        counters, values, max_values = self._counters, self._values, self.max_values
+        counters, values = self._counters, self._values
+        # A timer keeps its values while both its own and the global allowance last.
+        room = MAX_KEPT_VALUES - self._kept_values
+        max_values = self.max_values
         good_names, good_tags = self._good_names, self._good_tags
         for event in events:
             try:
@@ -215,9 +225,11 @@ class Aggregator:
                     except KeyError:
                         if self._admit_series(name):
                             values[key] = [value]
+                            room -= 1
                         continue
-                    if len(kept) < max_values:
+                    if len(kept) < max_values and room > 0:
                         kept.append(value)
+                        room -= 1
                     else:
                         self._sample(key, kept, value)
                 elif kind == 1 or kind == 2:
@@ -228,6 +240,7 @@ class Aggregator:
                 self._reject("invalid_event")
             except Exception:  # whatever else: this event alone is lost, counted
                 self._reject("internal_error")
+        self._kept_values = MAX_KEPT_VALUES - room
 
     def _gauge(self, key: _RawKey, kind: int, value: float) -> None:
         gauges = self._gauges
@@ -278,8 +291,11 @@ class Aggregator:
         if not protocol.valid_tags(tags):
             self._reject("invalid_tags")
             return None
-        if len(self._good_tags) > 4 * self.max_series:
-            self._good_tags.clear()
+        size = sum(len(key) + len(value) for key, value in tags.items())
+        self._good_tags_chars += size
+        if len(self._good_tags) > 4 * self.max_series or self._good_tags_chars > _CACHE_CHARS:
+            self._good_tags.clear()  # a flood of distinct (or huge) tag sets: start over
+            self._good_tags_chars = size
         canonical = tuple(sorted(tags.items()))
         self._good_tags[tuple(tags.items())] = canonical
         return canonical
