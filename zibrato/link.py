@@ -26,6 +26,8 @@ from zmq.utils.monitor import parse_monitor_message
 from zibrato import levels
 from zibrato.security import apply_handshake_policy
 
+# Seconds before connecting again to an address whose peer failed the handshake.
+REFUSED_RETRY = 2.0
 _WATCHED = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -37,6 +39,7 @@ _WATCHED = (
 
 
 _NOT_ZEROMQ = "something accepts connections there, but it does not speak ZeroMQ (ZMTP 3)"
+_HANDSHAKE_FAILED = "the ZeroMQ handshake failed: a broker with other security settings?"
 _REFUSALS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: _NOT_ZEROMQ,
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the broker refused our credentials",
@@ -67,7 +70,8 @@ class BrokerLink:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
-        self._tcp_connects = 0
+        self._awaiting_handshake = False  # a TCP connection is up, its handshake not done
+        self._refused_at = 0.0  # when the last peer failed the handshake
         self._connected_at = 0.0
         self._closed = False
         # (tracker, events in its batch) in send order; untracked: sent without a tracker.
@@ -87,7 +91,7 @@ class BrokerLink:
             sock.copy_threshold = 0  # a tracked send must be zero-copy at any size
             apply_handshake_policy(sock)
             # Handshake events tell "no broker" from "a broker nobody subscribes to".
-            self._monitor = sock.get_monitor_socket(_WATCHED)
+            self._monitor = _watch(sock)
             try:
                 sock.connect(self.address)  # any name lookup happens here, on our thread
             except zmq.ZMQError as exc:
@@ -111,17 +115,40 @@ class BrokerLink:
                 event = parse_monitor_message(frames)["event"]
             except (RuntimeError, ValueError):
                 continue
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if event == zmq.EVENT_CONNECTED:
+                self._awaiting_handshake = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshakes += 1
-                self.connected = True
+                self.connected, self._awaiting_handshake = True, False
+                self.refused = None
             elif event == zmq.EVENT_DISCONNECTED:
-                self.connected = False
-            elif event == zmq.EVENT_CONNECTED:
-                self._tcp_connects += 1
-            else:
-                self.refused = _REFUSALS.get(event, "the ZeroMQ handshake failed")
-            if self._tcp_connects and not self.handshakes and self.refused is None:
-                self.refused = _NOT_ZEROMQ
+                if self._awaiting_handshake:  # the peer never completed a handshake
+                    self.refused = self.refused or _NOT_ZEROMQ
+                    self._refused_at = time.monotonic()
+                self.connected, self._awaiting_handshake = False, False
+            else:  # a handshake failure that libzmq names
+                self.refused = _REFUSALS.get(event, _HANDSHAKE_FAILED)
+                self._refused_at = time.monotonic()
+
+    def _reconnect_if_refused(self, sock: zmq.Socket[bytes]) -> None:
+        """Connect again a while after a peer failed the handshake.
+
+        libzmq gives up on an endpoint for good once its peer failed the handshake (it
+        ends the session on a protocol error): a broker started later on that address
+        would never be found.
+        """
+        if self._refused_at and time.monotonic() - self._refused_at >= REFUSED_RETRY:
+            self._refused_at = 0.0
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disconnect(self.address)
+            with contextlib.suppress(zmq.ZMQError):
+                sock.connect(self.address)
+
+    def poll_events(self) -> None:
+        """Read what the socket monitor reported (the publisher thread calls it each tick)."""
+        if self._socket is not None:
+            self._read_events()
+            self._reconnect_if_refused(self._socket)
 
     def _close_monitor(self, sock: zmq.Socket[bytes]) -> None:
         if self._monitor is not None:
@@ -150,6 +177,7 @@ class BrokerLink:
             self._poll_subscriptions(sock, deadline)
         finally:
             self._read_events()
+            self._reconnect_if_refused(sock)
 
     def _poll_subscriptions(self, sock: zmq.Socket[bytes], deadline: float) -> None:
         while True:
@@ -266,6 +294,19 @@ class BrokerLink:
         if self._context is not None:
             self._context.term()  # returns once the socket has sent or its linger ran out
             self._context = None
+
+
+def _watch(sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+    """Return a PAIR socket that receives ``sock``'s connection and handshake events."""
+    address = f"inproc://zibrato-link-monitor-{id(sock):x}"
+    sock.monitor(address, _WATCHED)
+    monitor: zmq.Socket[bytes] = sock.context.socket(zmq.PAIR)
+    # libzmq's I/O thread blocks on a full monitor queue: never let it be full (and the
+    # publisher thread reads it every tick, so it stays short).
+    monitor.setsockopt(zmq.RCVHWM, 0)
+    monitor.setsockopt(zmq.LINGER, 0)
+    monitor.connect(address)
+    return monitor
 
 
 def _tracking_alive() -> bool:

@@ -260,6 +260,8 @@ class Publisher:
                 self._link.read_subscriptions(deadline)
                 if self._link.holding() and not final:
                     return  # keep the events: the broker has not told us its subscribers yet
+            else:
+                self._link.poll_events()
             for level, queue in self.queues.items():
                 while queue:
                     events = _take(queue, self.batch_size)
