@@ -250,7 +250,7 @@ class BrokerLink:
                 in_flight.popleft()
             return sum(count for _, count in in_flight) + self._untracked_events
 
-    def _wait_written(self, deadline: float) -> None:
+    def wait_written(self, deadline: float) -> None:
         """Wait until ZeroMQ has let go of every tracked batch, or until ``deadline``."""
         with self._in_flight_lock:
             last = self._in_flight[-1][0] if self._in_flight else None
@@ -272,7 +272,7 @@ class BrokerLink:
             deadline = time.monotonic() + linger
             tracking = _tracking_alive()
             if tracking:
-                self._wait_written(deadline)
+                self.wait_written(deadline)
                 undelivered = self.queued_events
             # Nothing left: the rest of the linger lets the I/O thread finish a write.
             rest = max(0.0, deadline - time.monotonic()) if not undelivered else 0.0

@@ -11,10 +11,8 @@ counter ``zibrato.publisher.dropped``; that includes what ZeroMQ still held when
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import weakref
@@ -22,7 +20,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from zibrato import levels, protocol
+from zibrato import levels, lifecycle, protocol
 from zibrato.addresses import DEFAULT_FRONTEND
 from zibrato.link import BrokerLink
 from zibrato.protocol import Event, Kind
@@ -99,9 +97,7 @@ class Publisher:
         self._closed = False
         self._abandoned = False
         self._reset_process_state()
-        _install_process_hooks()
-        _register_multiprocessing_hooks(self)
-        _live.add(self)
+        lifecycle.track(self)
         self._start_thread()
 
     # -- process state, renewed in a forked child ---------------------------------
@@ -114,7 +110,8 @@ class Publisher:
         self._link = BrokerLink(self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold)
         self._thread: threading.Thread | None = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Renew what belongs to one process (lifecycle calls it in a forked child)."""
         # The child must not send what the parent had buffered (the parent does), must
         # not touch the parent's socket, and gets a fresh lock, identity and thread.
         for queue in self.queues.values():
@@ -188,8 +185,23 @@ class Publisher:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close(self.linger if linger is None else linger)
+        finally:
+            lifecycle.forget(self)
+
+    def send_now(self, timeout: float) -> None:
+        """Send what is pending and wait until ZeroMQ has written it (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._link.wait_written(deadline)
+            finally:
+                self._lock.release()
+
+    def _close(self, linger: float) -> None:
         self._wake.set()
-        linger = self.linger if linger is None else linger
         deadline = time.monotonic() + linger
         self._drain(linger, final=True)
         if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -208,7 +220,6 @@ class Publisher:
                 finally:
                     self._lock.release()
         self._warn_no_broker(closing=True)
-        _live.discard(self)
 
     def _close_link(self, wait: float, linger: float) -> None:
         """Close the link (the lock is held); count what ZeroMQ still held as not sent."""
@@ -460,7 +471,8 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
 
 
 # -- process-wide plumbing ---------------------------------------------------------
-_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+# Every publisher of this process (zibrato.testing reads it), as lifecycle tracks them.
+_live: weakref.WeakSet[Publisher] = lifecycle.live  # type: ignore[assignment]
 _capture_sink: CaptureSink | None = None
 
 
@@ -477,70 +489,3 @@ def flush_all(timeout: float = 0.0, *, release_held: bool = False) -> None:
     """
     for publisher in list(_live):
         publisher._drain(timeout, final=release_held)
-
-
-def _at_exit() -> None:
-    for publisher in list(_live):
-        try:
-            publisher.close()
-        except Exception:
-            log.debug("zibrato: error while closing a publisher at exit", exc_info=True)
-
-
-def _after_fork_in_child() -> None:
-    for publisher in list(_live):
-        publisher._after_fork_in_child()
-
-
-def _register_multiprocessing_hooks(publisher: Publisher) -> None:
-    # multiprocessing children leave through os._exit(), skipping atexit, and clear the
-    # finalizers they inherit; an after-fork hook of theirs registers a fresh finalizer
-    # in each child, so what the child recorded still goes out when it exits.
-    import multiprocessing.util as mp_util
-
-    mp_util.register_after_fork(publisher, _finalize_in_child)
-
-
-def _finalize_in_child(publisher: Publisher) -> None:
-    import multiprocessing.util as mp_util
-
-    mp_util.Finalize(publisher, publisher.close, exitpriority=-100)
-    _close_before_terminate()
-
-
-def _close_before_terminate() -> None:
-    """In a multiprocessing child, make SIGTERM close every client before it kills.
-
-    ``Pool.terminate()`` (which ``with Pool() as pool:`` calls on exit) ends its workers
-    with SIGTERM, which skips every finalizer: a worker's last events, recorded before it
-    returned its result, died with it. Only a child that still has the default SIGTERM
-    action gets this; the process still ends killed by SIGTERM, after at most the linger.
-    """
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _close_all_then_terminate)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-
-
-def _close_all_then_terminate(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        _at_exit()
-    finally:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-_hooks_installed = False
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed
-    if not _hooks_installed:
-        _hooks_installed = True
-        # pyzmq's message tracking stops at exit through an atexit hook of its own; ours
-        # must run before it (atexit runs in reverse order), so make it register first.
-        import zmq.utils.garbage  # noqa: F401
-
-        atexit.register(_at_exit)
-        os.register_at_fork(after_in_child=_after_fork_in_child)
