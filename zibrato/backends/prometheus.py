@@ -120,7 +120,7 @@ def series_labels(series: Series, *, histogram: bool = False) -> Labels:
         unique, number = name, 1
         while unique in labels:
             number += 1
-            unique = f"{name}_{number}"
+            unique = label_name(f"{name}_{number}")  # "_" + "_2" must not become "__2"
         labels[unique] = value
     return tuple(sorted(labels.items()))
 
