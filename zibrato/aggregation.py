@@ -13,7 +13,8 @@ timer keeps at most ``max_values`` values per interval, and all timers together 
 ``MAX_KEPT_VALUES``; beyond that its count, sum, min, max and stddev stay exact and its
 percentiles come from a uniform sample.
 Series named ``zibrato.*`` (health reports, such as ``zibrato.publisher.dropped``) have
-a reserve of their own beyond the cap, so a flood of series cannot hide the report of it.
+a reserve of their own, ``HEALTH_SERIES_RESERVE``, beyond the cap, so a flood of series
+cannot hide the report of it.
 
 Nothing an event holds can raise out of :meth:`Aggregator.add_events`: an event that
 fails in an unexpected way is skipped and counted (``invalid_event``). Statistics whose
@@ -266,13 +267,12 @@ class Aggregator:
         extra.add(value)
 
     def _admit_series(self, name: str) -> bool:
-        count = self.series_count
-        if count - self._health_series < self.max_series:
-            if name.startswith(HEALTH_PREFIX):
+        # Health series have a reserve of their own: a flood cannot push them out.
+        if name.startswith(HEALTH_PREFIX):
+            if self._health_series < HEALTH_SERIES_RESERVE:
                 self._health_series += 1
-            return True
-        if name.startswith(HEALTH_PREFIX) and self._health_series < HEALTH_SERIES_RESERVE:
-            self._health_series += 1  # health gets through a full table
+                return True
+        elif self.series_count - self._health_series < self.max_series:
             return True
         self.dropped_series += 1
         return False
