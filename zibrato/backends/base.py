@@ -195,10 +195,9 @@ class Backend:
         """Run one of our threads; if it ends by an exception, record it as the failure."""
         try:
             loop()
-        except BaseException as exc:
+        except BaseException as exc:  # the thread ends here: say so, once, loudly
             self.failure = f"{threading.current_thread().name} died: {type(exc).__name__}: {exc}"
             log.critical("zibrato %s backend: %s", self.kind, self.failure, exc_info=True)
-            raise
 
     def count_internal_error(self, reason: str, exc: BaseException) -> None:
         """Count an unexpected exception that cost one batch or one flush; log it once."""
