@@ -61,7 +61,7 @@ def test_r1_broker_killed_and_restarted_while_the_app_records():
 
 def test_r2_broker_frozen_while_the_app_records():
     """R2: a SIGSTOPped broker neither slows the calls down nor grows the app's memory."""
-    freeze = scaled(3.0, 10.0)
+    freeze = scaled(2.5, 10.0)
     with broker_process() as broker, receiver(broker.backend) as rx:
         rx.poll(0.3)
         with app_process(broker.frontend, rate=RATE) as app:

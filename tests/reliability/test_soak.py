@@ -24,7 +24,7 @@ def _spread(samples: list[int]) -> int:
 
 
 def test_r12_soak_with_a_broker_restart_every_few_seconds():
-    duration, restart_every = scaled(15.0, 60.0), scaled(3.0, 10.0)
+    duration, restart_every = scaled(12.0, 60.0), scaled(3.0, 10.0)
     with broker_process() as broker:
         backend = subprocess.Popen(
             [
