@@ -20,7 +20,7 @@ from zibrato import levels
 from zibrato.addresses import check_endpoint
 from zibrato.backends import build
 from zibrato.errors import ConfigError
-from zibrato_django.conf import DEFAULTS, MIDDLEWARE_PATH, SETTING
+from zibrato_django.conf import DEFAULTS, MIDDLEWARE_PATH, SETTING, backend_specs
 
 LEVEL_KEYS = ("LEVEL", "REQUEST_LEVEL", "DB_LEVEL")
 ADDRESS_KEYS = {"PUBLISH": False, "BROKER_FRONTEND": True, "BROKER_BACKEND": True}
@@ -135,7 +135,7 @@ def _types(config: Mapping[str, Any]) -> list[CheckMessage]:
 
 def _backends(config: Mapping[str, Any]) -> list[CheckMessage]:
     try:
-        build(config["BACKENDS"] or [])
+        build(backend_specs(config))
     except ConfigError as exc:
         return [
             Error(

@@ -143,11 +143,21 @@ def build_runner(config: Mapping[str, Any], *, kinds: Sequence[str] | None = Non
     """
     frontend = check_endpoint(config.get("BROKER_FRONTEND"), bind=True)
     backend_address = check_endpoint(config.get("BROKER_BACKEND"), bind=True)
-    specs = [{"kind": kind} for kind in kinds] if kinds else config.get("BACKENDS")
-    if specs is None:
-        specs = list(DEFAULT_BACKENDS)
+    specs = [{"kind": kind} for kind in kinds] if kinds else backend_specs(config)
     backends = build(specs, connect=backend_address)
     return Runner(backends, frontend=frontend, backend_address=backend_address)
+
+
+def backend_specs(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Return ``BACKENDS`` (None: the default); raise ConfigError if it is not a list."""
+    specs = config.get("BACKENDS")
+    if specs is None:
+        return list(DEFAULT_BACKENDS)
+    if not isinstance(specs, list | tuple):
+        raise ConfigError(
+            f"BACKENDS must be a list of backends like [{{'KIND': 'console'}}], not {specs!r}"
+        )
+    return list(specs)
 
 
 def _level(config: Mapping[str, Any], key: str) -> str:

@@ -101,5 +101,5 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 class ShelfView(View):
-    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+    def get(self, request: HttpRequest, region: str, slug: str) -> HttpResponse:
         return HttpResponse(f"shelf {slug}")
