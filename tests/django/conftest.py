@@ -1,4 +1,4 @@
-"""Fixtures for the Django adapter's tests: the test site in ``djtest``, data, helpers.
+"""Fixtures for the Django adapter's tests: the test site in ``djtest``, data, failures.
 
 ``DJANGO_SETTINGS_MODULE`` is ``djtest.settings`` (pyproject.toml); ``tests/django`` is on
 the import path so that subprocesses can use the same site (``manage.py`` beside this file).
@@ -6,46 +6,12 @@ the import path so that subprocesses can use the same site (``manage.py`` beside
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from zibrato.testing import CapturedMetrics, RecordedEvent
+from zibrato.testing import CapturedMetrics
 from zibrato_django import failures, zibrato
-
-SITE = Path(__file__).resolve().parent
-MANAGE = SITE / "manage.py"
-REPO = SITE.parent.parent
-
-
-def site_env(**extra: str) -> dict[str, str]:
-    """The environment for a subprocess running the test site (and our checkout)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(SITE), str(REPO), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    env["DJANGO_SETTINGS_MODULE"] = "djtest.settings"
-    env.update(extra)
-    return env
-
-
-def manage(*args: str) -> list[str]:
-    """The command line of ``python manage.py ARGS`` for the test site."""
-    return [sys.executable, str(MANAGE), *args]
-
-
-def only(metrics: CapturedMetrics, name: str, **tags: str) -> RecordedEvent:
-    """Return the one event called ``name`` with ``tags`` (dots spelled as in the schema)."""
-    found = metrics.filter(name, tags=tags)
-    assert len(found) == 1, f"expected one {name} {tags}, got {found}"
-    return found[0]
-
-
-def tags_of(event: RecordedEvent, *keys: str) -> Mapping[str, str]:
-    return {key: event.tags[key] for key in keys if key in event.tags}
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 from django.db import connections
 from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
+from django_support import only
 
-from conftest import only
 from zibrato.testing import CapturedMetrics
 from zibrato_django.db import operation_name
 

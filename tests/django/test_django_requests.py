@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.signals import got_request_exception
 from django.test import AsyncClient, Client, override_settings
+from django_support import only, tags_of
 
-from conftest import only, tags_of
 from zibrato.testing import CapturedMetrics
 from zibrato_django.middleware import UNMATCHED
 

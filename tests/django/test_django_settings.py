@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django_support import site_env
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from conftest import site_env
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND
 from zibrato.testing import CapturedMetrics
