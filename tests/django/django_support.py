@@ -86,12 +86,15 @@ class SiteProcess:
             f"stdout={self.stdout[-15:]} stderr={self.stderr[-15:]}>"
         )
 
-    def wait_line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        """Return the match of the first stdout line where ``pattern`` is found."""
+    def wait_line(
+        self, pattern: str, timeout: float = 20.0, *, stderr: bool = False
+    ) -> re.Match[str]:
+        """Return the match of the first stdout (or stderr) line where ``pattern`` is found."""
         regex = re.compile(pattern)
+        lines = self.stderr if stderr else self.stdout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.stdout[:]:
+            for line in lines[:]:
                 found = regex.search(line)
                 if found:
                     return found

@@ -93,6 +93,8 @@ def create_shelf(request: HttpRequest) -> HttpResponse:
 
 
 def pid(request: HttpRequest) -> HttpResponse:
+    """Answer this process's id, after ``?sleep=SECONDS`` (so that every worker gets work)."""
+    time.sleep(min(float(request.GET.get("sleep", 0)), 1.0))
     return HttpResponse(str(os.getpid()))
 
 
