@@ -63,6 +63,10 @@ OPERATIONS = frozenset(
 
 # Tags per (alias, operation), built once: events keep a reference to their tags.
 _operation_tags: dict[tuple[str, str], dict[str, str]] = {}
+# The same tags per alias and statement text: an application runs few distinct statements
+# many times, so the usual query costs two dict lookups here. Bounded: cleared when full.
+_tags_by_statement: dict[str, dict[object, dict[str, str]]] = {}
+MAX_CACHED_STATEMENTS = 4096
 
 
 def operation_name(sql: object) -> str:
@@ -99,14 +103,26 @@ def measure_query(
             state = current_request.get()
             if state is not None:
                 state.add_query(alias, sql, elapsed)
-            zibrato.timing(
-                OPERATION_METRIC,
-                elapsed,
-                level=OPERATION_LEVEL,
-                tags=operation_tags(alias, operation_name(sql)),
-            )
+            zibrato.timing(OPERATION_METRIC, elapsed, level=OPERATION_LEVEL, tags=_tags(alias, sql))
         except Exception as exc:
             failures.report("django_db_hook", exc)
+
+
+def _tags(alias: str, sql: object) -> dict[str, str]:
+    """Return :func:`operation_tags` for one statement, cached by its text."""
+    by_statement = _tags_by_statement.get(alias)
+    if by_statement is None:
+        by_statement = _tags_by_statement[alias] = {}
+    try:
+        tags = by_statement.get(sql)
+    except TypeError:  # an unhashable statement object
+        return operation_tags(alias, operation_name(sql))
+    if tags is None:
+        tags = operation_tags(alias, operation_name(sql))
+        if len(by_statement) >= MAX_CACHED_STATEMENTS:
+            by_statement.clear()
+        by_statement[sql] = tags
+    return tags
 
 
 def install(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

@@ -139,40 +139,58 @@ def record(
 ) -> None:
     """Record one request's metrics (built into locals, handed over at the end)."""
     try:
-        route = route_of(request.resolver_match)
         method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
-        error = state.error_type
+        key = (route_of(request.resolver_match), method, response.status_code, state.error_type)
+        tags = _tag_sets.get(key)
+        if tags is None:
+            if len(_tag_sets) >= MAX_TAG_SETS:
+                _tag_sets.clear()
+            tags = _tag_sets[key] = TagSet(*key)
         level = plan.request_level
-        tags = {
-            "http.route": route,
-            "http.request.method": method,
-            "http.response.status_code": str(response.status_code),
-        }
-        view_tags = {"http.route": route, "http.request.method": method}
-        if error is not None:
-            tags["error.type"] = view_tags["error.type"] = error
-            zibrato.incr(
-                EXCEPTIONS_METRIC,
-                level=EXCEPTIONS_LEVEL,
-                tags={"http.route": route, "error.type": error},
-            )
         timing = zibrato.timing
-        timing(REQUEST_METRIC, duration, level=level, tags=tags)
+        timing(REQUEST_METRIC, duration, level=level, tags=tags.request)
         if state.view_start:
-            timing(
-                VIEW_METRIC, (state.view_end or end) - state.view_start, level=level, tags=view_tags
-            )
+            view_time = (state.view_end or end) - state.view_start
+            timing(VIEW_METRIC, view_time, level=level, tags=tags.view)
+        if tags.exception is not None:
+            zibrato.incr(EXCEPTIONS_METRIC, level=EXCEPTIONS_LEVEL, tags=tags.exception)
         observe = zibrato.observe
         db_level = plan.db_level
         duplicates = 0
         for alias, tally in (state.aliases or _NO_QUERIES).items():
-            db_tags = {"http.route": route, "db.namespace": alias}
+            db_tags = tags.database.get(alias) or tags.for_alias(alias)
             observe(QUERIES_METRIC, tally.count, level=db_level, tags=db_tags)
             timing(DB_DURATION_METRIC, tally.seconds, level=db_level, tags=db_tags)
             duplicates += tally.duplicates
-        observe(DUPLICATES_METRIC, duplicates, level=db_level, tags={"http.route": route})
+        observe(DUPLICATES_METRIC, duplicates, level=db_level, tags=tags.route)
     except Exception as exc:
         failures.report("django_middleware", exc)
+
+
+class TagSet:
+    """Every tags dict one kind of request needs, built once and never mutated after."""
+
+    __slots__ = ("database", "exception", "request", "route", "view")
+
+    def __init__(self, route: str, method: str, status: int, error: str | None) -> None:
+        self.route = {"http.route": route}
+        self.view = {"http.route": route, "http.request.method": method}
+        self.request = {**self.view, "http.response.status_code": str(status)}
+        self.exception: dict[str, str] | None = None
+        if error is not None:
+            self.view["error.type"] = self.request["error.type"] = error
+            self.exception = {"http.route": route, "error.type": error}
+        self.database: dict[str, dict[str, str]] = {}
+
+    def for_alias(self, alias: str) -> dict[str, str]:
+        """Return (and remember) the tags of one database alias's per-request metrics."""
+        tags = self.database[alias] = {**self.route, "db.namespace": alias}
+        return tags
+
+
+# Tag sets per (route, method, status, error): a few per route. Bounded: cleared when full.
+_tag_sets: dict[tuple[str, str, int, str | None], TagSet] = {}
+MAX_TAG_SETS = 4096
 
 
 def route_of(match: ResolverMatch | None) -> str:
