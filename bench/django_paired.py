@@ -3,9 +3,11 @@
 A loaded machine moves absolute figures by ±50 % between runs; within one process, short
 alternating batches of the two configurations see the same load, so the median of their
 per-pair ratios is stable. Time is the process's CPU time (every thread, the publisher's
-included), which other processes on the machine disturb less than wall time. Bare: no middleware and no DB hook. Instrumented: the
-middleware (request and view timers, per-request DB metrics), the DB hook (a timer per
-query) and model signals, publishing to a real broker with a draining subscriber.
+included), which other processes on the machine disturb less than wall time.
+
+Bare: no middleware and no DB hook. Instrumented: the middleware (request and view
+timers, per-request DB metrics), the DB hook (a timer per query) and model signals,
+publishing to a real broker with a draining subscriber.
 
 Usage: python bench/django_paired.py [PAIRS] [BATCH]
 """
