@@ -113,7 +113,11 @@ def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
 
 
 def measure(mode: str, n: int, repeats: int) -> list[float]:
-    """Return µs per request for each of ``repeats`` runs of ``n`` requests."""
+    """Return CPU µs per request for each of ``repeats`` runs of ``n`` requests.
+
+    CPU time of the whole process (every thread: Zibrato's publisher, OpenTelemetry's
+    reader), which other processes on a shared machine disturb less than wall time.
+    """
     from django.contrib.auth.models import User
     from django.core.handlers.wsgi import WSGIHandler
     from django.core.management import call_command
@@ -127,10 +131,10 @@ def measure(mode: str, n: int, repeats: int) -> list[float]:
         b"".join(app(environ(i), start_response))
     samples = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         for i in range(n):
             b"".join(app(environ(i), start_response))
-        samples.append((time.perf_counter() - started) / n * 1e6)
+        samples.append((time.process_time() - started) / n * 1e6)
     if mode == "zibrato":
         from zibrato_django import zibrato
 
