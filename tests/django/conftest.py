@@ -55,7 +55,11 @@ def no_zibrato_failures() -> Iterator[None]:
     assert failures.counts == before, f"zibrato failures: {failures.counts} (before: {before})"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def close_client() -> Iterator[None]:
-    yield
-    zibrato.reset(linger=0)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Close the shared client after each test and every fixture's teardown (a database
+    teardown runs queries, which record): no publisher thread outlives a Django test."""
+    try:
+        return (yield)
+    finally:
+        zibrato.reset(linger=0)
