@@ -150,3 +150,26 @@ def test_concurrent_requests_in_threads_keep_their_own_tallies(
 )
 def test_operation_names_are_bounded(sql: object, name: str) -> None:
     assert operation_name(sql) == name
+
+
+def test_connections_that_exist_before_the_app_is_ready_get_the_hook(
+    client: Client, shelves: list[int], metrics: CapturedMetrics
+) -> None:
+    from zibrato_django.db import install_on_existing, measure_query
+
+    connection = connections["default"]
+    connection.execute_wrappers.remove(measure_query)  # as if it predated ready()
+    try:
+        client.get("/items/")
+        assert only(metrics, QUERIES).value == 0  # unseen without the hook
+        assert not metrics.filter(OPERATION)
+        install_on_existing()
+        assert connection.execute_wrappers.count(measure_query) == 1
+        install_on_existing()  # idempotent
+        assert connection.execute_wrappers.count(measure_query) == 1
+    finally:
+        if measure_query not in connection.execute_wrappers:
+            connection.execute_wrappers.append(measure_query)
+    metrics.clear()
+    client.get("/items/")
+    assert only(metrics, QUERIES).value == 2

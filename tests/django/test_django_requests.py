@@ -226,3 +226,29 @@ def test_broker_down_is_no_error(client: Client, shelves: list[int]) -> None:
     from zibrato_django import zibrato
 
     zibrato.flush(timeout=0.05)
+
+
+def test_async_raising_view_records_the_error(metrics: CapturedMetrics) -> None:
+    response = async_to_sync(AsyncClient(raise_request_exception=False).get)("/boom/")
+    assert response.status_code == 500
+    assert only(metrics, REQUEST).tags["error.type"] == "ValueError"
+    assert metrics.total(EXCEPTIONS, tags={"error.type": "ValueError"}) == 1
+
+
+def test_under_asgi_the_middleware_and_its_hooks_are_coroutines() -> None:
+    from asgiref.sync import iscoroutinefunction
+
+    from zibrato_django.middleware import ZibratoMiddleware
+
+    async def get_response(request: object) -> object:
+        return None
+
+    def get_response_sync(request: object) -> object:
+        return None
+
+    native = ZibratoMiddleware(get_response)
+    assert iscoroutinefunction(native)  # Django adapts nothing
+    assert iscoroutinefunction(native.process_view)
+    assert iscoroutinefunction(native.process_exception)
+    plain = ZibratoMiddleware(get_response_sync)
+    assert not iscoroutinefunction(plain) and not iscoroutinefunction(plain.process_view)
