@@ -57,9 +57,8 @@ DEFAULTS: dict[str, Any] = {
     # Count post_save / post_delete per model.
     "MODEL_SIGNALS": True,
 }
-
-# The keys that shape the shared client: a change to any other key never restarts it.
-CLIENT_KEYS = ("PUBLISH", "LEVEL", "SOURCE", "TAGS", "BROKER_FRONTEND")
+# A broker bound to every interface is reached on loopback from the same host.
+_WILDCARD_HOSTS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
 
 
 def get_config() -> dict[str, Any]:
@@ -110,7 +109,9 @@ def client_keywords(config: Mapping[str, Any]) -> dict[str, Any]:
     A value that cannot work is replaced by its default and logged: the system checks
     report it loudly (``manage.py check``), and metrics must never break a request.
     """
-    publish = config.get("PUBLISH") or os.environ.get(PUBLISH_ENV) or config.get("BROKER_FRONTEND")
+    publish = config.get("PUBLISH") or os.environ.get(PUBLISH_ENV)
+    if not publish:
+        publish = _reachable(config.get("BROKER_FRONTEND"))
     try:
         publish = check_endpoint(publish)
     except ConfigError as exc:
@@ -158,6 +159,15 @@ def backend_specs(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             f"BACKENDS must be a list of backends like [{{'KIND': 'console'}}], not {specs!r}"
         )
     return list(specs)
+
+
+def _reachable(bound: object) -> object:
+    """Return the address to connect to a broker bound at ``bound`` from this host."""
+    if isinstance(bound, str) and bound.startswith("tcp://"):
+        host, colon, port = bound[len("tcp://") :].rpartition(":")
+        if host in _WILDCARD_HOSTS:
+            return f"tcp://{_WILDCARD_HOSTS[host]}{colon}{port}"
+    return bound
 
 
 def _level(config: Mapping[str, Any], key: str) -> str:

@@ -11,9 +11,12 @@ from django.db import connections
 from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django_support import only
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zibrato.testing import CapturedMetrics
-from zibrato_django.db import operation_name
+from zibrato_django.db import OPERATIONS, OTHER_OPERATION, operation_name
+from zibrato_django.request_state import RequestState
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 
@@ -173,3 +176,19 @@ def test_connections_that_exist_before_the_app_is_ready_get_the_hook(
     metrics.clear()
     client.get("/items/")
     assert only(metrics, QUERIES).value == 2
+
+
+@given(st.one_of(st.text(), st.binary(), st.none(), st.integers()))
+def test_any_statement_gives_a_known_operation_name(sql: object) -> None:
+    assert operation_name(sql) in OPERATIONS | {OTHER_OPERATION}
+
+
+@given(st.lists(st.sampled_from(["SELECT 1", "SELECT 2", "INSERT x", b"raw"]), max_size=30))
+def test_duplicates_are_the_queries_whose_text_ran_before(statements: list[object]) -> None:
+    state = RequestState()
+    for sql in statements:
+        state.add_query("default", sql, 0.001)
+    tally = state.aliases.get("default")
+    texts = [sql for sql in statements if isinstance(sql, str)]
+    assert (tally.duplicates if tally else 0) == len(texts) - len(set(texts))
+    assert (tally.count if tally else 0) == len(statements)

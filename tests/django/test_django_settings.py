@@ -37,6 +37,21 @@ def test_source_defaults_to_the_host_name_and_publish_to_the_broker_frontend() -
     assert keywords["level"] == "debug" and keywords["tags"] == {}
 
 
+@pytest.mark.parametrize(
+    ("frontend", "publish"),
+    [
+        ("tcp://0.0.0.0:6001", "tcp://127.0.0.1:6001"),
+        ("tcp://*:6001", "tcp://127.0.0.1:6001"),
+        ("tcp://[::]:6001", "tcp://[::1]:6001"),
+        ("ipc:///run/zibrato.sock", "ipc:///run/zibrato.sock"),
+    ],
+)
+def test_publish_default_reaches_a_broker_bound_to_every_interface(
+    frontend: str, publish: str
+) -> None:
+    assert client_keywords({**DEFAULTS, "BROKER_FRONTEND": frontend})["publish"] == publish
+
+
 def test_publish_default_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZIBRATO_PUBLISH", "tcp://127.0.0.1:7001")
     assert client_keywords({**DEFAULTS})["publish"] == "tcp://127.0.0.1:7001"
