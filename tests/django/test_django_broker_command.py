@@ -90,6 +90,19 @@ def test_a_taken_port_is_one_line_and_exit_2(
     assert line.startswith("zibrato_broker: ") and "in use" in line, line
 
 
+def test_an_address_libzmq_refuses_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        manage("zibrato_broker"),
+        env=site_env(DJTEST_FRONTEND="tcp://no-such-interface.invalid:0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("zibrato_broker: cannot bind tcp://no-such-interface.invalid:0")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
