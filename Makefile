@@ -40,6 +40,7 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
 	$(BIN)/python bench/django_paired.py 80 100
 	$(BIN)/python bench/django_compare.py 3 1000 3
+	$(BIN)/python bench/django_profile.py 1500 3
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
