@@ -7,7 +7,6 @@ for a timestamp, so a point overwritten by a later write shows up as a short tot
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,7 +121,7 @@ def test_a_long_outage_reports_its_drops_to_carbon(
     )
     assert backend.dropped_lines >= 30
     kept = sum(carbon.total(f"outage.s{i:02d}.count") for i in range(20))
-    assert kept <= 60
+    assert 0 < kept < 60  # the newest lines were kept for carbon, the rest counted
 
 
 def test_a_stop_inside_the_backoff_delivers_the_buffer(
@@ -140,7 +139,6 @@ def test_a_stop_inside_the_backoff_delivers_the_buffer(
     assert backend.target_errors == 1 and backend.pending_lines > 0
 
     carbon.start(same_port=True)
-    time.sleep(1.1)  # a new second: this flush's point must not be merged into the last
     backend.flush()  # inside the backoff: no attempt yet
     assert backend.target_errors == 1 and backend.pending_lines > 0
     backend.stop()

@@ -163,17 +163,17 @@ class GraphiteBackend(Backend):
         own, others = split_health(rollup.series, self.kind)
         data, health = Rollup(stamp, rollup.interval, others), Rollup(stamp, rollup.interval, own)
         with self._send_lock:
+            # Health is only ever sent again as a superset of what carbon holds at its stamp.
+            earlier_health = self._unsent_health
             previous = self._previous
             if previous is not None and (stopping or stamp == previous.timestamp):
                 data = merge_rollups(previous, data, percentiles)
                 # The previous lines still waiting are superseded by the merged ones.
                 for _ in range(min(self._previous_unsent, len(self._pending))):
                     self._pending.pop()
-                if self._unsent_health is None and self._delivered_health is not None:
-                    health = merge_rollups(self._delivered_health, health, percentiles)
-            # Health is only ever re-sent as a superset of what carbon holds at its stamp.
-            if self._unsent_health is not None:
-                health = merge_rollups(self._unsent_health, health, percentiles)
+                earlier_health = earlier_health or self._delivered_health
+            if earlier_health is not None:
+                health = merge_rollups(earlier_health, health, percentiles)
             self._previous = data
             lines = self.lines(data)
             self._pending.extend(lines)
