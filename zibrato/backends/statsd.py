@@ -157,6 +157,9 @@ class StatsdBackend(Backend):
     def target_counters(self) -> Mapping[str, float]:
         return {"clamped_values": self.clamped_values, "unsent_values": self.unsent_values}
 
+    def describe(self) -> str:
+        return f"sending to statsd at {self.host}:{self.port} (UDP)"
+
     def close_target(self) -> None:
         with self._send_lock:
             if self._socket is not None:
