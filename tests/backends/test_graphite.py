@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 import threading
 import time
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from backend_support import backend_maker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series, distribution_stats
@@ -511,3 +514,44 @@ def test_end_to_end_through_the_broker(carbon: Carbon) -> None:
         z.close()
         backend.stop()
         broker.stop()
+
+
+# -- fuzz: whatever a caller names, every line is one well-formed plaintext line ----------
+_TAG = r";[A-Za-z0-9_./\-]+=[A-Za-z0-9_./:\-]+"
+FOLDED_LINE = re.compile(r"[A-Za-z0-9_.\-]+ -?\d+(?:\.\d+)? \d+\n")
+TAGGED_LINE = re.compile(rf"[A-Za-z0-9_.\-]+(?:{_TAG})* -?\d+(?:\.\d+)? \d+\n")
+texts = st.text(min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=texts,
+    tags=st.dictionaries(texts, st.text(max_size=10), max_size=3),
+    source=st.none() | texts,
+    kind=st.sampled_from(["counter", "gauge", "timer", "distribution"]),
+    values=st.lists(
+        st.floats(min_value=-1e100, max_value=1e100, allow_nan=False), min_size=1, max_size=5
+    ),
+    tagged=st.booleans(),
+)
+def test_any_name_and_tags_make_well_formed_lines(
+    name: str,
+    tags: dict[str, str],
+    source: str | None,
+    kind: str,
+    values: list[float],
+    tagged: bool,
+) -> None:
+    if kind == "counter":
+        stats = {"sum": values[0], "rate": values[0] / 10}
+    elif kind == "gauge":
+        stats = {"value": values[0]}
+    else:
+        stats = distribution_stats(sorted(values))
+    series = Series(name, kind, source, tags, stats, sorted(values))
+    backend = GraphiteBackend(connect="tcp://127.0.0.1:1", tags=tagged, prefix="app")
+    lines = backend.lines(rollup(series))
+    assert len(lines) == {"counter": 2, "gauge": 1}.get(kind, 10)
+    grammar = TAGGED_LINE if tagged else FOLDED_LINE
+    for line in lines:
+        assert grammar.fullmatch(line.decode()), line

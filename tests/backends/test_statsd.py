@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 import threading
 import time
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from backend_support import backend_maker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
@@ -512,3 +515,48 @@ def test_end_to_end_through_the_broker(server: socket.socket) -> None:
         z.close()
         backend.stop()
         broker.stop()
+
+
+# -- fuzz: whatever a caller names or records, every line is well formed ------------------
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_RATE = r"(?:\|@(?:1|0\.\d+))?"
+NAME_STYLE_LINE = re.compile(rf"[A-Za-z0-9_.\-]+:{_NUMBER}\|(?:c|g|ms){_RATE}")
+DOGSTATSD_LINE = re.compile(
+    rf"[A-Za-z0-9_.\-]+:{_NUMBER}\|(?:c|g|ms|d){_RATE}"
+    r"(?:\|#[A-Za-z0-9_./\-]+:[A-Za-z0-9_./:\-]+(?:,[A-Za-z0-9_./\-]+:[A-Za-z0-9_./:\-]+)*)?"
+)
+texts = st.text(min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=texts,
+    tags=st.dictionaries(texts, st.text(max_size=10), max_size=3),
+    source=st.none() | texts,
+    kind=st.sampled_from(["counter", "gauge", "timer", "distribution"]),
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
+    extra=st.integers(min_value=0, max_value=10),
+    style=st.sampled_from(["name", "dogstatsd"]),
+)
+def test_any_name_tags_and_value_make_well_formed_lines(
+    name: str,
+    tags: dict[str, str],
+    source: str | None,
+    kind: str,
+    values: list[float],
+    extra: int,
+    style: str,
+) -> None:
+    if kind == "counter":
+        stats: dict[str, float] = {"sum": values[0], "rate": values[0]}
+    elif kind == "gauge":
+        stats = {"value": values[0]}
+    else:
+        stats = {"count": len(values) + extra}
+    series = Series(name, kind, source, tags, stats, sorted(values) if "count" in stats else ())
+    backend = StatsdBackend(connect="tcp://127.0.0.1:1", tag_style=style, max_sent_values=3)
+    grammar = NAME_STYLE_LINE if style == "name" else DOGSTATSD_LINE
+    for line in backend.lines(rollup(series)):
+        for part in line.split("\n"):  # a negative gauge's two lines travel together
+            assert grammar.fullmatch(part), part
+            assert part.split("|")[1] != "ms" or not part.split(":")[1].startswith("-")

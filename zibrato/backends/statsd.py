@@ -7,8 +7,10 @@ so a series gets the same path whichever way it reaches Graphite. Packets are pa
 
 from __future__ import annotations
 
+import math
 import random
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
@@ -33,6 +35,7 @@ DEFAULT_MAX_SENT_VALUES = 1000
 TAG_STYLES = ("name", "dogstatsd")
 PACING_SHARE = 0.5  # a flush's packets are spread over this share of the flush interval
 STOP_WINDOW = 0.25  # seconds: once stopping, what is left goes out within this
+_INF = math.inf
 
 
 class StatsdBackend(Backend):
@@ -52,7 +55,8 @@ class StatsdBackend(Backend):
       go out than were recorded (this sample, or the aggregator's own), they carry
       ``|@RATE`` with RATE = sent / count, so the server's counts stay right. Values
       below 0 (a clock stepping back) are sent as 0, which statsd accepts, and counted
-      in ``clamped_values``: the count stays right, only that value is bent;
+      in ``clamped_values``: the count stays right, only that value is bent (so are
+      the absurd ones whose milliseconds would overflow a float);
     * distribution: like a timer but unscaled, as ``|ms`` with the default tag style
       (Etsy statsd counts ``|h`` and ``|d`` as counters) and as ``|d`` (a DogStatsD
       distribution, not clamped) with ``tag_style="dogstatsd"``;
@@ -225,6 +229,9 @@ class StatsdBackend(Backend):
             if clamp and value < 0:
                 self.clamped_values += 1
                 value = 0
+            elif value in (_INF, -_INF):  # seconds that overflow as milliseconds
+                self.clamped_values += 1
+                value = math.copysign(sys.float_info.max, value)
             yield f"{name}:{format_number(value)}|{kind}{suffix}"
 
 
