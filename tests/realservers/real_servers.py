@@ -60,12 +60,12 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
         return port
 
 
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll ``check`` until it returns something other than None/False; fail at the deadline."""
+def wait_until(check: Callable[[], T], what: str, timeout: float = WAIT) -> T:
+    """Poll ``check`` until it returns something true; return that; fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if result is not None and result is not False:
+        if result:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
@@ -213,7 +213,8 @@ class EtsyStatsd:
     @staticmethod
     def _holds(process: ServerProcess) -> StatsdHolds:
         held = StatsdHolds()
-        for line in process.text().splitlines():
+        text = process.text()
+        for line in text[: text.rfind("\n") + 1].splitlines():  # complete lines only
             if not line.startswith("ZIBRATO-STATSD-FLUSH "):
                 continue
             flush: dict[str, Any] = json.loads(line.split(" ", 1)[1])
@@ -337,7 +338,10 @@ class CarbonCache:
         if not file.exists():
             return {}
         now = int(time.time())
-        (start, _, step), values = whisper.fetch(str(file), now - 3500, now + 1)
+        try:
+            (start, _, step), values = whisper.fetch(str(file), now - 3500, now + 1)
+        except whisper.CorruptWhisperFile:  # carbon is creating it right now
+            return {}
         return {start + i * step: v for i, v in enumerate(values) if v is not None}
 
     def total(self, path: str) -> float:

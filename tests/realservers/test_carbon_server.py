@@ -92,7 +92,7 @@ def test_carbon_restarted_mid_run_loses_nothing(
     reports = publish(broker.frontend, hits, hits, hits)
     wait_received(backend, received + sum(report["sent_events"] for report in reports))
     wait_until(lambda: backend.target_errors > errors, "a flush to find carbon down", 10)
-    assert backend.pending_lines > 0
+    wait_until(lambda: backend.pending_lines > 0, "the new lines to wait for carbon", 10)
 
     carbon.start(same_port=True)
     carbon.wait_total("restart.hits.count", 600)
@@ -120,8 +120,12 @@ def test_a_long_outage_reports_its_drops_to_carbon(
         f"carbon to hold every drop ({backend.dropped_lines})",
     )
     assert backend.dropped_lines >= 30
-    kept = sum(carbon.total(f"outage.s{i:02d}.count") for i in range(20))
-    assert 0 < kept < 60  # the newest lines were kept for carbon, the rest counted
+    # The newest lines were kept for carbon (it writes them in its own time), the rest counted.
+    kept = wait_until(
+        lambda: sum(carbon.total(f"outage.s{i:02d}.count") for i in range(20)),
+        "the lines kept for carbon",
+    )
+    assert 0 < kept < 60
 
 
 def test_a_stop_inside_the_backoff_delivers_the_buffer(
