@@ -1,4 +1,4 @@
-"""Fixtures for the tests against the real servers (see ``real_servers.py``).
+"""Fixtures for the tests against the real servers (``real_servers.py``, ``server_process.py``).
 
 * ``statsd_server``: Etsy statsd, started; ``carbon``: carbon-cache, started and
   restartable; Prometheus is started by its tests (it needs the target's address).

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from real_servers import CarbonCache, EtsyStatsd, wait_received, wait_until
+from real_servers import CarbonCache, EtsyStatsd
+from server_process import wait_received, wait_until
 
 from zibrato import Zibrato
 from zibrato.backends.graphite import GraphiteBackend

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from real_servers import CarbonCache, wait_received, wait_until
+from real_servers import CarbonCache
+from server_process import wait_received, wait_until
 
 from zibrato import Zibrato
 from zibrato.backends.graphite import GraphiteBackend

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import requests
-from real_servers import PROMETHEUS, Prometheus, require, wait_received
+from real_servers import Prometheus
+from server_process import PROMETHEUS, require, wait_received
 
 from zibrato.backends.prometheus import PrometheusBackend
 

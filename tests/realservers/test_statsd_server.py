@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from real_servers import EtsyStatsd, StatsdHolds, wait_received
+from real_servers import EtsyStatsd, StatsdHolds
+from server_process import wait_received
 
 from zibrato.backends.statsd import DEFAULT_MAX_SENT_VALUES, StatsdBackend
 
