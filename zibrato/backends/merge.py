@@ -72,7 +72,10 @@ def _common_rate_sample(earlier: Series, later: Series) -> list[float]:
 
     Pooling them as they are would over-weight the interval that was sampled less.
     """
-    rate = min(len(s.values) / s.stats["count"] for s in (earlier, later) if s.values)
+    rates = [len(s.values) / s.stats["count"] for s in (earlier, later) if s.values]
+    if not rates:
+        return []
+    rate = min(rates)
     pooled: list[float] = []
     for series in (earlier, later):
         ordered = sorted(series.values)
@@ -91,7 +94,7 @@ def _pooled_stats(
     """Exact moments from both intervals' stats; ranks from the pooled (sampled) values."""
     count = earlier["count"] + later["count"]
     total = earlier["sum"] + later["sum"]
-    sum_squares = earlier["sum_squares"] + later["sum_squares"]
+    sum_squares = _sum_squares(earlier) + _sum_squares(later)
     mean = total / count
     stats = {
         "count": count,
@@ -99,13 +102,22 @@ def _pooled_stats(
         "min": min(earlier["min"], later["min"]),
         "max": max(earlier["max"], later["max"]),
         "mean": mean,
-        "median": quantile(values, 50),
+        "median": math.nan,  # filled in below, kept in the aggregator's order
         "stddev": math.sqrt(max(0.0, sum_squares / count - mean * mean)),
         "sum_squares": sum_squares,
     }
-    for pct in percentiles:
-        stats[percentile_key(pct)] = quantile(values, pct)
+    ranks = {"median": 50.0, **{percentile_key(pct): pct for pct in percentiles}}
+    for key, pct in ranks.items():
+        # No values at all (never from the aggregator): keep the later interval's figure.
+        stats[key] = quantile(values, pct) if values else later.get(key, math.nan)
     return stats
+
+
+def _sum_squares(stats: Mapping[str, float]) -> float:
+    """The sum of squares, derived from the mean and stddev when a producer left it out."""
+    if "sum_squares" in stats:
+        return stats["sum_squares"]
+    return stats["count"] * (stats["stddev"] ** 2 + stats["mean"] ** 2)
 
 
 def _with_rate(series: Series, interval: float) -> Series:
