@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zibrato.aggregation import Aggregator, Rollup, Series
+from zibrato.aggregation import Aggregator, Rollup, Series, distribution_stats
 from zibrato.backends.merge import merge_rollups
 
 PERCENTILES = (50, 90, 99.9)
@@ -84,3 +84,17 @@ def test_sampled_intervals_keep_exact_moments() -> None:
     assert timer.stats["mean"] == pytest.approx(statistics.fmean(both))
     assert timer.stats["stddev"] == pytest.approx(statistics.pstdev(both), rel=1e-6)
     assert 0 <= timer.stats["median"] <= 1 < 5 <= timer.stats["p90"] <= 6  # not over-weighted
+
+
+def test_a_sampled_merge_keeps_the_aggregators_statistics_in_order() -> None:
+    def sampled(values: list[float], count: int) -> Series:
+        stats = dict(distribution_stats(values, PERCENTILES))
+        stats.pop("sum_squares")  # a producer may leave it out: derived from stddev and mean
+        stats["count"] = count
+        return Series("t", "timer", None, {}, stats, values)
+
+    earlier = Rollup(10.0, 10.0, (sampled([1.0, 2.0], 4),))
+    later = Rollup(12.0, 2.0, (sampled([3.0], 2),))
+    (timer,) = merge_rollups(earlier, later, PERCENTILES).series
+    assert list(timer.stats) == list(distribution_stats([1.0], PERCENTILES))
+    assert timer.stats["count"] == 6
