@@ -34,14 +34,13 @@ def test_fixture_captures_every_kind_without_a_broker(zibrato_metrics, new_clien
     assert metrics.total("orders.placed") == 3
     assert metrics.total("orders.placed", tags={"shop": "eu"}) == 2
     assert metrics.total("orders.placed", tags={"app": "shop"}) == 3  # client tags merged
-    assert metrics.total("never.recorded") == 0
     durations = metrics.values("orders.load")
     assert len(durations) == 2
     assert 0 <= durations[0] < 5
     assert durations[1] == 0.5
     assert metrics.gauge("queue.depth") == 12
     assert metrics.gauge("only.deltas") == 5
-    assert metrics.gauge("never.set") is None
+    assert metrics.gauge("queue.depth", tags={"no": "such tag"}) is None
     assert metrics.values("orders.items") == [7, 0]
 
     (eu,) = metrics.filter("orders.placed", tags={"shop": "eu"})
@@ -96,4 +95,4 @@ def test_events_recorded_before_capture_are_not_captured(new_client, dead_addres
     with capture() as metrics:
         z.incr("inside")
     assert metrics.total("inside") == 1
-    assert metrics.total("app.started") == 0
+    assert "app.started" not in metrics

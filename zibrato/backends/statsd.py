@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, TIMER, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
 from zibrato.backends.naming import (
     clean_name,
@@ -44,6 +44,7 @@ class StatsdBackend(Backend):
       values (``count`` above ``len(values)``), the kept values carry ``|@RATE`` with
       RATE = kept / count, so the server's counts stay right;
     * distribution: like a timer with ``|h`` and the values unscaled;
+    * set: ``name:N|g``, the number of distinct members in this flush interval;
     * the backend's own ``zibrato.backend.*`` series are sent like any other.
 
     Names (``tag_style="name"``, the default): ``[PREFIX.]NAME[.KEY.VALUE]...`` with the
@@ -171,6 +172,8 @@ def series_lines(series: Series, name: str, suffix: str = "") -> Iterator[str]:
             yield f"{name}:0|g{suffix}\n{name}:{format_number(value)}|g{suffix}"
         else:
             yield f"{name}:{format_number(value)}|g{suffix}"
+    elif series.type == SET:  # already counted: its number of distinct members, as a gauge
+        yield f"{name}:{format_number(stats['value'])}|g{suffix}"
     else:
         scale, kind = (1000.0, "ms") if series.type == TIMER else (1.0, "h")
         kept = len(series.values)
