@@ -129,14 +129,26 @@ def test_reading_a_metric_as_the_wrong_type_says_how_to_read_it(new_client, dead
         z.timing("orders.load", 0.1)
         z.set("users", "ann")
     cases = [
-        (metrics.total, "queue.depth", "'queue.depth' was recorded as gauge, not counter; "
-         "read it with gauge()"),
-        (metrics.gauge, "orders.placed", "'orders.placed' was recorded as counter, not gauge; "
-         "read it with total()"),
-        (metrics.total, "orders.load", "'orders.load' was recorded as timer, not counter; "
-         "read it with values()"),
-        (metrics.unique, "orders.load", "'orders.load' was recorded as timer, not set; "
-         "read it with values()"),
+        (
+            metrics.total,
+            "queue.depth",
+            "'queue.depth' was recorded as gauge, not counter; read it with gauge()",
+        ),
+        (
+            metrics.gauge,
+            "orders.placed",
+            "'orders.placed' was recorded as counter, not gauge; read it with total()",
+        ),
+        (
+            metrics.total,
+            "orders.load",
+            "'orders.load' was recorded as timer, not counter; read it with values()",
+        ),
+        (
+            metrics.unique,
+            "orders.load",
+            "'orders.load' was recorded as timer, not set; read it with values()",
+        ),
         (metrics.total, "users", "'users' was recorded as set, not counter; read it with unique()"),
     ]
     for read, name, message in cases:

@@ -20,7 +20,11 @@ class JsonLinesBackend(Backend):
     statistics of its type: counters ``sum`` and ``rate``; gauges ``value``; timers and
     distributions ``count``, ``sum``, ``min``, ``max``, ``mean``, ``median``,
     ``stddev``, ``sum_squares`` and the percentiles (``p90``, ``p95``, ``p99``).
-    Timer statistics are in seconds.
+    Timer statistics are in seconds; a set has ``value``, its number of distinct members.
+
+    The file is opened (created if missing, appended to if not) when the backend is
+    made, so a path that cannot be written is a ``ValueError`` at startup that says why;
+    a missing directory is an error too, never created for you.
     """
 
     kind = "jsonl"
@@ -31,13 +35,11 @@ class JsonLinesBackend(Backend):
     def __init__(self, *, path: str = DEFAULT_PATH, **common: Any) -> None:
         super().__init__(**common)
         self.path = path
-        self._file: IO[str] | None = None
+        self._file: IO[str] | None = open_for_append(path)
 
     def emit(self, rollup: Rollup) -> None:
-        if self._file is None:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        if self._file is None:  # emitting after stop(): open it again
+            self._file = open_for_append(self.path)
         lines = [json.dumps(series_record(rollup, s), allow_nan=False) for s in rollup.series]
 
         if lines:
@@ -48,6 +50,25 @@ class JsonLinesBackend(Backend):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def open_for_append(path: str) -> IO[str]:
+    """Open ``path`` for appending; raise ``ValueError`` saying why it cannot be written."""
+    where = f"jsonl backend: cannot write metrics to {path!r}"
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        return open(path, "a", encoding="utf-8")  # kept open until stop()
+    except FileNotFoundError:
+        raise ValueError(
+            f"{where}: the directory {directory!r} does not exist "
+            "(create it first: it is not created for you)"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(
+            f"{where}: it is a directory; name a file, e.g. {os.path.join(path, DEFAULT_PATH)!r}"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"{where}: {exc.strerror or exc}") from None
 
 
 def series_record(rollup: Rollup, series: Series) -> dict[str, Any]:
