@@ -371,7 +371,7 @@ def test_jsonl_missing_directory_is_an_error_at_startup_never_created(tmp_path: 
     with pytest.raises(ValueError) as caught:
         JsonLinesBackend(connect=NOWHERE, path=str(path))
     assert str(caught.value) == (
-        f"jsonl backend: cannot write metrics to {str(path)!r}: the directory "
+        f"cannot write metrics to {str(path)!r}: the directory "
         f"{str(path.parent)!r} does not exist (create it first: it is not created for you)"
     )
     assert not path.parent.exists()
@@ -428,8 +428,13 @@ def test_jsonl_startup_error_from_the_command_line(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
-    assert "does not exist (create it first: it is not created for you)" in result.stderr
+    assert result.returncode == 2
+    path = str(tmp_path / "missing" / "m.jsonl")
+    assert result.stderr.splitlines() == [
+        f"zibrato backend jsonl: jsonl backend: cannot write metrics to {path!r}: the directory "
+        f"{str(tmp_path / 'missing')!r} does not exist (create it first: it is not created "
+        "for you) (see zibrato backend jsonl --help)"
+    ]
     assert not (tmp_path / "missing").exists()
 
 

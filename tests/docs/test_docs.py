@@ -476,7 +476,7 @@ def test_harness_reports_file_line_and_first_line(tmp_path: Path) -> None:
     assert failures[0] == (
         "doc.md:10: assert x == 1: NameError: name 'undefined_name' is not defined (line 11)"
     )
-    assert failures[1].startswith("doc.md:15: zibrato tail --nope: zibrato: error: ")
+    assert failures[1].startswith("doc.md:15: zibrato tail --nope: zibrato: ")
     assert "unrecognized arguments: --nope" in failures[1]
     assert failures[2] == "doc.md:20: make nothing-here: no Makefile target 'nothing-here'"
     assert failures[3].startswith("doc.md:24: {oops}: not JSON: ")

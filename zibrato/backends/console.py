@@ -63,11 +63,14 @@ class ConsoleBackend(Backend):
     ) -> None:
         super().__init__(**common)
         if width < MIN_WIDTH:
-            raise ValueError(f"console width must be at least {MIN_WIDTH} columns, not {width}")
+            raise ValueError(f"the width must be at least {MIN_WIDTH} columns, not {width}")
         self.stream = stream
         self.health = health
         self.width = width
         self._write_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return "printing a table to standard output"
 
     def emit(self, rollup: Rollup) -> None:
         series = [s for s in rollup.series if self.health or not _quiet_health(s)]
