@@ -127,13 +127,15 @@ class Zibrato:
         self,
         name: str,
         value: float = 1,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Add ``value`` to the counter ``name`` (with probability ``rate``, when given)."""
+        # ``rate`` is positional-or-keyword, as in pystatsd (``incr(name, 1, 0.1)``), and
+        # not keyword-only: a keyword-only default costs every call a dict lookup.
         if rate is not None:
             self._put_sampled(_COUNTER, name, value, rate, level, source, tags)
             return
@@ -155,8 +157,8 @@ class Zibrato:
         self,
         name: str,
         value: float = 1,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -183,8 +185,8 @@ class Zibrato:
         self,
         name: str,
         seconds: float | timedelta,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -202,8 +204,8 @@ class Zibrato:
         self,
         name: str,
         value: float,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -279,8 +281,8 @@ class Zibrato:
     def timer(
         self,
         name: str,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -299,8 +301,8 @@ class Zibrato:
         self,
         name: str,
         value: float = 1,
-        *,
         rate: float | None = None,
+        *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,

@@ -133,6 +133,7 @@ def test_sampled_counter_records_with_probability_rate_and_carries_it(new_client
         for _ in range(2000):
             z.incr("cache.hits", rate=0.1)
         z.incr("cache.misses", 3, rate=1)
+        z.incr("cache.evictions", 2, 1)  # the rate by position, as in pystatsd
     expected = random.Random(seed)
     kept = sum(expected.random() < 0.1 for _ in range(2000))
     assert 120 < kept < 280  # the seed's draws, sanity only: the count below is exact
@@ -142,6 +143,7 @@ def test_sampled_counter_records_with_probability_rate_and_carries_it(new_client
     assert metrics.total("cache.hits") == pytest.approx(10 * kept)  # as a backend counts it
     (misses,) = metrics.filter("cache.misses")
     assert (misses.value, misses.rate) == (3, 1.0)  # rate 1: a plain five-field event
+    assert metrics.total("cache.evictions") == 2
 
 
 def test_sampled_timing_timer_and_counter_objects(new_client, dead_address):
