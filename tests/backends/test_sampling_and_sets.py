@@ -24,6 +24,7 @@ from zibrato.backends.console import render_table
 from zibrato.backends.graphite import GraphiteBackend
 from zibrato.backends.jsonl import series_record
 from zibrato.backends.librato import measurement
+from zibrato.backends.merge import merge_rollups
 from zibrato.backends.prometheus import PrometheusBackend
 from zibrato.backends.statsd import StatsdBackend
 
@@ -184,6 +185,14 @@ def test_every_builtin_backend_renders_a_set() -> None:
     json.dumps(record, allow_nan=False)
     table = render_table(rollup, list(rollup.series))
     assert re.search(r"^users\.active shop=eu +3$", table, re.MULTILINE), table
+
+
+def test_graphite_merges_two_intervals_of_a_set() -> None:
+    # Two flushes in one second are merged into one Graphite point (see merge.py).
+    first = Rollup(10.0, 5.0, (Series("users", "set", None, {}, {"value": 7}),))
+    second = Rollup(10.5, 0.5, (Series("users", "set", None, {}, {"value": 3}),))
+    (merged,) = merge_rollups(first, second, (90,)).series
+    assert (merged.type, dict(merged.stats)) == ("set", {"value": 7})
 
 
 def test_set_members_are_bounded_per_series_and_the_overflow_counted() -> None:
