@@ -1,17 +1,35 @@
 """Fixtures for the Django adapter's tests: the test site in ``djtest``, data, failures.
 
-``DJANGO_SETTINGS_MODULE`` is ``djtest.settings`` (pyproject.toml); ``tests/django`` is on
-the import path so that subprocesses can use the same site (``manage.py`` beside this file).
+Django is configured here, from ``djtest/settings.py``, when these tests are collected,
+and not through ``DJANGO_SETTINGS_MODULE``: pytest-django would export that variable to
+every process the session starts, and other suites start pytest and Python subprocesses
+that must not try to load this site. Subprocesses of these tests get it from
+``django_support.site_env()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import django
 import pytest
+from django.conf import settings
 
 from zibrato.testing import CapturedMetrics
 from zibrato_django import failures, zibrato
+
+
+def _configure_django() -> None:
+    from djtest import settings as site_settings
+
+    if not settings.configured:
+        settings.configure(
+            **{name: getattr(site_settings, name) for name in dir(site_settings) if name.isupper()}
+        )
+    django.setup()
+
+
+_configure_django()
 
 
 @pytest.fixture
