@@ -17,10 +17,7 @@ import zmq
 
 from zibrato import protocol
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
-
-
-class AddressInUse(RuntimeError):
-    """The broker could not bind because another process holds the address."""
+from zibrato.errors import AddressInUse, ConfigError
 
 
 class Broker:
@@ -140,6 +137,6 @@ def _bind(sock: zmq.Socket[Any], address: str) -> str:
             raise AddressInUse(
                 f"{address} is already in use (is another zibrato broker running?)"
             ) from None
-        raise
+        raise ConfigError(f"cannot bind {address}: {exc}") from None
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
     return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)

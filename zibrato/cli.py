@@ -1,166 +1,55 @@
-"""The ``zibrato`` command: ``broker``, ``tail`` (and, with the backends, more)."""
+"""The ``zibrato`` command: ``broker``, ``tail``, ``backend KIND`` and ``run``.
+
+Every subcommand starts its parts through :func:`zibrato.runner.serve` and builds its
+backends through :func:`zibrato.backends.build`, as the Django and Flask commands do. A
+user's mistake is one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, NoReturn
 
-from zibrato import __version__, backends, levels, protocol
-from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
+import zmq
+
+from zibrato import __version__, backends, levels
+from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
-from zibrato.broker import AddressInUse, Broker
-from zibrato.protocol import Batch
-from zibrato.runner import Runner
-from zibrato.subscriber import Subscriber
+from zibrato.errors import ConfigError
+from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
+from zibrato.tail import run_tail
+
+COMMAND = "zibrato"
 
 
-def stop_on_signals() -> threading.Event:
-    """Return an event that SIGINT or SIGTERM sets (install from the main thread)."""
-    stop = threading.Event()
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit status 2."""
 
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def level_arg(value: str) -> str:
-    """argparse type for ``--level``."""
-    try:
-        return levels.normalize(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+# -- argument types: each raises ArgumentTypeError with the whole explanation ---------------
+def _argument_type(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        try:
+            return check(value)
+        except (ConfigError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name  # argparse names the type in some messages
+    return convert
 
 
-# -- broker ------------------------------------------------------------------------
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--frontend",
-        default=DEFAULT_FRONTEND,
-        help="where publishers connect (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--backend",
-        default=DEFAULT_BACKEND,
-        help="where subscribers and backends connect (default: %(default)s)",
-    )
-
-
-def run_broker(args: argparse.Namespace) -> int:
-    stop = stop_on_signals()
-    broker = Broker(args.frontend, args.backend)
-    try:
-        frontend, backend = broker.start()
-    except AddressInUse as exc:
-        print(f"zibrato broker: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"zibrato broker: publishers connect to {frontend}; subscribers connect to {backend}",
-        flush=True,
-    )
-    stop.wait()
-    broker.stop(timeout=1.0)  # well inside the 2 s a stop may take
-    print("zibrato broker: stopped", flush=True)
-    return 0
-
-
-# -- tail --------------------------------------------------------------------------
-def event_record(batch: Batch, event: Sequence[Any]) -> dict[str, Any]:
-    """Return one event as the JSON object ``zibrato tail --json`` prints."""
-    kind, name, value, source, tags = event
-    return {
-        "type": protocol.KIND_NAMES[kind],
-        "name": name,
-        "value": value,
-        "delta": kind == protocol.Kind.GAUGE_DELTA,
-        "level": batch.level,
-        "source": source or batch.source,
-        "tags": protocol.merged_tags(batch.tags, tags),
-        "timestamp": batch.timestamp,
-        "publisher": batch.publisher,
-    }
-
-
-def format_line(record: dict[str, Any]) -> str:
-    """Return one event as the human-readable line ``zibrato tail`` prints."""
-    when = datetime.fromtimestamp(record["timestamp"], UTC).strftime("%H:%M:%S.%f")[:-3]
-    value = record["value"]
-    if record["type"] == "timer":
-        shown = f"{value * 1000:.3f}ms"
-    elif record["delta"]:
-        shown = f"{value:+g}"
-    else:
-        shown = f"{value:g}"
-    parts = [when, f"{record['level']:<7}", f"{record['type']:<12}", record["name"], shown]
-    if record["source"]:
-        parts.append(f"source={record['source']}")
-    parts.extend(f"{k}={v}" for k, v in sorted(record["tags"].items()))
-    return " ".join(parts)
-
-
-def tail(
-    subscriber: Subscriber,
-    out: TextIO,
-    *,
-    as_json: bool,
-    stop: threading.Event,
-) -> None:
-    """Print every valid event from ``subscriber`` to ``out`` until ``stop`` is set."""
-    rejected: dict[str, int] = {}
-    while not stop.is_set():
-        batch = subscriber.receive(timeout=0.1)
-        if batch is None:
-            continue
-        lines = []
-        for event in protocol.valid_events(batch, rejected):
-            record = event_record(batch, event)
-            lines.append(json.dumps(record) if as_json else format_line(record))
-        if lines:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-        for reason, count in rejected.items():
-            subscriber.count_bad(reason, f"{count} invalid event(s): {reason}", count)
-        rejected.clear()
-
-
-def run_tail(args: argparse.Namespace) -> int:
-    stop = stop_on_signals()
-    subscriber = Subscriber(args.connect, level=args.level)
-    try:
-        tail(subscriber, sys.stdout, as_json=args.json, stop=stop)
-    except BrokenPipeError:  # `zibrato tail | head` closed our output
-        pass
-    finally:
-        subscriber.close()
-        if subscriber.losses.lost_events or subscriber.bad_messages:
-            print(
-                f"zibrato tail: {subscriber.losses.lost_events} event(s) lost on the way, "
-                f"bad messages: {subscriber.bad_messages}",
-                file=sys.stderr,
-            )
-    return 0
-
-
-# -- backend and run ------------------------------------------------------------------
-def percentiles_arg(value: str) -> tuple[float, ...]:
-    """argparse type for ``--percentiles 90,95,99``."""
-    try:
-        pcts = tuple(float(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {value!r}") from None
-    if not pcts or not all(0 < p <= 100 for p in pcts):
-        raise argparse.ArgumentTypeError("percentiles must be in (0, 100]")
-    return pcts
+endpoint_arg = _argument_type(check_endpoint, "address")
+bind_endpoint_arg = _argument_type(lambda value: check_endpoint(value, bind=True), "address")
+level_arg = _argument_type(levels.normalize, "level")
+seconds_arg = _argument_type(backends.positive_seconds, "seconds")
+percentiles_arg = _argument_type(backends.percentile_list, "percentiles")
 
 
 def add_level_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -177,7 +66,7 @@ def add_aggregation_arguments(parser: argparse.ArgumentParser) -> None:
     add_level_argument(parser, "lowest level to receive")
     parser.add_argument(
         "--flush",
-        type=float,
+        type=seconds_arg,
         default=DEFAULT_FLUSH_INTERVAL,
         metavar="SECONDS",
         help="flush interval in seconds (default: %(default)s)",
@@ -208,18 +97,30 @@ def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix
             )
 
 
-def make_backend(
-    cls: type[Backend], args: argparse.Namespace, prefix: str, connect: str
-) -> Backend:
-    """Instantiate ``cls`` from parsed arguments."""
-    common = {
-        "connect": connect,
-        "level": args.level,
-        "flush_interval": args.flush,
-        "percentiles": args.percentiles,
-    }
-    options = {o.dest: getattr(args, f"{prefix}{o.name}".replace("-", "_")) for o in cls.options}
-    return cls.from_options(common, options)
+def backend_spec(
+    kind: str, cls: type[Backend], args: argparse.Namespace, prefix: str
+) -> dict[str, Any]:
+    """Return the plain-data spec of one backend from parsed arguments (for ``build``)."""
+    spec: dict[str, Any] = {"kind": kind}
+    for option in cls.options:
+        value = getattr(args, f"{prefix}{option.name}".replace("-", "_"))
+        if value is not None:
+            spec[option.name] = value
+    return spec
+
+
+def build_backends(
+    parser: argparse.ArgumentParser,
+    specs: Sequence[dict[str, Any]],
+    args: argparse.Namespace,
+    connect: str,
+) -> list[Backend]:
+    try:
+        return backends.build(
+            specs, connect=connect, level=args.level, flush=args.flush, percentiles=args.percentiles
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
 
 
 def load_kind(kind: str, parser: argparse.ArgumentParser) -> type[Backend]:
@@ -229,18 +130,29 @@ def load_kind(kind: str, parser: argparse.ArgumentParser) -> type[Backend]:
         parser.error(str(exc))
 
 
+# -- subcommands -----------------------------------------------------------------------------
+def run_broker(args: argparse.Namespace) -> int:
+    runner = Runner(frontend=args.frontend, backend_address=args.backend)
+    return serve(runner, name=f"{COMMAND} broker")
+
+
+def run_tail_command(args: argparse.Namespace) -> int:
+    return run_tail(args.connect, level=args.level, as_json=args.json, stop=stop_on_signals())
+
+
 def run_backend(args: argparse.Namespace) -> int:
     kinds = argparse.ArgumentParser(add_help=False)
     kinds.add_argument("kind", nargs="?")
     kind = kinds.parse_known_args(args.rest)[0].kind
-    parser = argparse.ArgumentParser(
-        prog=f"zibrato backend {kind or 'KIND'}",
+    parser = Parser(
+        prog=f"{COMMAND} backend {kind or 'KIND'}",
         description="Subscribe to the broker, aggregate per flush interval, and send each "
         f"rollup to a target. KIND: {', '.join(backends.BUILTIN)}, or package.module:Class.",
     )
     parser.add_argument("kind", metavar="KIND")
     parser.add_argument(
         "--connect",
+        type=endpoint_arg,
         default=DEFAULT_BACKEND,
         help="the broker's backend address (default: %(default)s)",
     )
@@ -251,23 +163,19 @@ def run_backend(args: argparse.Namespace) -> int:
     parsed = parser.parse_args(args.rest)
     if cls is None:
         parser.error("name a backend KIND")
-    backend = make_backend(cls, parsed, "", parsed.connect)
-    stop = stop_on_signals()
-    print(
-        f"zibrato backend {cls.kind}: receiving from {parsed.connect} "
-        f"(level {parsed.level}+), flushing every {parsed.flush:g}s",
-        flush=True,
+    (backend,) = build_backends(
+        parser, [backend_spec(kind, cls, parsed, "")], parsed, parsed.connect
     )
-    backend.run(stop)
-    return 0
+    runner = Runner([backend], backend_address=parsed.connect, broker=False)
+    return serve(runner, name=parser.prog)
 
 
 def run_all(args: argparse.Namespace) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", action="append", default=[])
     named = pre.parse_known_args(args.rest)[0].backend
-    parser = argparse.ArgumentParser(
-        prog="zibrato run",
+    parser = Parser(
+        prog=f"{COMMAND} run",
         description="Run the broker and backends in one process (console when none is named). "
         "Each backend's options are prefixed with its kind, e.g. --jsonl-path.",
     )
@@ -279,65 +187,57 @@ def run_all(args: argparse.Namespace) -> int:
         help=f"a backend to run, repeatable: {', '.join(backends.BUILTIN)}, "
         "or package.module:Class (default: console)",
     )
-    parser.add_argument(
-        "--frontend",
-        default=DEFAULT_FRONTEND,
-        help="where publishers connect (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--backend-address",
-        default=DEFAULT_BACKEND,
-        help="where other subscribers connect (default: %(default)s)",
-    )
+    add_broker_arguments(parser, backend_flag="--backend-address")
     add_aggregation_arguments(parser)
     shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(args.rest) else [])
     classes = {kind: load_kind(kind, parser) for kind in dict.fromkeys(shown or ["console"])}
     for kind, cls in classes.items():
-        add_kind_options(parser, cls, f"{cls.kind}-" if kind in backends.BUILTIN else "")
+        add_kind_options(parser, cls, option_prefix(kind, cls))
     parsed = parser.parse_args(args.rest)
-    chosen = parsed.backend or ["console"]
-    instances = [
-        make_backend(
-            classes[kind],
-            parsed,
-            f"{classes[kind].kind}-" if kind in backends.BUILTIN else "",
-            parsed.backend_address,
-        )
-        for kind in chosen
+    specs = [
+        backend_spec(kind, classes[kind], parsed, option_prefix(kind, classes[kind]))
+        for kind in parsed.backend or ["console"]
     ]
+    instances = build_backends(parser, specs, parsed, parsed.backend_address)
     runner = Runner(instances, frontend=parsed.frontend, backend_address=parsed.backend_address)
-    stop = stop_on_signals()
-    try:
-        frontend, backend_address = runner.start()
-    except AddressInUse as exc:
-        print(f"zibrato run: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"zibrato run: publishers connect to {frontend}; subscribers to {backend_address}; "
-        f"backends: {', '.join(b.kind for b in instances)}; flush every {parsed.flush:g}s",
-        flush=True,
+    return serve(runner, name=parser.prog)
+
+
+def option_prefix(kind: str, cls: type[Backend]) -> str:
+    """``zibrato run`` prefixes a built-in kind's options with its name (``--jsonl-path``)."""
+    return f"{cls.kind}-" if kind in backends.BUILTIN else ""
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser, *, backend_flag: str) -> None:
+    parser.add_argument(
+        "--frontend",
+        type=bind_endpoint_arg,
+        default=DEFAULT_FRONTEND,
+        help="where publishers connect (default: %(default)s)",
     )
-    stop.wait()
-    runner.stop()
-    print("zibrato run: stopped", flush=True)
-    return 0
+    parser.add_argument(
+        backend_flag,
+        type=bind_endpoint_arg,
+        default=DEFAULT_BACKEND,
+        help="where subscribers and backends connect (default: %(default)s)",
+    )
 
 
-# -- entry point -------------------------------------------------------------------
+# -- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zibrato", description="Zibrato: low-overhead metrics over ZeroMQ."
-    )
-    parser.add_argument("--version", action="version", version=f"zibrato {__version__}")
+    parser = Parser(prog=COMMAND, description="Zibrato: low-overhead metrics over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"{COMMAND} {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
 
     broker = commands.add_parser(
         "broker",
         help="forward publishers to subscribers",
         description="Run the XSUB/XPUB forwarder.",
     )
-    add_broker_arguments(broker)
+    add_broker_arguments(broker, backend_flag="--backend")
     broker.set_defaults(handler=run_broker)
 
     tail_parser = commands.add_parser(
@@ -347,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail_parser.add_argument(
         "--connect",
+        type=endpoint_arg,
         default=DEFAULT_BACKEND,
         help="the broker's backend address (default: %(default)s)",
     )
@@ -354,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail_parser.add_argument(
         "--json", action="store_true", help="one JSON object per event instead of a text line"
     )
-    tail_parser.set_defaults(handler=run_tail)
+    tail_parser.set_defaults(handler=run_tail_command)
 
     for name, handler, summary in (
         ("backend", run_backend, "run one backend: zibrato backend KIND --help"),
@@ -377,7 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    prog = f"{COMMAND} {args.command}"
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except zmq.ZMQError as exc:  # an address that passed our checks but not libzmq's
+        print(f"{prog}: {exc}; check the addresses given", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,24 +1,38 @@
 """Run a broker and any number of backends in one process: the embedded default.
 
-``zibrato run`` and the framework adapters (``manage.py zibrato_broker``,
-``flask zibrato broker``) all start their services through :class:`Runner`.
+``zibrato run``, ``zibrato broker``, ``zibrato backend`` and the framework commands
+(``manage.py zibrato_broker``, ``flask zibrato broker``) all go through :func:`serve`:
+start, say where every part listens, wait for SIGINT or SIGTERM, stop with a final flush,
+and turn a user's mistake (an address in use, a backend that cannot start) into one line
+and exit status 2.
 """
 
 from __future__ import annotations
 
+import errno
+import signal
+import sys
 import threading
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.backends.base import Backend
 from zibrato.broker import Broker
+from zibrato.errors import AddressInUse, ConfigError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
 
 
 class Runner:
-    """A broker plus backends that subscribe to it, started and stopped together.
+    """A broker (optional) plus backends that subscribe to it, started and stopped together.
 
     >>> runner = Runner(backends=[ConsoleBackend()])      # doctest: +SKIP
     >>> runner.start(); ...; runner.stop()
+
+    With ``broker=False`` the backends connect to ``backend_address``, where some other
+    broker already runs (``zibrato backend KIND``).
     """
 
     def __init__(
@@ -27,25 +41,37 @@ class Runner:
         *,
         frontend: str = DEFAULT_FRONTEND,
         backend_address: str = DEFAULT_BACKEND,
+        broker: bool = True,
     ) -> None:
-        self.broker = Broker(frontend, backend_address)
+        self.broker = Broker(frontend, backend_address) if broker else None
+        self.frontend = frontend
+        self.backend_address = backend_address
         self.backends = list(backends)
 
     def start(self) -> tuple[str, str]:
-        """Bind the broker, connect every backend to it; return the broker's addresses."""
-        frontend, backend_address = self.broker.start()
+        """Bind the broker, connect every backend to it; return the broker's addresses.
+
+        Raises :class:`~zibrato.errors.ConfigError` (nothing left running) when an address
+        is taken or a backend cannot start.
+        """
+        if self.broker is not None:
+            self.frontend, self.backend_address = self.broker.start()
         started: list[Backend] = []
         try:
             for backend in self.backends:
-                backend.connect = backend_address
-                backend.start()
+                backend.connect = self.backend_address
+                try:
+                    backend.start()
+                except OSError as exc:
+                    raise _cannot_start(backend, exc) from None
                 started.append(backend)
         except BaseException:
             for backend in started:
                 backend.stop()
-            self.broker.stop()
+            if self.broker is not None:
+                self.broker.stop()
             raise
-        return frontend, backend_address
+        return self.frontend, self.backend_address
 
     def stop(self, timeout: float = 1.5) -> None:
         """Stop every backend (each emits a final rollup), then the broker."""
@@ -59,7 +85,8 @@ class Runner:
             thread.start()
         for thread in stoppers:
             thread.join(timeout + 0.2)
-        self.broker.stop()
+        if self.broker is not None:
+            self.broker.stop(timeout=1.0)
 
     def run(self, stop: threading.Event) -> None:
         """Start, wait for ``stop``, then stop."""
@@ -68,3 +95,78 @@ class Runner:
             stop.wait()
         finally:
             self.stop()
+
+    def describe(self) -> list[str]:
+        """Return one line per part: where publishers and subscribers connect, each backend."""
+        lines = []
+        if self.broker is not None:
+            lines.append(
+                f"publishers connect to {self.frontend}; "
+                f"subscribers connect to {self.backend_address}"
+            )
+        for backend in self.backends:
+            lines.append(
+                f"{backend.kind} backend: {backend.describe()} "
+                f"(receiving level {backend.level}+ from {backend.connect}, "
+                f"flushing every {backend.flush_interval:g}s)"
+            )
+        return lines
+
+
+def _cannot_start(backend: Backend, exc: OSError) -> ConfigError:
+    if isinstance(exc, ConfigError):
+        return exc
+    what = f"the {backend.kind} backend cannot start"
+    if exc.errno == errno.EADDRINUSE:
+        return AddressInUse(
+            f"{what} ({backend.describe()}): the address is already in use; "
+            "stop what holds it or choose another with the backend's listen option"
+        )
+    return ConfigError(f"{what}: {exc.strerror or exc}")
+
+
+def stop_on_signals() -> threading.Event:
+    """Return an event that SIGINT or SIGTERM sets (install from the main thread)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def serve(
+    runner: Runner,
+    *,
+    name: str = "zibrato run",
+    stop: threading.Event | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run ``runner`` until SIGINT/SIGTERM (or ``stop``); return the exit status.
+
+    Prints where every part listens and how to stop, then, at the end, stops every part
+    (backends flush what they aggregated). A :class:`~zibrato.errors.ConfigError` while
+    starting (an address in use, a backend that cannot start) is printed as one line on
+    ``err`` and gives exit status 2, with nothing left running.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if stop is None:
+        stop = stop_on_signals()
+    try:
+        runner.start()
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=err, flush=True)
+        return EXIT_USAGE
+    try:
+        for line in runner.describe():
+            print(f"{name}: {line}", file=out)
+        print(f"{name}: running; Ctrl-C to stop", file=out, flush=True)
+        stop.wait()
+    finally:
+        runner.stop()
+    print(f"{name}: stopped", file=out, flush=True)
+    return EXIT_OK

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 from backend_support import read_records, total, wait_records, wait_subscribed
 
 from zibrato import Zibrato
@@ -69,7 +73,7 @@ def test_backend_jsonl_with_a_separate_broker(
     backend = cli(
         "backend", "jsonl", "--connect", broker.backend, "--flush", "0.3", "--path", str(path)
     )
-    backend.wait_line(r"^zibrato backend jsonl: receiving from", READY)
+    backend.wait_line(r"^zibrato backend jsonl: jsonl backend: appending to .*out\.jsonl", READY)
     wait_subscribed(broker.frontend)
     publish(broker.frontend, ("cli.orders", 4), ("cli.orders", 5), timers=3)
     wait_total(path, "cli.orders", 9)
@@ -91,7 +95,8 @@ def test_run_jsonl_end_to_end(cli: Callable[..., CliProcess], tmp_path: Path) ->
     wait_total(path, "run.hits", 5)
     health = [r for r in read_records(path) if r["name"] == "zibrato.backend.events"]
     assert health and health[0]["tags"] == {"backend": "jsonl"}
-    assert "backends: jsonl" in process.wait_line(r"^zibrato run:").string
+    process.wait_line(r"^zibrato run: jsonl backend: appending to .*run\.jsonl")
+    process.wait_line(r"^zibrato run: running; Ctrl-C to stop$")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -118,7 +123,7 @@ def test_run_stops_on_a_signal_and_flushes_what_it_aggregated(
 
 def test_run_without_backend_prints_a_console_table(cli: Callable[..., CliProcess]) -> None:
     process, frontend = start_run(cli, "--flush", "0.3")
-    assert "backends: console" in process.wait_line(r"^zibrato run:").string
+    process.wait_line(r"^zibrato run: console backend: printing a table to standard output")
     publish(frontend, ("console.hits", 6))
     row = process.wait_line(r"^counter\s+console\.hits\s")
     assert "sum=6" in row.string
@@ -131,7 +136,7 @@ def test_run_a_user_backend_by_dotted_path(cli: Callable[..., CliProcess]) -> No
     process, frontend = start_run(
         cli, "--backend", "custom_backend:MyBackend", "--marker", "HELLO", "--flush", "0.3"
     )
-    assert "backends: custom" in process.wait_line(r"^zibrato run:").string
+    process.wait_line(r"^zibrato run: custom backend: ")
     publish(frontend, ("custom.hits", 2), ("custom.hits", 3))
     process.wait_line(r"^HELLO counter custom\.hits 5$")
 
@@ -142,7 +147,9 @@ def test_backend_a_user_backend_by_dotted_path(
     backend = cli(
         "backend", "custom_backend:MyBackend", "--connect", broker.backend, "--flush", "0.3"
     )
-    backend.wait_line(r"^zibrato backend custom: receiving from", READY)
+    backend.wait_line(
+        r"^zibrato backend custom_backend:MyBackend: custom backend: .*receiving", READY
+    )
     wait_subscribed(broker.frontend)
     publish(broker.frontend, ("dotted.hits", 4))
     backend.wait_line(r"^CUSTOM counter dotted\.hits 4$")
@@ -224,3 +231,114 @@ def test_run_on_an_address_in_use_exits_2(cli: Callable[..., CliProcess], busy: 
     stderr = "\n".join(process.stderr)
     assert "already in use" in stderr, process
     assert taken in stderr
+
+
+# -- one line per user mistake (never a traceback), exit status 2 ------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("tail", "--connect", "nonsense"), "'nonsense' is not a ZeroMQ address: use tcp://"),
+        (("tail", "--connect", "tcp://nonsense"), "'tcp://nonsense' has no port"),
+        (("tail", "--connect", "tcp://127.0.0.1"), "'tcp://127.0.0.1' has no port"),
+        (("broker", "--frontend", "nonsense"), "'nonsense' is not a ZeroMQ address"),
+        (("run", "--frontend", "bogus://x"), "unknown transport 'bogus'"),
+        (("run", "--flush", "0"), "the flush interval must be more than 0 seconds"),
+        (("run", "--flush", "-1"), "the flush interval must be more than 0 seconds"),
+        (("backend", "jsonl", "--flush", "soon"), "must be a number of seconds"),
+        (("run", "--percentiles", "0,200"), "percentiles must be in (0, 100]"),
+        (("backend", "prometheus", "--listen", "nonsense"), "listen must be HOST:PORT"),
+        (("run", "--backend", "prometheus", "--prometheus-listen", "x"), "listen must be"),
+        (("backend", "librato"), "needs an account email and an API token"),
+        (("run", "--backend", "librato", "--librato-email", "a@b.c"), "ZIBRATO_LIBRATO_TOKEN"),
+        (("backend", "statsd", "--max-packet", "big"), "invalid int value: 'big'"),
+        (("backend", "statsd", "--tag-style", "odd"), "invalid choice: 'odd'"),
+        (("tail", "--level", "loud"), "unknown level 'loud'"),
+        (("broker", "--frontend", "tcp://192.0.2.1:5550"), "cannot bind tcp://192.0.2.1:5550"),
+    ],
+)
+def test_a_user_mistake_is_one_line_and_exit_2(
+    cli: Callable[..., CliProcess], args: tuple[str, ...], message: str
+) -> None:
+    process = cli(*args, env={"ZIBRATO_LIBRATO_TOKEN": ""})
+    assert process.finish() == 2, process
+    assert process.stderr and len(process.stderr) == 1, process
+    (line,) = process.stderr
+    assert line.startswith(f"zibrato {args[0]}"), process
+    assert message in line, process
+
+
+@pytest.mark.parametrize("how", ["run", "backend"])
+def test_metrics_port_in_use_is_one_line_and_exit_2(
+    cli: Callable[..., CliProcess], broker: Addresses, how: str
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        listen = f"127.0.0.1:{holder.getsockname()[1]}"
+        if how == "run":
+            any_port = "tcp://127.0.0.1:0"
+            process = cli(
+                "run", "--frontend", any_port, "--backend-address", any_port,
+                "--backend", "prometheus", "--prometheus-listen", listen,
+            )  # fmt: skip
+        else:
+            process = cli("backend", "prometheus", "--connect", broker.backend, "--listen", listen)
+        assert process.finish() == 2, process
+    (line,) = process.stderr
+    assert f"http://{listen}/metrics" in line
+    assert "already in use" in line
+
+
+def test_a_dotted_path_backend_is_found_in_the_current_directory(
+    run_cli: Callable[..., CliProcess], tmp_path: Path
+) -> None:
+    # Through the console script, as a user runs it: the current directory is not on
+    # sys.path unless zibrato puts it there.
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "alerts.py").write_text((HERE / "custom_backend.py").read_text())
+    script = Path(sys.executable).with_name("zibrato")
+    assert script.exists(), "the console script is installed beside the interpreter"
+    any_port = "tcp://127.0.0.1:0"
+    process = subprocess.Popen(
+        [str(script), "run", "--frontend", any_port, "--backend-address", any_port,
+         "--backend", "mypkg.alerts:MyBackend", "--marker", "FROMCWD", "--flush", "0.3"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + READY
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        while "FROMCWD flushed" not in line:
+            assert line or process.poll() is None, process.stderr and process.stderr.read()
+            assert time.monotonic() < deadline, "the backend never flushed"
+            line = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(5) == 0
+        finally:
+            process.kill()
+            process.communicate()
+
+
+def test_startup_lines_say_where_each_part_listens(
+    cli: Callable[..., CliProcess], tmp_path: Path
+) -> None:
+    path = tmp_path / "where.jsonl"
+    process, frontend = start_run(
+        cli, "--backend", "prometheus", "--prometheus-listen", "127.0.0.1:0",
+        "--backend", "jsonl", "--jsonl-path", str(path), "--flush", "0.5",
+    )  # fmt: skip
+    url = process.wait_line(
+        r"^zibrato run: prometheus backend: serving (http://127\.0\.0\.1:\d+/metrics) "
+    )[1]
+    process.wait_line(rf"^zibrato run: jsonl backend: appending to {re.escape(str(path))} ")
+    process.wait_line(r"^zibrato run: running; Ctrl-C to stop$")
+    publish(frontend, ("where.hits", 1))
+    deadline = time.monotonic() + 10
+    while "where_hits_total" not in (body := requests.get(url, timeout=5).text):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)

@@ -187,3 +187,16 @@ def test_tail_level_error_shows_only_error_and_crit(broker, run_cli, new_client,
     assert {record["level"] for record in shown} <= {"error", "crit"}
     names = {record["name"] for record in shown} - {TAIL_PROBE, "level.done"}
     assert names == {"level.error", "level.crit", "level.critical"}
+
+
+def test_tail_says_what_it_waits_on(run_cli):
+    tail = run_cli("tail", "--connect", "tcp://127.0.0.1:1", "--level", "warn")
+    deadline = time.monotonic() + 10
+    while not tail.stderr:
+        assert time.monotonic() < deadline, tail
+        time.sleep(0.02)
+    tail.stop()
+    assert tail.stderr[0].startswith(
+        "zibrato tail: showing events of level warning and above from the broker at "
+        "tcp://127.0.0.1:1 (start one with `zibrato run` if none is running)"
+    ), tail

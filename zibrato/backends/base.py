@@ -116,6 +116,10 @@ class Backend:
         """Send one rollup to the target. Raise on failure: it is counted and logged."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """Return where this backend sends or serves, for the lines printed at startup."""
+        return "started"
+
     def close_target(self) -> None:
         """Release what the target holds (files, sockets, servers). Called once at stop."""
 

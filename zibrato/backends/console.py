@@ -35,6 +35,9 @@ class ConsoleBackend(Backend):
         self.health = health
         self._write_lock = threading.Lock()
 
+    def describe(self) -> str:
+        return "printing a table to standard output"
+
     def emit(self, rollup: Rollup) -> None:
         series = [
             s for s in rollup.series if self.health or not s.name.startswith("zibrato.backend.")

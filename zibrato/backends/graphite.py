@@ -138,6 +138,9 @@ class GraphiteBackend(Backend):
     def target_counters(self) -> Mapping[str, float]:
         return {"dropped_lines": self.dropped_lines}
 
+    def describe(self) -> str:
+        return f"sending to carbon at {self.host}:{self.port} (plaintext over TCP)"
+
     def close_target(self) -> None:
         if not self._send_lock.acquire(timeout=0.1):
             # An emit is stuck in send: wake it; its failure path closes the socket.

@@ -44,6 +44,9 @@ class JsonLinesBackend(Backend):
             self._file.write("\n".join(lines) + "\n")
             self._file.flush()
 
+    def describe(self) -> str:
+        return f"appending to {os.path.abspath(self.path)}"
+
     def close_target(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -180,7 +180,10 @@ class LibratoBackend(Backend):
         super().__init__(**common)
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         if not email or not token:
-            raise ValueError(f"the librato backend needs an email and a token (${TOKEN_ENV})")
+            raise ValueError(
+                "needs an account email and an API token: give the email option (--email; "
+                f"--librato-email with zibrato run) and set ${TOKEN_ENV}"
+            )
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the librato url must be http:// or https:// with a host")
@@ -213,6 +216,9 @@ class LibratoBackend(Backend):
     def buffered(self) -> int:
         """How many measurements wait to be delivered."""
         return len(self._buffer)
+
+    def describe(self) -> str:
+        return f"posting to {self.url}/v1/metrics as {self.email}"
 
     def target_counters(self) -> Mapping[str, float]:
         return {

@@ -219,6 +219,9 @@ class PrometheusBackend(Backend):
             self.close_target()
             raise
 
+    def describe(self) -> str:
+        return f"serving {self.url}"
+
     def target_counters(self) -> Mapping[str, float]:
         return {"name_conflicts": self.name_conflicts, "evicted_series": self.evicted_series}
 

@@ -119,6 +119,9 @@ class StatsdBackend(Backend):
                 except OSError as exc:  # ECONNREFUSED (from ICMP), EAGAIN, ENOBUFS...
                     self.count_target_error(exc)
 
+    def describe(self) -> str:
+        return f"sending to statsd at {self.host}:{self.port} (UDP)"
+
     def close_target(self) -> None:
         with self._send_lock:
             if self._socket is not None:
