@@ -5,7 +5,8 @@ Routes map an exact path (the query string aside) to a handler that takes a
 resolves a name (binding ``localhost`` reads the hosts file; nothing asks DNS), gives every
 connection a timeout so a stalled client cannot hold a thread, answers a handler's
 exception with a 500 (logged once per kind), and reports a port that is taken as
-:class:`~zibrato.broker.AddressInUse`, the error every zibrato listener raises for it.
+:class:`~zibrato.errors.AddressInUse`, the error every zibrato listener raises for it
+(any other failure to listen is a :class:`~zibrato.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from zibrato.broker import AddressInUse
+from zibrato.errors import AddressInUse, ConfigError
 
 log = logging.getLogger("zibrato")
 
@@ -106,7 +107,8 @@ class HttpServer:
     'http://127.0.0.1:40123/'
     >>> server.stop()                                     # doctest: +SKIP
 
-    ``headers`` are added to every response (a Content-Security-Policy, say).
+    ``home`` is the path a user opens (named in errors). ``headers`` are added to every
+    response (a Content-Security-Policy, say).
     ``allowed_hosts``, when given, is the set of names a request's ``Host`` header may
     carry (any port); others get a 403, which stops a DNS-rebinding page from reading a
     loopback server through a name of its own. A wildcard listen address allows any.
@@ -120,10 +122,12 @@ class HttpServer:
         name: str,
         headers: Mapping[str, str] | None = None,
         allowed_hosts: Collection[str] | None = None,
+        home: str = "/",
         not_found: str = "not found\n",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.host, self.port = parse_listen(listen)
+        self.home = home
         self.routes = dict(routes)
         self.name = name
         self.headers = dict(headers or {})
@@ -148,16 +152,16 @@ class HttpServer:
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; raise AddressInUse when the port is taken."""
+        what = f"the {self.name} backend cannot serve {self.url(self.home)}"
         try:
             server = _Server((self.host, self.port), self)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                listen = base_url(self.host, self.port).removeprefix("http://")
                 raise AddressInUse(
-                    f"{listen} is already in use (is another zibrato {self.name} backend "
-                    "running?): choose another listen address"
+                    f"{what}: the address is already in use; stop what holds it or choose "
+                    "another with the backend's listen option"
                 ) from None
-            raise
+            raise ConfigError(f"{what}: {exc.strerror or exc}") from None
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(

@@ -189,6 +189,7 @@ class PrometheusBackend(Backend):
             listen,
             {"/metrics": self._serve_metrics},
             name=self.kind,
+            home="/metrics",
             not_found="not found: metrics are served on /metrics\n",
         )
         self.host, self.port = self._http.host, self._http.port

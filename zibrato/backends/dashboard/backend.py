@@ -9,6 +9,7 @@ redraws when a new flush has landed. The HTTP server is the one prometheus uses
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any, ClassVar
@@ -166,6 +167,9 @@ class DashboardBackend(Backend):
         except BaseException:
             self.close_target()
             raise
+
+    def describe(self) -> str:
+        return f"serving {self.url} (history in {os.path.abspath(self.store.path)})"
 
     def close_target(self) -> None:
         self._http.stop()

@@ -39,6 +39,7 @@ from zibrato.backends.dashboard.downsampling import (
     downsample,
     merge,
 )
+from zibrato.errors import ConfigError
 
 SCHEMA_VERSION = 1
 RECEIVED, ROUTE = 0, 1  # series scopes
@@ -78,7 +79,7 @@ _INSERT = (
 Identity = tuple[int, str, str, str, str]
 
 
-class HistoryError(RuntimeError):
+class HistoryError(ConfigError):
     """The history file cannot be used: not SQLite, another schema version, unwritable."""
 
 
@@ -312,7 +313,7 @@ class HistoryStore:
     # -- reading (any thread) ----------------------------------------------------------
     def _connection(self, connection: sqlite3.Connection | None) -> sqlite3.Connection:
         if connection is None:
-            raise HistoryError("the dashboard history is not open")
+            raise RuntimeError("the dashboard history is not open")
         return connection
 
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
