@@ -11,12 +11,13 @@ It holds the fields of its type, the others are None:
 
 :func:`merge` keeps ``count``, ``sum``, ``min``, ``max`` and ``last`` exact. Percentiles
 cannot be merged exactly without the values, which are long gone; a merged percentile is
-the **count-weighted mean** of the merged points' percentiles. It is exact when every
-merged span had the same distribution, it always lies between the smallest and the
-largest merged percentile, and it is associative: merging 1-minute buckets into 10-minute
-buckets gives what merging every flush point at once would (the weights are the counts),
-so the tiers of the history agree with each other. A short spike shows in ``max`` at once
-but is diluted in a merged ``p99`` by the quiet spans around it.
+the **count-weighted mean** of the merged points' percentiles. It tracks the true
+percentile of all the values when the traffic was steady (within a few per cent for
+spans of a few thousand values), it always lies between the smallest and the largest
+merged percentile, and it is associative: merging 1-minute buckets into 10-minute buckets
+gives what merging every flush point at once would (the weights are the counts), so the
+tiers of the history agree with each other. A short spike shows in ``max`` at once but
+is diluted in a merged ``p99`` by the quiet spans around it.
 """
 
 from __future__ import annotations

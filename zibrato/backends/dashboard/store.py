@@ -23,6 +23,7 @@ write is one committed transaction: a restart loses nothing already written. At 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -114,12 +115,19 @@ def _compact(value: float) -> float:
     return value
 
 
+def _scaled(value: float, scale: int) -> float | None:
+    scaled = value * scale
+    if abs(scaled) < 2**62:
+        return round(scaled)
+    return scaled if math.isfinite(scaled) else None  # beyond what an integer holds
+
+
 def _encode(point: Point, scale: int) -> tuple[float | None, ...]:
     """Return a point's fields as stored: values times ``scale``, rounded (see SCALES)."""
     count, *values = point.values()
     if scale == 1:
         return (count, *(None if v is None else _compact(v) for v in values))
-    return (count, *(None if v is None else round(v * scale) for v in values))
+    return (count, *(None if v is None else _scaled(v, scale) for v in values))
 
 
 def _decode(ts_ms: int, stored: Sequence[Any], scale: int) -> Point:
@@ -145,6 +153,7 @@ class HistoryStore:
         *,
         tiers: Sequence[Tier],
         max_series: int = DEFAULT_MAX_STORED_SERIES,
+        lock_timeout: float = 5.0,
     ) -> None:
         if not tiers or tiers[0].step != 0:
             raise ValueError("the first tier must keep one point per flush (step 0)")
@@ -153,6 +162,7 @@ class HistoryStore:
         self.path = os.fspath(path)
         self.tiers = tuple(tiers)
         self.max_series = max_series
+        self.lock_timeout = lock_timeout  # how long a write waits for another's lock
         # Cumulative, for the backend's health.
         self.capped_points = 0  # points of series past max_series
         self.failed_points = 0  # points of writes that failed
@@ -172,13 +182,15 @@ class HistoryStore:
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
-            writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            writer = sqlite3.connect(
+                self.path, timeout=self.lock_timeout, check_same_thread=False, isolation_level=None
+            )
             try:
                 self._prepare(writer)
             except BaseException:
                 writer.close()
                 raise
-            reader = sqlite3.connect(self.path, check_same_thread=False)
+            reader = sqlite3.connect(self.path, timeout=self.lock_timeout, check_same_thread=False)
             reader.execute("PRAGMA query_only = 1")
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"cannot use {self.path} as the dashboard history: {exc}") from None
@@ -216,32 +228,39 @@ class HistoryStore:
 
     # -- writing (one thread) ----------------------------------------------------------
     def write(self, ts: float, interval: float, entries: Iterable[tuple[Identity, Point]]) -> None:
-        """Store one flush: its span (``interval`` seconds ending at ``ts``) and its points."""
+        """Store one flush: its span (``interval`` seconds ending at ``ts``) and its points.
+
+        A failed write stores nothing, counts its points in ``failed_points`` and raises.
+        """
         writer = self._connection(self._writer)
+        pending = list(entries)
         ts_ms = _ms(ts)
         flush = Point(ts, count=1, sum=interval)
         rows = [(0, ts_ms, COVERAGE, *_encode(flush, _COVERAGE_SCALE))]
         added: list[Identity] = []
+        capped = 0
         try:
             writer.execute("BEGIN")
-            for key, point in entries:
+            for key, point in pending:
                 series_id = self._ids.get(key)
                 if series_id is None:
                     if len(self._ids) >= self.max_series:
-                        self.capped_points += 1
+                        capped += 1
                         continue
                     series_id = self._insert_series(writer, key)
                     added.append(key)
                 rows.append((0, ts_ms, series_id, *_encode(point, self._scales[series_id])))
             writer.executemany(_INSERT, rows)
             writer.execute("COMMIT")
-        except sqlite3.Error:
-            self.failed_points += len(rows) - 1
+        except Exception:
+            self.failed_points += len(pending) - capped
+            self.capped_points += capped
             for key in added:
                 self._scales.pop(self._ids.pop(key), None)
             if writer.in_transaction:
                 writer.execute("ROLLBACK")
             raise
+        self.capped_points += capped
 
     def _insert_series(self, writer: sqlite3.Connection, key: Identity) -> int:
         cursor = writer.execute(
