@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends.backend_support import wait_subscribed
 from browser_support import browser, browser_page  # noqa: F401  (fixtures)
 from dashboard_support import LiveSite
 
@@ -57,6 +58,8 @@ def site(tmp_path: Path) -> Iterator[LiveSite]:
     client = None
     try:
         dashboard.start()
+        # Events published before the broker knows the dashboard's subscription are lost.
+        wait_subscribed(frontend, topics=(b"debug", b"info", b"warning", b"error", b"crit"))
         client = Zibrato(frontend, source="web-1")
         yield LiveSite(dashboard, client, frontend)
     finally:

@@ -104,6 +104,16 @@ def test_points_without_values_stay_empty_and_non_finite_statistics_become_none(
     assert point_from_stats("timer", {"count": 2, "sum": math.nan}, 10).sum is None
 
 
+def test_sums_that_overflow_become_none_and_never_raise() -> None:
+    huge = [
+        Point(10, count=1, sum=1.7e308, p99=1.7e308),
+        Point(20, count=1, sum=1.7e308, p99=1.7e308),
+    ]
+    merged = merge(huge, 60)
+    assert merged.sum is None and merged.p99 is None and merged.count == 2
+    assert merge([Point(10, sum=-1.7e308), Point(20, sum=-1.7e308)], 60).sum is None
+
+
 def test_buckets_are_stamped_at_their_end() -> None:
     assert bucket_end(60.0, 60) == 60.0
     assert bucket_end(60.001, 60) == 120.0

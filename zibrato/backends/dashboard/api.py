@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from zibrato.aggregation import COUNTER, GAUGE
-from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge
+from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge, total
 from zibrato.backends.dashboard.routes import (
     DB_TIME,
     DUPLICATES,
@@ -37,7 +37,7 @@ MAX_TAG_VALUES = 200  # per tag key in /api/metrics
 DEFAULT_WINDOW = 3600.0
 DEFAULT_TABLE_WINDOW = 300.0
 MAX_WINDOW = 366 * 86400.0
-NICE_STEPS = (10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
+NICE_STEPS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
 HEALTH_PREFIX = "zibrato.backend."
 PUBLISHER_DROPPED = "zibrato.publisher.dropped"
 VALUE_STATS = (*PERCENTILES, "mean", "min", "max")
@@ -135,7 +135,7 @@ class DashboardApi:
 
     def route_table(self, request: Request) -> Response:
         start, end = self._span(request, DEFAULT_TABLE_WINDOW)
-        seconds = math.fsum(p.sum or 0 for p in self.store.coverage(start, end))
+        seconds = total(p.sum or 0 for p in self.store.coverage(start, end))
         by_route = self._route_series()
         points = self.store.points(
             (s.id for members in by_route.values() for s in members.values()), start, end
@@ -250,7 +250,7 @@ class DashboardApi:
             elif series.name.startswith(HEALTH_PREFIX):
                 groups.setdefault(series.name.removeprefix(HEALTH_PREFIX), []).append(series)
         points = self.store.points((s.id for g in groups.values() for s in g), start, end)
-        seconds = math.fsum(p.sum or 0 for p in axis)
+        seconds = total(p.sum or 0 for p in axis)
         totals: dict[str, float | None] = {}
         lines: dict[str, list[float | None]] = {}
         for short, members in sorted(groups.items()):
@@ -260,7 +260,7 @@ class DashboardApi:
                 totals[short] = last
                 lines[short] = _aligned(axis, merged, step, ("last",), pooled=True)["last"]
             else:
-                totals[short] = math.fsum(p.sum or 0 for p in merged)
+                totals[short] = total(p.sum or 0 for p in merged)
                 lines[short] = _aligned(axis, merged, step, ("rate",), pooled=True)["rate"]
         return Response.json(
             {
@@ -333,7 +333,7 @@ def _aligned(
 
 
 def _activity(points: Sequence[Point]) -> float:
-    return math.fsum(abs(p.count if p.count is not None else p.sum or 0) for p in points)
+    return total(abs(p.count if p.count is not None else p.sum or 0) for p in points)
 
 
 def _label(series: StoredSeries) -> str:

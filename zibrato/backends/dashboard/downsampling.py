@@ -68,6 +68,21 @@ class Tier:
     keep: float
 
 
+def total(values: Iterable[float]) -> float:
+    """Return the exact sum of ``values``, or infinity when it overflows a float.
+
+    ``math.fsum`` raises on an overflow; a peer that sends huge values must cost only
+    the statistic that overflowed (it becomes None), never a flush or a compaction.
+    """
+    items = list(values)
+    try:
+        return math.fsum(items)
+    except OverflowError:
+        return (
+            math.inf if sum(1 if v > 0 else -1 for v in items if abs(v) > 1e300) >= 0 else -math.inf
+        )
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -105,7 +120,7 @@ def merge(points: Sequence[Point], ts: float) -> Point:
     lasts = [p for p in points if p.last is not None]
     merged: dict[str, float | None] = {
         "count": sum(counts) if counts else None,
-        "sum": math.fsum(sums) if sums else None,
+        "sum": _finite(total(sums)) if sums else None,
         "min": min(lows) if lows else None,
         "max": max(highs) if highs else None,
         "last": max(lasts, key=lambda p: p.ts).last if lasts else None,
@@ -116,9 +131,7 @@ def merge(points: Sequence[Point], ts: float) -> Point:
         ]
         weight = sum(count for count, _ in weighted)
         merged[name] = (
-            _finite(math.fsum(count * value for count, value in weighted) / weight)
-            if weight
-            else None
+            _finite(total(count * value for count, value in weighted) / weight) if weight else None
         )
     return Point(ts, **merged)
 

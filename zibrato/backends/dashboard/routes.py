@@ -9,11 +9,11 @@ Pure computation, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from zibrato.aggregation import COUNTER, Series, quantile
+from zibrato.backends.dashboard.downsampling import total
 
 ROUTE_TAG = "http.route"
 REQUEST = "http.server.request.duration"
@@ -73,7 +73,7 @@ def pooled_stats(members: Sequence[Series]) -> dict[str, float]:
     """
     stats: dict[str, float] = {
         "count": sum(s.stats["count"] for s in members),
-        "sum": math.fsum(s.stats["sum"] for s in members),
+        "sum": total(s.stats["sum"] for s in members),
         "min": min(s.stats["min"] for s in members),
         "max": max(s.stats["max"] for s in members),
     }
@@ -99,8 +99,8 @@ def weighted_quantile(weighted: Sequence[tuple[float, float]], pct: float) -> fl
     >>> weighted_quantile([(1.0, 3), (2.0, 1)], 50)   # the median of 1, 1, 1, 2
     1.0
     """
-    total = math.fsum(weight for _, weight in weighted)
-    position = max(total - 1, 0.0) * pct / 100
+    weights = total(weight for _, weight in weighted)
+    position = max(weights - 1, 0.0) * pct / 100
     start = 0.0  # the rank of the first copy of the current value
     for index, (value, weight) in enumerate(weighted):
         last_rank = start + weight - 1

@@ -121,7 +121,6 @@
           width: line.width || 1.6,
           dash: line.dash,
           fill: line.fill,
-          points: { show: false },
           value: (u, v) => (v === null || v === undefined ? "–" : format(v)),
         })),
       ],
