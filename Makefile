@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ lint: venv
 	$(BIN)/ruff format --check zibrato tests bench examples
 	$(BIN)/mypy
 
-test: lint $(BIN)/promtool
+# The dashboard's browser tests drive Debian's chromium, never a browser Playwright downloads.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint $(BIN)/promtool chromium
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
@@ -38,6 +43,7 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
+	$(BIN)/python bench/dashboard_history.py --days 7
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \

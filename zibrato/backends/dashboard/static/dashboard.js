@@ -99,6 +99,7 @@
     state.draws[key] = (state.draws[key] || 0) + 1;
     if (existing && existing.zibratoLabels === labels) {
       existing.setData(data);
+      showLatest(existing);
       return;
     }
     if (existing) existing.destroy();
@@ -128,6 +129,13 @@
     const chart = new uPlot(options, data, target);
     chart.zibratoLabels = labels;
     state.charts[key] = chart;
+    showLatest(chart);
+  }
+
+  // Until the pointer is over a chart, its legend shows the newest values.
+  function showLatest(chart) {
+    const count = chart.data[0].length;
+    if (count && chart.cursor.left < 0) chart.setLegend({ idx: count - 1 });
   }
 
   function resizeCharts() {
