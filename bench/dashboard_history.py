@@ -10,8 +10,9 @@ status, queries, duplicates and DB time per request); 5 routes fail now and then
 
 Usage: python bench/dashboard_history.py [--days 7] [--routes 50] [--rate 20] [--flush 10]
        [--busy]
-Prints the file size after each simulated day, and the median and worst time of one
-`emit` (a flush's write, and a compaction when one is due).
+Prints the file size after each simulated day, how long the page's API calls take on the
+result, and the median and worst time of one `emit` (a flush's write, and a compaction
+when one is due).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from zibrato.aggregation import Rollup, Series, distribution_stats
 from zibrato.backends.dashboard import DashboardBackend
 from zibrato.backends.dashboard.routes import DB_TIME, DUPLICATES, QUERIES, REQUEST, VIEW
+from zibrato.backends.httpserver import Request
 
 
 def site_rollup(
@@ -95,6 +97,28 @@ def _poisson(rng: random.Random, mean: float) -> int:
         k += 1
 
 
+def api_timings(backend: DashboardBackend, end: float) -> None:
+    """Print how long the page's API calls take on the history just written."""
+    api = backend.api
+    route = "/shop/section-0/<int:id>/"
+    for window in (3600, 21600, 7 * 86400):
+        span = [str(window)]
+        calls = {
+            "routes (5 min)": ("/api/routes", {"window": ["300"]}),
+            "route charts": ("/api/route", {"route": [route], "window": span}),
+            "explorer": ("/api/series", {"name": [REQUEST], "stat": ["p95"], "window": span}),
+            "health": ("/api/health", {"window": span}),
+        }
+        parts = []
+        for label, (path, query) in calls.items():
+            request = Request(path, {**query, "end": [str(end)]})
+            began = time.perf_counter()
+            response = api.routes()[path](request)
+            assert response.status == 200, response.body[:200]
+            parts.append(f"{label} {(time.perf_counter() - began) * 1000:.0f} ms")
+        print(f"API over {window / 3600:g} h: " + ", ".join(parts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=float, default=7.0)
@@ -134,6 +158,7 @@ def main() -> None:
                     f"{backend.store.point_counts()}",
                     flush=True,
                 )
+        api_timings(backend, start + flushes * args.flush)
     finally:
         backend.store.close()
     size = os.path.getsize(path)
