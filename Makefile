@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean chromium
+.PHONY: venv run test lint bench clean servers chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,17 @@ lint: venv
 	$(BIN)/ruff format --check zibrato tests bench examples
 	$(BIN)/mypy
 
+# The real servers the backends are tested against (tests/realservers/): Prometheus,
+# carbon-cache, Etsy statsd, put inside the venv; quick when they are already there.
+servers: venv
+	.ci/get-servers $(VENV)
+
 # The dashboard's browser tests drive Debian's chromium, never a browser Playwright downloads.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: lint $(BIN)/promtool chromium
+test: lint $(BIN)/promtool servers chromium
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
