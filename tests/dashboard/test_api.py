@@ -169,6 +169,8 @@ def test_health_totals_and_lines(shop: DashboardBackend) -> None:
     [
         ("/api/routes", {"window": "soon"}, "window must be a number"),
         ("/api/routes", {"window": "0"}, "window must be between"),
+        ("/api/routes", {"window": "nan"}, "window must be between"),
+        ("/api/health", {"end": "1e308"}, "end must be between"),
         ("/api/route", {}, "name a route"),
         ("/api/series", {}, "name a metric"),
         ("/api/series", {"name": REQUEST, "stat": "sum"}, "stat must be one of"),

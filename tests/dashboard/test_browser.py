@@ -157,6 +157,18 @@ def test_the_dashboard_shows_routes_and_draws_charts_that_follow_the_choices(
     )
     assert "shop=eu" in legend or any("shop=eu" in label for label in legend)
 
+    # A choice survives the refreshes that follow new flushes.
+    page.select_option("#stat-select", "sum")
+    refreshes = page.evaluate("() => window.zibratoDashboard.refreshes")
+    keep_publishing(
+        site,
+        browser_page,
+        f"() => window.zibratoDashboard.refreshes >= {refreshes + 2}",
+        "refreshes",
+    )
+    assert page.eval_on_selector("#stat-select", "s => s.value") == "sum"
+    assert page.eval_on_selector("#metric-select", "s => s.value") == "counter orders.placed"
+
     # Sorting by requests puts the busiest route first.
     page.click("#routes th[data-key='rate']")
     first = page.eval_on_selector("#routes tbody tr td.route", "c => c.firstChild.textContent")

@@ -37,6 +37,7 @@ MAX_TAG_VALUES = 200  # per tag key in /api/metrics
 DEFAULT_WINDOW = 3600.0
 DEFAULT_TABLE_WINDOW = 300.0
 MAX_WINDOW = 366 * 86400.0
+LATEST_END = 1e11  # seconds since the epoch: the year 5138, well inside what SQLite stores
 NICE_STEPS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
 HEALTH_PREFIX = "zibrato.backend."
 PUBLISHER_DROPPED = "zibrato.publisher.dropped"
@@ -105,7 +106,7 @@ class DashboardApi:
     # -- parameters --------------------------------------------------------------------
     def _span(self, request: Request, default: float) -> tuple[float, float]:
         window = _number(request, "window", default, 1.0, MAX_WINDOW)
-        end = _number(request, "end", self.clock(), 0.0, math.inf)
+        end = _number(request, "end", self.clock(), 0.0, LATEST_END)
         return end - window, end
 
     def _axis(self, request: Request, default: float) -> tuple[float, float, float, list[Point]]:

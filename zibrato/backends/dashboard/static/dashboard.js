@@ -272,33 +272,51 @@
   }
 
   // -- explorer -------------------------------------------------------------------------
-  function fillMetricSelect() {
-    const select = $("metric-select");
-    const current = select.value;
-    select.replaceChildren(...state.metrics.map((m, i) => new Option(m.name + " (" + m.type + ")", String(i))));
-    const keep = state.metrics.findIndex((m) => state.metric && m.name === state.metric.name && m.type === state.metric.type);
-    const preferred = state.metrics.findIndex((m) => m.name === "http.server.request.duration");
-    const index = keep >= 0 ? keep : preferred >= 0 ? preferred : state.metrics.length ? 0 : -1;
-    if (index >= 0) select.value = String(index);
-    const changed = index < 0 || String(index) !== current || !state.metric;
-    state.metric = index >= 0 ? state.metrics[index] : null;
-    if (changed) fillFilters();
+  // A metric's key: names never hold a space, so "type name" is unambiguous.
+  const metricKey = (metric) => metric.type + " " + metric.name;
+  const signatures = new Map();
+
+  // Rebuild a select's options only when they changed, so a refresh neither closes an
+  // open list nor loses the choice; return whether they changed.
+  function setOptions(select, options) {
+    const signature = JSON.stringify(options);
+    if (signatures.get(select) === signature) return false;
+    const chosen = select.value;
+    select.replaceChildren(...options.map(([text, value]) => new Option(text, value)));
+    signatures.set(select, signature);
+    if (options.some(([, value]) => value === chosen)) select.value = chosen;
+    return true;
   }
 
-  function fillFilters() {
+  function fillMetricSelect() {
+    const select = $("metric-select");
+    setOptions(select, state.metrics.map((m) => [m.name + " (" + m.type + ")", metricKey(m)]));
+    const keys = state.metrics.map(metricKey);
+    const wanted = state.metric ? metricKey(state.metric) : null;
+    let key = wanted !== null && keys.includes(wanted) ? wanted : null;
+    if (key === null) {
+      const preferred = state.metrics.find((m) => m.name === "http.server.request.duration");
+      key = preferred ? metricKey(preferred) : keys.length ? keys[0] : null;
+    }
+    state.metric = key === null ? null : state.metrics[keys.indexOf(key)];
+    if (key !== null) select.value = key;
+    fillFilters(key !== wanted);
+  }
+
+  function fillFilters(metricChanged) {
     const metric = state.metric;
     const stat = $("stat-select"), tag = $("tag-select");
     const stats = metric ? metric.stats : [];
-    const preferredStat = stats.includes("p95") ? "p95" : stats[0];
-    stat.replaceChildren(...stats.map((s) => new Option(s, s)));
-    if (preferredStat) stat.value = preferredStat;
-    const options = [new Option("all series", "")];
+    setOptions(stat, stats.map((s) => [s, s]));
+    if (metricChanged && stats.length) stat.value = stats.includes("p95") ? "p95" : stats[0];
+    const options = [["all series", ""]];
     for (const [key, values] of Object.entries(metric ? metric.tags : {})) {
       for (const value of values) {
-        if (options.length < 200) options.push(new Option(key + "=" + value, key + "=" + value));
+        if (options.length < 200) options.push([key + "=" + value, key + "=" + value]);
       }
     }
-    tag.replaceChildren(...options);
+    setOptions(tag, options);
+    if (metricChanged) tag.value = "";
   }
 
   // A line's tags that tell it from the others (the tags every line shares say nothing).
@@ -453,8 +471,8 @@
       run(loadRoute);
     });
     $("metric-select").addEventListener("change", (event) => {
-      state.metric = state.metrics[Number(event.target.value)] || null;
-      fillFilters();
+      state.metric = state.metrics.find((m) => metricKey(m) === event.target.value) || null;
+      fillFilters(true);
       run(loadExplorer);
     });
     $("stat-select").addEventListener("change", () => run(loadExplorer));
