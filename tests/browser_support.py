@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Page,
+    ViewportSize,
+    sync_playwright,
+)
 
 CHROMIUM = os.environ.get("ZIBRATO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = (
@@ -39,7 +46,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-VIEWPORT = {"width": 1440, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 1440, "height": 1000}
 WAIT = 20.0
 
 
@@ -104,7 +111,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def browser_page(browser: Browser) -> Iterator[WatchedPage]:
     """A fresh page in its own context; console errors and exceptions are recorded."""
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT * 1000)
     page = context.new_page()
     watched = WatchedPage(page)
