@@ -29,7 +29,7 @@ from zibrato.backends import BackendConfigError, build
 from zibrato.backends.dashboard import DashboardBackend
 
 NOW = time.time()
-Event = tuple[int, str, float, None, dict[str, str]]
+Event = tuple[int, str, float | str, None, dict[str, str]]
 
 
 def request_events(
@@ -75,6 +75,7 @@ def shop(make_dashboard: Callable[..., DashboardBackend]) -> DashboardBackend:
             events += request_events("/boom/", 0.05, status="500", view=0.04, queries=1)
             events += request_events("/boom/", 0.01, view=0.005, queries=1)
         events.append((0, "orders.placed", 2, None, {"shop": "eu"}))
+        events += [(5, "shoppers", f"user-{i % (n + 2)}", None, {}) for i in range(10)]
         emit(backend, ts, 10.0, events)
     return backend
 
@@ -150,6 +151,8 @@ def test_the_explorer_lists_metrics_and_plots_one_line_per_tag_set(shop: Dashboa
     assert line["values"] == [1, 0, 1] and line["label"].startswith("http.request.method=GET")
     orders = get_json(shop, "/api/series", name="orders.placed", stat="rate", window=300, end=NOW)
     assert orders["lines"][0]["values"] == [0.2, 0.2, 0.2]
+    shoppers = get_json(shop, "/api/series", name="shoppers", stat="max", window=300, end=NOW)
+    assert metrics["shoppers"]["type"] == "set" and shoppers["lines"][0]["values"] == [2, 3, 4]
     nothing = get_json(shop, "/api/series", name="no.such.metric", window=300, end=NOW)
     assert nothing["lines"] == []
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from zibrato.aggregation import COUNTER, GAUGE
+from zibrato.aggregation import COUNTER, GAUGE, SET
 from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge, total
 from zibrato.backends.dashboard.routes import (
     DB_TIME,
@@ -45,6 +45,7 @@ VALUE_STATS = (*PERCENTILES, "mean", "min", "max")
 STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
     COUNTER: ("rate", "sum"),
     GAUGE: ("last", "min", "max"),
+    SET: ("last", "min", "max"),  # distinct members per flush
     "timer": (*VALUE_STATS, "count", "rate"),
     "distribution": (*VALUE_STATS, "count", "rate"),
 }

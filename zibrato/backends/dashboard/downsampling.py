@@ -5,7 +5,7 @@ flush interval, or a 1-minute or 10-minute bucket made by merging the points ins
 It holds the fields of its type, the others are None:
 
 * counter: ``sum``;
-* gauge: ``last``, ``min``, ``max``;
+* gauge, set (its number of distinct members): ``last``, ``min``, ``max``;
 * timer, distribution: ``count``, ``sum``, ``min``, ``max`` and the percentiles ``p50``,
   ``p90``, ``p95``, ``p99``.
 
@@ -91,7 +91,7 @@ def point_from_stats(kind: str, stats: Mapping[str, float], ts: float) -> Point:
     """Return the point of one rollup series (non-finite statistics become None)."""
     if kind == COUNTER:
         return Point(ts, sum=_finite(stats.get("sum")))
-    if kind == GAUGE:
+    if kind == GAUGE or "value" in stats:  # a gauge, or a set's distinct members
         value = _finite(stats.get("value"))
         return Point(ts, last=value, min=value, max=value)
     return Point(
