@@ -8,8 +8,10 @@ Use it from a ``conftest.py`` (fixtures are found where they are imported)::
 
     from browser_support import browser, browser_page  # noqa: F401
 
-* ``browser``: one Chromium for the session, with a fresh profile (Playwright gives every
-  launch its own temporary ``--user-data-dir``).
+* ``browser``: one Chromium per test module, with a fresh profile (Playwright gives every
+  launch its own temporary ``--user-data-dir``). Not per session: while Playwright's
+  synchronous API runs, the main thread has a running asyncio loop, and the tests of
+  other modules that call ``asyncio.run()`` must not find it there.
 * ``browser_page``: a :class:`WatchedPage` in a new context (1440 x 1000), closed after the
   test; it records console errors and uncaught exceptions for ``assert_clean()``.
 * :func:`save_screenshot`: write a PNG of a page (the whole page by default).
@@ -90,9 +92,9 @@ def save_screenshot(page: Page, path: str | os.PathLike[str], *, full_page: bool
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Debian Chromium for the whole session."""
+    """One headless Debian Chromium for the tests of one module."""
     executable = shutil.which(CHROMIUM) or CHROMIUM
     assert os.access(executable, os.X_OK), (
         f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium) "
