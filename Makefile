@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean servers chromium
+.PHONY: venv run test lint bench bench-history clean servers chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,6 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
-	$(BIN)/python bench/dashboard_history.py --days 7
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
@@ -57,3 +56,7 @@ bench: $(VENV)/.bench-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# A week of dashboard history replayed into SQLite (about 30 minutes; figures in docs/performance.md).
+bench-history: $(VENV)/.bench-stamp
+	$(BIN)/python bench/dashboard_history.py --days 7
