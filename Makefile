@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench bench-history clean servers chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,21 @@ run: venv
 	$(BIN)/python examples/run_demo.py
 
 lint: venv
-	$(BIN)/ruff check zibrato tests bench examples
-	$(BIN)/ruff format --check zibrato tests bench examples
+	$(BIN)/ruff check zibrato zibrato_django tests bench examples
+	$(BIN)/ruff format --check zibrato zibrato_django tests bench examples
 	$(BIN)/mypy
 
-test: lint $(BIN)/promtool
+# The real servers the backends are tested against (tests/realservers/): Prometheus,
+# carbon-cache, Etsy statsd, put inside the venv; quick when they are already there.
+servers: venv
+	.ci/get-servers $(VENV)
+
+# The dashboard's browser tests drive Debian's chromium, never a browser Playwright downloads.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint $(BIN)/promtool servers chromium
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
@@ -38,6 +48,9 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
+	$(BIN)/python bench/django_paired.py 40 200
+	$(BIN)/python bench/django_compare.py 3 1000 3
+	$(BIN)/python bench/django_profile.py 1500 3
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
@@ -52,3 +65,7 @@ clean:
 .PHONY: soak
 soak: venv
 	ZIBRATO_SOAK=1 $(BIN)/python -m pytest tests/reliability -o timeout=1800 -p no:cacheprovider
+
+# A week of dashboard history replayed into SQLite (about 30 minutes; figures in docs/performance.md).
+bench-history: $(VENV)/.bench-stamp
+	$(BIN)/python bench/dashboard_history.py --days 7

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -228,9 +229,13 @@ def test_r10_the_token_never_shows_in_the_command_output(librato):
         )
         lines = Lines(process)
         try:
+            lines.wait_for("running", 30)
             for answer in ("401", "500", "302"):
                 librato.answer = answer
-                threading.Event().wait(1.0)
+                seen = librato.requests
+                deadline = time.monotonic() + 10
+                while librato.requests < seen + 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
         finally:
             stop_process(process)
             lines.join(5)
