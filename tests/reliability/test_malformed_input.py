@@ -254,3 +254,28 @@ def _wait_counter(backend: Capture, name: str, total: int, timeout: float = 15.0
     while backend.total(name, "sum") < total:
         assert time.monotonic() < deadline, f"{name}: {backend.total(name, 'sum')} of {total}"
         time.sleep(0.05)
+
+
+def test_a_flood_of_distinct_publisher_ids_costs_bounded_memory(capture):
+    """Item 4: a distinct 1 MB publisher id per batch grew a backend by 1 MB a batch; now
+    an id is at most 64 characters, and at most 10 000 (id, level) pairs are remembered."""
+    publishers = scaled(20_000, 200_000)
+    with broker_process() as broker:
+        capture.connect = broker.backend
+        capture.start()
+        raw = RawPublisher(broker.frontend)
+        try:
+            raw.wait_subscribed()
+            for i in range(publishers):
+                raw.send(raw.batch(f"{i:064d}", [[0, "ids.valid", 1, None, None]]))
+                if i % 2000 == 1999:
+                    _wait_taken_in(capture, i + 1)
+            raw.send([b"info", _header(publisher="x" * 1_000_000)])  # 1 MB: a header reject
+            _wait_taken_in(capture, publishers + 1)
+            remembered = len(capture._subscriber.losses._expected)  # type: ignore[union-attr]
+        finally:
+            raw.close()
+        capture.stop()
+    assert capture.total("ids.valid", "sum") == publishers
+    assert remembered <= 10_000
+    report(f"{publishers} distinct publisher ids: {remembered} remembered, all events counted")
