@@ -21,8 +21,8 @@ run: venv
 	$(BIN)/python examples/run_demo.py
 
 lint: venv
-	$(BIN)/ruff check zibrato tests bench examples
-	$(BIN)/ruff format --check zibrato tests bench examples
+	$(BIN)/ruff check zibrato zibrato_flask tests bench examples
+	$(BIN)/ruff format --check zibrato zibrato_flask tests bench examples
 	$(BIN)/mypy
 
 test: lint $(BIN)/promtool

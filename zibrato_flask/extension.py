@@ -1,0 +1,209 @@
+"""The Flask extension: ``Zibrato(app)`` or ``Zibrato()`` then ``init_app(app)``."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, appcontext_pushed
+
+from zibrato.client import Zibrato as Client
+from zibrato.instruments import Counter, LevelBuffer, Timer
+from zibrato.shared import LazyZibrato
+from zibrato.web import TagCache
+from zibrato_flask import clients, database
+from zibrato_flask.cli import zibrato_command
+from zibrato_flask.deferred import DeferredCounter, DeferredTimer
+from zibrato_flask.request_metrics import RequestTimer, ViewTimer, make_teardown
+from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+EXTENSION_KEY = "zibrato"
+
+
+class AppState:
+    """One app's Zibrato state, kept in ``app.extensions["zibrato"]``."""
+
+    def __init__(self, app: Flask, settings: FlaskSettings) -> None:
+        self.settings = settings
+        self.tags = TagCache()
+        self._client: Client | None = None
+        self._generation = -1
+        # Flask-SQLAlchemy's per-app engines mapping and how many of them we have seen.
+        self._extensions = app.extensions
+        self._app_ref = weakref.ref(app)
+        self._engines_seen = 0
+
+    def client(self) -> Client:
+        """Return this app's client (the process's shared publisher, this app's level)."""
+        if self._generation != clients.generation or self._client is None:
+            self._generation = clients.generation
+            self._client = clients.client_for(self.settings)
+        return self._client
+
+    def check_engines(self) -> None:
+        """Instrument Flask-SQLAlchemy engines (every bind) not seen yet; cheap when none."""
+        app = self._app_ref()
+        if app is None or "sqlalchemy" not in self._extensions:
+            return
+        engines = database.flask_sqlalchemy_engines(self._extensions, app)
+        if len(engines) == self._engines_seen:
+            return
+        for bind_key, engine in list(engines.items()):
+            database.instrument(engine, database.namespace_of(engine, bind_key), self.client)
+        self._engines_seen = len(engines)
+
+
+class Zibrato(LazyZibrato):
+    """Request, view and database metrics for Flask apps; also a client for your own code.
+
+    >>> zibrato = Zibrato()                        # doctest: +SKIP
+    >>> @zibrato.time_me(name="report")            # fine before init_app (app factories)
+    ... def report(): ...
+    >>> def create_app():
+    ...     app = Flask(__name__)
+    ...     zibrato.init_app(app)                  # or Zibrato(app)
+    ...     return app
+
+    The extension records its own metrics (``zibrato.incr(...)``) with the settings of
+    the first app it was initialised with (before that, with the defaults). Every app
+    with the same ``ZIBRATO_PUBLISH``, ``ZIBRATO_SOURCE`` and ``ZIBRATO_TAGS`` shares the
+    process's one publisher.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        super().__init__(_ExtensionSettings())
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<zibrato_flask.Zibrato {'started' if self.started else 'not started'}>"
+
+    def init_app(self, app: Flask) -> None:
+        """Instrument ``app``: read and check its ``ZIBRATO_*`` config, install the hooks.
+
+        Raises :class:`~zibrato.errors.ConfigError` (one line: which key, what to write)
+        for a setting that cannot work, and ``RuntimeError`` if ``app`` already has it.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"zibrato_flask: {app!r} is already instrumented; call Zibrato(app) or "
+                "zibrato.init_app(app) once per app"
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, copy.deepcopy(value))
+        settings = read_settings(app.config)
+        state = AppState(app, settings)
+        app.extensions[EXTENSION_KEY] = state
+        app.wsgi_app = RequestTimer(app.wsgi_app, settings.exclude_paths)  # type: ignore[method-assign]
+        app.dispatch_request = ViewTimer(app.dispatch_request)  # type: ignore[method-assign]
+        app.teardown_request(make_teardown(state))
+        app.teardown_appcontext(database.make_context_teardown(state))
+        _check_engines_on_first_context(app, state)
+        app.cli.add_command(zibrato_command)
+        self._settings.adopt(self, settings)
+
+    def instrument_engine(self, engine: Engine, *, namespace: str | None = None) -> None:
+        """Count ``engine``'s queries per request (``db.namespace``: given, else its database).
+
+        Flask-SQLAlchemy's engines are instrumented without this call.
+        """
+        database.instrument(engine, namespace or database.namespace_of(engine), lambda: self)
+
+    # -- the client: instruments made before init_app wait for its settings ----------------
+    def timer(
+        self,
+        name: str,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Timer:
+        """Return a timer for ``name``: use it as a decorator or a context manager."""
+        if self.started:
+            return Client.timer(self, name, level=level, source=source, tags=tags)
+        return DeferredTimer(self, name, level, source, tags)
+
+    def counter(
+        self,
+        name: str,
+        value: float = 1,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Counter:
+        """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
+        if self.started:
+            return Client.counter(self, name, value, level=level, source=source, tags=tags)
+        return DeferredCounter(self, name, value, level, source, tags)
+
+    time_me = timer
+    Time_me = timer
+    count_me = counter
+    Count_me = counter
+
+    def sink_for(self, level: str | None) -> LevelBuffer | None:
+        """Return where an instrument of ``level`` appends (starting the client)."""
+        return Client.counter(self, "", level=level)._sink
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def reset(self, linger: float | None = None) -> None:
+        """Close the process's Flask publishers; the next metric reads the settings again."""
+        self._settings.unbind(self)
+        clients.close_all(linger)
+
+    def close(self, linger: float | None = None) -> None:
+        """Send what is pending (waiting at most ``linger`` s) and close the publishers."""
+        self.reset(linger)
+
+
+class _ExtensionSettings:
+    """The extension's client settings: its first app's, or the defaults before that.
+
+    Kept in the one attribute a ``LazyZibrato`` keeps across a reset.
+    """
+
+    def __init__(self) -> None:
+        self.settings: FlaskSettings | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dict[str, Any]:
+        settings = self.settings or read_settings(DEFAULTS)
+        return {"publisher": clients.client_for(settings).publisher, "level": settings.level}
+
+    def adopt(self, extension: Zibrato, settings: FlaskSettings) -> None:
+        """Take the first app's settings; a client started with the defaults starts again."""
+        with self.lock:
+            if self.settings is not None:
+                return
+            self.settings = settings
+        if extension.started and extension.publisher is not clients.client_for(settings).publisher:
+            self.unbind(extension)
+
+    def unbind(self, extension: Zibrato) -> None:
+        """Forget the client (not its publisher, which the process shares)."""
+        state = extension.__dict__
+        state.clear()
+        state["_settings"] = self
+
+
+def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
+    """Find Flask-SQLAlchemy's engines now, and again when the app's first context opens.
+
+    ``db.init_app(app)`` may come after ``zibrato.init_app(app)`` in a factory; the first
+    app context (a request, a CLI command) comes after both. Later binds are found after
+    each request (:meth:`AppState.check_engines`).
+    """
+    state.check_engines()
+
+    def first_context(sender: Flask, **extra: Any) -> None:
+        appcontext_pushed.disconnect(first_context, sender=sender)
+        state.check_engines()
+
+    appcontext_pushed.connect(first_context, sender=app, weak=False)
