@@ -135,17 +135,21 @@ class TagCache:
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
-        self._request: dict[tuple[str, str, str | None, str | None], RequestTags] = {}
+        self._request: dict[tuple[str, str, str | None, str | None, bool], RequestTags] = {}
         self._other: dict[tuple[str | None, ...], Mapping[str, str]] = {}
 
     def request(
-        self, route: str, method: str, status: str | None, error: str | None
+        self, route: str, method: str, status: str | None, error: str | None, view_failed: bool
     ) -> RequestTags:
-        """Return the tags of the request timer and of the view timer for one request."""
-        key = (route, method, status, error)
+        """Return the tags of the request timer, the view timer and the exceptions counter.
+
+        ``error`` is the request's ``error.type`` (or None); the view's timer carries it
+        only when ``view_failed`` (it raised), not when a hook after it did.
+        """
+        key = (route, method, status, error, view_failed)
         found = self._request.get(key)
         if found is None:
-            found = RequestTags.build(route, method, status, error)
+            found = RequestTags.build(route, method, status, error, view_failed)
             if len(self._request) < self.limit:
                 self._request[key] = found
         return found
@@ -190,7 +194,9 @@ class RequestTags:
         self.error = error
 
     @classmethod
-    def build(cls, route: str, method: str, status: str | None, error: str | None) -> RequestTags:
+    def build(
+        cls, route: str, method: str, status: str | None, error: str | None, view_failed: bool
+    ) -> RequestTags:
         """Return the tags for a request to ``route`` that ended with ``status``/``error``."""
         view = {ROUTE: route, METHOD: method}
         request = dict(view)
@@ -198,5 +204,7 @@ class RequestTags:
             request[STATUS] = status
         if error is None:
             return cls(request, view, None)
-        request[ERROR_TYPE] = view[ERROR_TYPE] = error
+        request[ERROR_TYPE] = error
+        if view_failed:
+            view = {**view, ERROR_TYPE: error}
         return cls(request, view, {ROUTE: route, ERROR_TYPE: error})

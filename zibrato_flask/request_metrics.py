@@ -141,7 +141,9 @@ def make_teardown(app_state: AppState) -> Callable[[BaseException | None], None]
                 status = status[:3]
             elif exc is not None:
                 status = "500"  # propagated (testing, debug): what a server would answer
-            tags = tag_cache.request(route, web.request_method(req.method), status, error)
+            tags = tag_cache.request(
+                route, web.request_method(req.method), status, error, state.error is not None
+            )
             client.timing(web.REQUEST_DURATION, end - state.start, tags=tags.request)
             if state.view is not None:
                 client.timing(web.VIEW_DURATION, state.view, tags=tags.view)
