@@ -17,7 +17,7 @@ from zibrato.web import TagCache
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer
-from zibrato_flask.request_metrics import RequestTimer, ViewTimer, make_teardown
+from zibrato_flask.request_metrics import RequestTimer, ViewTimer, current_request, make_teardown
 from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
 
 if TYPE_CHECKING:
@@ -194,16 +194,18 @@ class _ExtensionSettings:
 
 
 def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
-    """Find Flask-SQLAlchemy's engines now, and again when the app's first context opens.
+    """Find Flask-SQLAlchemy's engines now, and again when the app's contexts open.
 
-    ``db.init_app(app)`` may come after ``zibrato.init_app(app)`` in a factory; the first
-    app context (a request, a CLI command) comes after both. Later binds are found after
-    each request (:meth:`AppState.check_engines`).
+    ``db.init_app(app)`` may come after ``zibrato.init_app(app)`` in a factory, and a
+    factory may push an app context before either; so the engines are looked for at each
+    app context until Flask-SQLAlchemy is there or the app serves requests. From then on,
+    new binds are found after each request (:meth:`AppState.check_engines`).
     """
     state.check_engines()
 
-    def first_context(sender: Flask, **extra: Any) -> None:
-        appcontext_pushed.disconnect(first_context, sender=sender)
+    def on_context(sender: Flask, **extra: Any) -> None:
         state.check_engines()
+        if "sqlalchemy" in sender.extensions or current_request.get() is not None:
+            appcontext_pushed.disconnect(on_context, sender=sender)
 
-    appcontext_pushed.connect(first_context, sender=app, weak=False)
+    appcontext_pushed.connect(on_context, sender=app, weak=False)

@@ -40,7 +40,9 @@ def make_app() -> Iterator[MakeApp]:
 
 
 @pytest.fixture(autouse=True)
-def _close_publishers() -> Iterator[None]:
+def _independent_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No inherited ZIBRATO_PUBLISH; the process's Flask publishers closed afterwards."""
+    monkeypatch.delenv("ZIBRATO_PUBLISH", raising=False)
     yield
     clients.close_all(linger=0)
 
