@@ -160,7 +160,7 @@ def test_queries_time_and_duplicates_per_request(
 def test_each_query_is_an_operation_at_debug(
     library: tuple[Flask, SQLAlchemy], metrics: CapturedMetrics
 ) -> None:
-    app, db = library
+    app, _ = library
     metrics.clear()
     app.test_client().post("/archive")
     operations = metrics.filter(OPERATION)

@@ -1,4 +1,4 @@
-"""The extension (issue 7 item 1): init_app, config keys, the client API, one publisher per process."""
+"""The extension (issue 7 item 1): init_app, config keys, the client, one publisher per process."""
 
 from __future__ import annotations
 
