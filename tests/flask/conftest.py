@@ -11,19 +11,17 @@ The ``existing_site`` folder is another project's test suite, run as a subproces
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from flask_support import build_shop
+from flask_support import MakeApp, build_shop
 
 from zibrato.testing import CapturedMetrics, capture
 from zibrato_flask import Zibrato, clients
 
 collect_ignore = ["existing_site"]
-
-MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture

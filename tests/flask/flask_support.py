@@ -7,12 +7,14 @@ are in this folder's ``conftest.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, stream_with_context
 
 from zibrato.testing import CapturedMetrics, RecordedEvent
+
+MakeApp = Callable[..., Flask]
 
 
 class Teapot(Exception):

@@ -7,9 +7,8 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import MakeApp
 from flask import Flask
-from flask_support import build_shop, only
+from flask_support import MakeApp, build_shop, only
 
 from zibrato import web
 from zibrato.errors import ConfigError

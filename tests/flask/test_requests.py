@@ -6,9 +6,8 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from conftest import MakeApp
 from flask import Flask, Response, stream_with_context
-from flask_support import only
+from flask_support import MakeApp, only
 
 from zibrato import web
 from zibrato.testing import CapturedMetrics

@@ -6,10 +6,9 @@ import asyncio
 import time
 
 import pytest
-from conftest import MakeApp
 from flask import Blueprint, Flask, Response
 from flask.views import MethodView
-from flask_support import only
+from flask_support import MakeApp, only
 
 from zibrato import web
 from zibrato.testing import CapturedMetrics
