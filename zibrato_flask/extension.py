@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, appcontext_pushed
+from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
 from zibrato.instruments import Counter, LevelBuffer, Timer
@@ -17,7 +17,7 @@ from zibrato.web import TagCache
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer
-from zibrato_flask.request_metrics import RequestTimer, ViewTimer, current_request, make_teardown
+from zibrato_flask.request_metrics import RequestTimer, ViewTimer, current_request, note_unhandled
 from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
 
 if TYPE_CHECKING:
@@ -100,9 +100,9 @@ class Zibrato(LazyZibrato):
         settings = read_settings(app.config)
         state = AppState(app, settings)
         app.extensions[EXTENSION_KEY] = state
-        app.wsgi_app = RequestTimer(app.wsgi_app, settings.exclude_paths)  # type: ignore[method-assign]
+        app.wsgi_app = RequestTimer(app.wsgi_app, state)  # type: ignore[method-assign]
         app.dispatch_request = ViewTimer(app.dispatch_request)  # type: ignore[method-assign]
-        app.teardown_request(make_teardown(state))
+        got_request_exception.connect(note_unhandled, sender=app)
         app.teardown_appcontext(database.make_context_teardown(state))
         _check_engines_on_first_context(app, state)
         app.cli.add_command(zibrato_command)
@@ -206,6 +206,6 @@ def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
     def on_context(sender: Flask, **extra: Any) -> None:
         state.check_engines()
         if "sqlalchemy" in sender.extensions or current_request.get() is not None:
-            appcontext_pushed.disconnect(on_context, sender=sender)
+            appcontext_pushed.disconnect(on_context)  # from every sender: forgotten
 
     appcontext_pushed.connect(on_context, sender=app, weak=False)
