@@ -23,7 +23,15 @@ from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g, has_app_context, has_request_context, request
+from flask import (
+    Flask,
+    appcontext_tearing_down,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+)
 
 from zibrato import web
 from zibrato.client import Zibrato
@@ -139,7 +147,8 @@ def current_unit() -> tuple[QueryTally | None, Zibrato | None]:
         return state.tally, None
     if not has_app_context():
         return None, None
-    app_state: AppState | None = current_app.extensions.get("zibrato")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app_state: AppState | None = app.extensions.get("zibrato")
     if app_state is None:  # an app without Zibrato shares this engine
         return None, None
     globals_ = g._get_current_object()
@@ -147,19 +156,27 @@ def current_unit() -> tuple[QueryTally | None, Zibrato | None]:
     if tally is None:
         tally = QueryTally()
         setattr(globals_, G_KEY, tally)
+        record_when_contexts_end(app)
     return tally, app_state.client()
 
 
-def make_context_teardown(app_state: AppState) -> Callable[[BaseException | None], None]:
-    """Return the ``teardown_appcontext`` function: record a non-request context's queries."""
+def record_when_contexts_end(app: Flask) -> None:
+    """Record the tallies of ``app``'s contexts when they end, from now on.
 
-    def record_context(exc: BaseException | None) -> None:
-        tally: QueryTally | None = g._get_current_object().pop(G_KEY, None)
-        if tally is not None:
-            client = app_state.client()
-            try:
-                tally.record(client, app_state.tags, None)
-            except Exception as failure:
-                client.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")
+    Connected only once an app context (not a request) has run a query, so an app that
+    queries only inside requests pays nothing per request for it.
+    """
+    appcontext_tearing_down.connect(record_context, sender=app)
 
-    return record_context
+
+def record_context(sender: Flask, exc: BaseException | None = None, **extra: Any) -> None:
+    """Record the queries of an app context that was not a request (``appcontext_tearing_down``)."""
+    tally: QueryTally | None = g._get_current_object().pop(G_KEY, None)
+    app_state: AppState | None = sender.extensions.get("zibrato")
+    if tally is None or app_state is None:
+        return
+    client = app_state.client()
+    try:
+        tally.record(client, app_state.tags, None)
+    except Exception as failure:
+        client.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")

@@ -17,7 +17,13 @@ from zibrato.web import TagCache
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer
-from zibrato_flask.request_metrics import RequestTimer, ViewTimer, current_request, note_unhandled
+from zibrato_flask.request_metrics import (
+    Recorder,
+    RequestTimer,
+    ViewTimer,
+    current_request,
+    note_unhandled,
+)
 from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
 
 if TYPE_CHECKING:
@@ -32,19 +38,24 @@ class AppState:
     def __init__(self, app: Flask, settings: FlaskSettings) -> None:
         self.settings = settings
         self.tags = TagCache()
-        self._client: Client | None = None
+        self._recorder: Recorder | None = None
         self._generation = -1
-        # Flask-SQLAlchemy's per-app engines mapping and how many of them we have seen.
+        # Flask-SQLAlchemy keeps its engines per app, and we count those we have seen.
         self._extensions = app.extensions
         self._app_ref = weakref.ref(app)
         self._engines_seen = 0
 
+    def recorder(self) -> Recorder:
+        """Return this app's client and its buffers (the process's shared publisher)."""
+        recorder = self._recorder
+        if recorder is None or self._generation != clients.generation:
+            self._generation = clients.generation
+            recorder = self._recorder = Recorder.for_client(clients.client_for(self.settings))
+        return recorder
+
     def client(self) -> Client:
         """Return this app's client (the process's shared publisher, this app's level)."""
-        if self._generation != clients.generation or self._client is None:
-            self._generation = clients.generation
-            self._client = clients.client_for(self.settings)
-        return self._client
+        return self.recorder().client
 
     def check_engines(self) -> None:
         """Instrument Flask-SQLAlchemy engines (every bind) not seen yet; cheap when none."""
@@ -103,7 +114,6 @@ class Zibrato(LazyZibrato):
         app.wsgi_app = RequestTimer(app.wsgi_app, state)  # type: ignore[method-assign]
         app.dispatch_request = ViewTimer(app.dispatch_request)  # type: ignore[method-assign]
         got_request_exception.connect(note_unhandled, sender=app)
-        app.teardown_appcontext(database.make_context_teardown(state))
         _check_engines_on_first_context(app, state)
         app.cli.add_command(zibrato_command)
         self._settings.adopt(self, settings)
