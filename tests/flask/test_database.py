@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 from zibrato import web
 from zibrato.testing import CapturedMetrics
-from zibrato_flask import Zibrato
+from zibrato_flask import Zibrato, database
 
 QUERIES, DB_TIME = web.DB_REQUEST_QUERIES, web.DB_REQUEST_DURATION
 DUPLICATES, OPERATION = web.DB_REQUEST_DUPLICATES, web.DB_OPERATION_DURATION
@@ -312,3 +312,16 @@ def test_requests_without_queries_record_no_database_metrics(
     metrics.clear()
     app.test_client().get("/items/1")
     assert metrics.filter(QUERIES) == metrics.filter(DUPLICATES) == []
+
+
+def test_a_failure_inside_zibrato_never_reaches_the_query(
+    tmp_path: Path, metrics: CapturedMetrics
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    app = build_shop()
+    Zibrato(app).instrument_engine(engine)
+    database._instrumented[engine].tags = None  # type: ignore[assignment]  # a bug in zibrato
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 7")).scalar() == 7
+    assert metrics.dropped == {"flask_hook_failed": 1}
+    engine.dispose()

@@ -222,3 +222,22 @@ def test_broker_down_changes_nothing(make_app: MakeApp, dead_address: str) -> No
     for pk in range(50):
         assert client.get(f"/items/{pk}").json == {"pk": pk}
     assert app.extensions["zibrato"].client().stats()["dropped"] == {}
+
+
+class BrokenTags:
+    """Stands for a bug inside Zibrato: every lookup fails."""
+
+    def request(self, *args: object) -> None:
+        raise RuntimeError("a bug in zibrato")
+
+
+def test_a_failure_inside_zibrato_never_reaches_the_request(
+    make_app: MakeApp, metrics: CapturedMetrics
+) -> None:
+    app = make_app()
+    app.extensions["zibrato"].tags = BrokenTags()
+    client = app.test_client()
+    for pk in range(3):
+        assert client.get(f"/items/{pk}").json == {"pk": pk}
+    assert metrics.filter(REQUEST) == []
+    assert metrics.dropped == {"flask_hook_failed": 3}
