@@ -135,21 +135,29 @@ class TagCache:
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
-        self._request: dict[tuple[str, str, str | None, str | None, bool], RequestTags] = {}
+        self._request: dict[tuple[str, str, str | int | None, str | None, bool], RequestTags] = {}
         self._other: dict[tuple[str | None, ...], Mapping[str, str]] = {}
 
     def request(
-        self, route: str, method: str, status: str | None, error: str | None, view_failed: bool
+        self,
+        route: str,
+        method: str,
+        status: str | int | None,
+        error: str | None,
+        view_failed: bool,
     ) -> RequestTags:
         """Return the tags of the request timer, the view timer and the exceptions counter.
 
-        ``error`` is the request's ``error.type`` (or None); the view's timer carries it
-        only when ``view_failed`` (it raised), not when a hook after it did.
+        ``method`` and ``status`` may be given as they come (``"get"``, ``"200 OK"`` or
+        ``200``): they are normalised when a combination is first seen. ``error`` is the
+        request's ``error.type`` (or None); the view's timer carries it only when
+        ``view_failed`` (the view raised, not a hook after it).
         """
         key = (route, method, status, error, view_failed)
         found = self._request.get(key)
         if found is None:
-            found = RequestTags.build(route, method, status, error, view_failed)
+            code = None if status is None else str(status)[:3]
+            found = RequestTags.build(route, request_method(method), code, error, view_failed)
             if len(self._request) < self.limit:
                 self._request[key] = found
         return found

@@ -30,13 +30,12 @@ from flask import (
     g,
     has_app_context,
     has_request_context,
-    request,
 )
 
 from zibrato import web
 from zibrato.client import Zibrato
 from zibrato.web import QueryTally, TagCache
-from zibrato_flask.request_metrics import ENVIRON_KEY, HOOK_FAILED, current_request
+from zibrato_flask.request_metrics import HOOK_FAILED, current_request
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -135,16 +134,14 @@ class EngineHooks:
 def current_unit() -> tuple[QueryTally | None, Zibrato | None]:
     """Return the tally of the request or app context this query runs in, and its client."""
     state = current_request.get()
-    if state is None and has_request_context():
-        # A stream_with_context body runs after the WSGI call returned; an excluded path
-        # or a hand-pushed request context has no state and counts nothing.
-        state = request.environ.get(ENVIRON_KEY)
-        if state is None:
-            return None, None
     if state is not None:
         if state.tally is None:
             state.tally = QueryTally()
         return state.tally, None
+    if has_request_context():
+        # A request without state: an excluded path, a request context pushed by hand,
+        # a streamed body running after its request was recorded. Nothing to count into.
+        return None, None
     if not has_app_context():
         return None, None
     app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -19,10 +19,10 @@ from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer
 from zibrato_flask.request_metrics import (
     Recorder,
-    RequestTimer,
-    ViewTimer,
     current_request,
     note_unhandled,
+    request_timer,
+    view_timer,
 )
 from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
 
@@ -111,8 +111,8 @@ class Zibrato(LazyZibrato):
         settings = read_settings(app.config)
         state = AppState(app, settings)
         app.extensions[EXTENSION_KEY] = state
-        app.wsgi_app = RequestTimer(app.wsgi_app, state)  # type: ignore[method-assign]
-        app.dispatch_request = ViewTimer(app.dispatch_request)  # type: ignore[method-assign]
+        app.wsgi_app = request_timer(app.wsgi_app, state)  # type: ignore[method-assign,assignment]
+        app.dispatch_request = view_timer(app.dispatch_request)  # type: ignore[method-assign]
         got_request_exception.connect(note_unhandled, sender=app)
         _check_engines_on_first_context(app, state)
         app.cli.add_command(zibrato_command)

@@ -2,15 +2,15 @@
 
 Two small pieces, installed on the app by ``init_app``:
 
-* :class:`RequestTimer` wraps ``app.wsgi_app`` (Flask's documented place for WSGI
+* :func:`request_timer` wraps ``app.wsgi_app`` (Flask's documented place for WSGI
   middleware): it starts the request clock before Flask does anything, notes the status
-  that goes to the client, keeps this request's :class:`RequestState` in its WSGI environ
-  and in a context variable (for the view timer and the database hooks), and records
+  that goes to the client and the URL rule, keeps this request's :class:`RequestState`
+  in a context variable (for the view timer and the database hooks), and records
   everything once ``wsgi_app`` is over, in a ``finally``: after Flask's teardown, and
   whether the view, a hook or an error handler failed. For a streamed response that is
   when the response starts (Flask tears a ``stream_with_context`` request down then too,
   and again when the stream ends); nothing here reads the body.
-* :class:`ViewTimer` wraps this app's ``dispatch_request`` (on the instance, never the
+* :func:`view_timer` wraps this app's ``dispatch_request`` (on the instance, never the
   class: other apps are untouched). Flask calls it after the last ``before_request`` and
   before the first ``after_request``, and it calls the view alone, so it times the view
   alone, blueprints included, and sees an exception the view raised even when an error
@@ -20,11 +20,14 @@ Two small pieces, installed on the app by ``init_app``:
 An exception that no error handler takes (raised by a hook, or propagated in testing) is
 learnt from Flask's ``got_request_exception`` signal, which Flask sends only then.
 
-The state lives with the request (its WSGI environ), not on ``g``: Flask shares one ``g``
-between every request served inside an app context that is already pushed (tests often
-do that), and two requests must never count into one another. ``g._zibrato`` holds the
-database tally of app contexts that are not requests (CLI commands); see ``database``.
+The state lives with the request (a context variable set around its WSGI call), not on
+``g``: Flask shares one ``g`` between every request served inside an app context that is
+already pushed (tests often do that), and two requests must never count into one another.
+``g._zibrato`` holds the database tally of app contexts that are not requests (CLI
+commands); see ``database``.
 
+This runs for every request, so it is written for speed: closures rather than objects,
+one call to record, events appended in the client's own shape (see ``record``).
 Nothing here raises into the request: a failure is counted in the client's
 ``zibrato.publisher.dropped`` (reason ``flask_hook_failed``) and logged once.
 """
@@ -51,28 +54,25 @@ if TYPE_CHECKING:
 
     from zibrato_flask.extension import AppState
 
-ENVIRON_KEY = "zibrato.request"
 HOOK_FAILED = "flask_hook_failed"
 _TIMER = int(Kind.TIMER)
+_UNMATCHED = web.UNMATCHED_ROUTE
 
-# The request being served in this context: found by the database hooks in ~20 ns.
+# The request being served in this context (None outside requests, on excluded paths, and
+# in a streamed body that runs after the WSGI call returned).
 current_request: ContextVar[RequestState | None] = ContextVar("zibrato_request", default=None)
 
 
 class RequestState:
     """What Zibrato learns about one request before recording it."""
 
-    # Class-level defaults: a request sets only what it learns (cheaper than an __init__
-    # that sets every field).
+    # Class-level defaults: a request sets only what it learns (cheaper than an __init__).
     status: str | None = None
-    route: str = web.UNMATCHED_ROUTE
+    route: str = _UNMATCHED
     view: float | None = None
     view_failed = False
     error: str | None = None
     tally: QueryTally | None = None
-
-    def __init__(self, start: float) -> None:
-        self.start = start
 
 
 class Recorder(NamedTuple):
@@ -100,88 +100,81 @@ def level_buffer(client: Zibrato, level: str) -> LevelBuffer | None:
     return LevelBuffer(publisher.queues[level], publisher.wake_threshold, publisher.overflow)
 
 
-class RequestTimer:
-    """WSGI middleware around one app's ``wsgi_app``: time, then record, each request."""
+def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplication:
+    """Return ``wsgi_app`` wrapped to time, then record, each request of one app."""
+    exclude_paths = app_state.settings.exclude_paths
 
-    def __init__(self, wsgi_app: WSGIApplication, app_state: AppState) -> None:
-        self.wsgi_app = wsgi_app
-        self.app_state = app_state
-        self.exclude_paths = app_state.settings.exclude_paths
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.exclude_paths and environ.get("PATH_INFO", "").startswith(self.exclude_paths):
-            return self.wsgi_app(environ, start_response)
-        state = RequestState(perf_counter())
-        environ[ENVIRON_KEY] = state
+    def zibrato_request_timer(
+        environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        if exclude_paths and environ.get("PATH_INFO", "").startswith(exclude_paths):
+            return wsgi_app(environ, start_response)
+        start = perf_counter()
+        state = RequestState()
 
         def note_status(status: str, headers: Any, exc_info: Any = None) -> Any:
-            # Flask answers while the request still exists (it drops it from the environ
-            # at teardown): the moment to read its URL rule.
+            # Flask answers while its request object is still in the environ (teardown
+            # drops it): the moment to read the URL rule, ``None`` for a 404 or 405.
             state.status = status
-            state.route = route_of(environ.get("werkzeug.request"))
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            state.route = getattr(rule, "rule", _UNMATCHED)
             return start_response(status, headers, exc_info)
 
         token = current_request.set(state)
         try:
-            return self.wsgi_app(environ, note_status)
+            return wsgi_app(environ, note_status)
         finally:
-            end = perf_counter()
+            seconds = perf_counter() - start
             current_request.reset(token)
-            del environ[ENVIRON_KEY]  # a streamed body's queries come too late to count
-            self.record(state, end - state.start, environ.get("REQUEST_METHOD", ""))
+            record(app_state, state, seconds, environ.get("REQUEST_METHOD", ""))
 
-    def record(self, state: RequestState, seconds: float, method: str) -> None:
-        """Record the request's timers, its error and its queries, once."""
-        recorder = self.app_state.recorder()
-        try:
-            status = state.status
-            if status is not None:
-                status = status[:3]
-            elif state.error is not None:
-                status = "500"  # propagated (testing, debug): what a server would answer
-            tags = self.app_state.tags.request(
-                state.route, web.request_method(method), status, state.error, state.view_failed
-            )
-            # The shape of Zibrato.timing, written out for speed: one length check and
-            # one append per event (this runs for every request).
-            info = recorder.info
-            if info is not None:
-                queue, soft_cap, overflow = info
-                event = (_TIMER, web.REQUEST_DURATION, seconds, None, tags.request)
+    zibrato_request_timer.__wrapped__ = wsgi_app  # type: ignore[attr-defined]
+    return zibrato_request_timer
+
+
+def record(app_state: AppState, state: RequestState, seconds: float, method: str) -> None:
+    """Record one request's timers, its error and its queries, once; never raise."""
+    recorder = app_state.recorder()
+    try:
+        status = state.status
+        if status is None and state.error is not None:
+            status = "500"  # propagated (testing, debug): what a server would answer
+        tags = app_state.tags.request(state.route, method, status, state.error, state.view_failed)
+        # Zibrato.timing's shape, written out because this runs for every request: one
+        # length check and one append per event.
+        info = recorder.info
+        if info is not None:
+            queue, soft_cap, overflow = info
+            event = (_TIMER, web.REQUEST_DURATION, seconds, None, tags.request)
+            if len(queue) < soft_cap:
+                queue.append(event)
+            else:
+                overflow(queue, event)
+            if state.view is not None:
+                event = (_TIMER, web.VIEW_DURATION, state.view, None, tags.view)
                 if len(queue) < soft_cap:
                     queue.append(event)
                 else:
                     overflow(queue, event)
-                if state.view is not None:
-                    event = (_TIMER, web.VIEW_DURATION, state.view, None, tags.view)
-                    if len(queue) < soft_cap:
-                        queue.append(event)
-                    else:
-                        overflow(queue, event)
-            if tags.error is not None:
-                recorder.client.incr(web.EXCEPTIONS, level=web.EXCEPTIONS_LEVEL, tags=tags.error)
-            if state.tally is not None:
-                state.tally.record(recorder.client, self.app_state.tags, state.route)
-                self.app_state.check_engines()
-        except Exception as failure:  # never into the request
-            recorder.client.publisher.reject(
-                HOOK_FAILED, f"request metrics not recorded: {failure!r}"
-            )
+        if tags.error is not None:
+            recorder.client.incr(web.EXCEPTIONS, level=web.EXCEPTIONS_LEVEL, tags=tags.error)
+        if state.tally is not None:
+            state.tally.record(recorder.client, app_state.tags, state.route)
+            app_state.check_engines()
+    except Exception as failure:  # never into the request
+        recorder.client.publisher.reject(HOOK_FAILED, f"request metrics not recorded: {failure!r}")
 
 
-class ViewTimer:
-    """Time one app's ``dispatch_request``: the view function alone."""
+def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[[], Any]:
+    """Return one app's ``dispatch_request`` wrapped to time the view function alone."""
 
-    def __init__(self, dispatch_request: Callable[[], ResponseReturnValue]) -> None:
-        self.dispatch_request = dispatch_request
-
-    def __call__(self) -> ResponseReturnValue:
+    def zibrato_view_timer() -> ResponseReturnValue:
         state = current_request.get()
         if state is None:  # an excluded path, or a request that did not come through WSGI
-            return self.dispatch_request()
+            return dispatch_request()
         start = perf_counter()
         try:
-            result = self.dispatch_request()
+            result = dispatch_request()
         except BaseException as exc:
             if request.routing_exception is None:  # else: 404/405, no view ran
                 state.view = perf_counter() - start
@@ -192,20 +185,17 @@ class ViewTimer:
         state.view = perf_counter() - start
         return result
 
+    zibrato_view_timer.__wrapped__ = dispatch_request  # type: ignore[attr-defined]
+    return zibrato_view_timer
+
 
 def note_unhandled(sender: object, exception: BaseException, **extra: Any) -> None:
     """Note an exception no error handler took (``got_request_exception``)."""
     state = current_request.get()
     if state is not None:
-        state.route = route_of(request._get_current_object())  # type: ignore[attr-defined]
+        state.route = getattr(request.url_rule, "rule", _UNMATCHED)
         if state.error is None and is_error(exception):
             state.error = web.error_type(exception)
-
-
-def route_of(req: object) -> str:
-    """Return the ``http.route`` of a request: its URL rule, else ``<unmatched>``."""
-    rule = getattr(req, "url_rule", None)
-    return web.UNMATCHED_ROUTE if rule is None else str(rule.rule)
 
 
 def is_error(exc: BaseException) -> bool:

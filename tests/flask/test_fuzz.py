@@ -23,7 +23,8 @@ methods = st.one_of(
 )
 paths = st.one_of(
     st.sampled_from(["/items/1", "/items/-1", "/shop/orders/x", "/boom", "/teapot", "/stream"]),
-    st.text(max_size=40).map(lambda text: "/" + text),
+    # a "?" would start the query string, which the test passes on its own
+    st.text(max_size=40).map(lambda text: "/" + text.replace("?", "%3F")),
     st.builds(lambda n: f"/items/{n}", st.integers()),
 )
 no_db = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
