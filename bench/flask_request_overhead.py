@@ -7,8 +7,9 @@ a trivial view, so the instrumentation's cost shows. Three copies of the same ap
 request and view timing on; ``PrometheusMetrics(app, group_by="url_rule")``) take turns,
 run after run, in a rotating order, so that a noisy machine slows them alike. Each
 Zibrato run ends with a flush, so its publisher thread's work (checking, encoding,
-sending) is counted too. Reported: the median time per request of each, and the median
-of the per-round ratios to bare Flask.
+sending) is counted too. Reported, in CPU time of the whole process (all its threads:
+steadier than wall time on a shared machine) and in wall time: the median time per
+request of each, and the median of the per-round ratios to bare Flask.
 
 Usage: python bench/flask_request_overhead.py [REQUESTS_PER_RUN] [ROUNDS]
 """
@@ -57,14 +58,17 @@ def start_response(status, headers, exc_info=None):
 
 
 def timed_run(app, after=None):
-    """Return the time per request (µs) of N requests, including ``after()``."""
+    """Return the CPU and wall time per request (µs) of N requests, including ``after()``."""
     environs = [environ(i) for i in range(N)]
-    start = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     for env in environs:
         b"".join(app(env, start_response))
     if after is not None:
         after()
-    return (time.process_time() - start) / N * 1e6
+    return (
+        (time.process_time() - cpu) / N * 1e6,
+        (time.perf_counter() - wall) / N * 1e6,
+    )
 
 
 def main():
@@ -105,15 +109,17 @@ def main():
     finally:
         stop_sink()
 
-    bare = samples["bare"]
     print(f"{N} requests per run, {ROUNDS} rounds, alternating; median per request:")
-    for name, values in samples.items():
-        ratios = [value / base for value, base in zip(values, bare, strict=True)]
-        print(
-            f"  {name:<27} {statistics.median(values):7.2f} us/request   "
-            f"x{statistics.median(ratios):.3f} of bare (median of per-round ratios; "
-            f"ratio of medians x{statistics.median(values) / statistics.median(bare):.3f})"
-        )
+    for clock, index in (("CPU time (all threads of the process)", 0), ("wall time", 1)):
+        print(f"{clock}:")
+        bare = [sample[index] for sample in samples["bare"]]
+        for name, runs in samples.items():
+            values = [sample[index] for sample in runs]
+            ratios = [value / base for value, base in zip(values, bare, strict=True)]
+            print(
+                f"  {name:<27} {statistics.median(values):7.2f} us/request   "
+                f"x{statistics.median(ratios):.3f} of bare (median of per-round ratios)"
+            )
     if "zibrato" in apps:
         print(
             f"  zibrato events sent: {stats['sent_events']}, dropped: {stats['dropped'] or 'none'}"
