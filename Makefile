@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean servers
+.PHONY: venv run test lint bench bench-history clean servers chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ lint: venv
 servers: venv
 	.ci/get-servers $(VENV)
 
-test: lint $(BIN)/promtool servers
+# The dashboard's browser tests drive Debian's chromium, never a browser Playwright downloads.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint $(BIN)/promtool servers chromium
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
@@ -52,3 +57,7 @@ bench: $(VENV)/.bench-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# A week of dashboard history replayed into SQLite (about 30 minutes; figures in docs/performance.md).
+bench-history: $(VENV)/.bench-stamp
+	$(BIN)/python bench/dashboard_history.py --days 7

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "graphite": "zibrato.backends.graphite:GraphiteBackend",
     "prometheus": "zibrato.backends.prometheus:PrometheusBackend",
     "librato": "zibrato.backends.librato:LibratoBackend",
+    "dashboard": "zibrato.backends.dashboard:DashboardBackend",
 }
 
 # Options every kind takes, beside its own (``level``, ``flush``, ``percentiles``).

@@ -4,7 +4,8 @@ Naming: every character outside ``[a-zA-Z0-9_]`` becomes ``_`` (``:`` too: colon
 reserved for recording rules, and ``promtool check metrics`` rejects them) and a leading
 digit gets a ``_`` in front. Counters are exposed as ``NAME_total`` (type counter), timers as
 ``NAME_seconds`` (type histogram, values in seconds), gauges and distributions keep the
-sanitised name (distributions are histograms with no unit). Tags become labels (names
+sanitised name (distributions are histograms with no unit; a set is a gauge of its
+number of distinct members in the last interval that recorded any). Tags become labels (names
 sanitised to ``[a-zA-Z_][a-zA-Z0-9_]*``, a leading ``__`` shortened to ``_``, a tag ``le``
 on a histogram renamed ``exported_le``), the series source becomes the label ``source``
 (it wins over a tag of that name). Series that end up with the same name and labels are
@@ -25,22 +26,17 @@ exposition holds at most ``max_series`` series; the least recently updated are d
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 import re
-import socket
-import socketserver
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, TIMER, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
-
-log = logging.getLogger("zibrato")
+from zibrato.backends.httpserver import HttpServer, Request, Response
 
 DEFAULT_LISTEN = "127.0.0.1:9102"
 DEFAULT_BUCKETS = ".005,.01,.025,.05,.1,.25,.5,1,2.5,5,10"
@@ -49,7 +45,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-_PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge"}  # timers, distributions: histogram
+_PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge", SET: "gauge"}  # others: histogram
 _SUFFIX = {COUNTER: "_total", TIMER: "_seconds"}
 
 Labels = tuple[tuple[str, str], ...]
@@ -191,8 +187,15 @@ class PrometheusBackend(Backend):
         **common: Any,
     ) -> None:
         super().__init__(**common)
-        self.host, self.port = _parse_listen(listen)
-        self.url = _metrics_url(self.host, self.port)
+        self._http = HttpServer(
+            listen,
+            {"/metrics": self._serve_metrics},
+            name=self.kind,
+            home="/metrics",
+            not_found="not found: metrics are served on /metrics\n",
+        )
+        self.host, self.port = self._http.host, self._http.port
+        self.url = self._http.url("/metrics")
         self.buckets = bucket_list(buckets)
         self.distribution_buckets = bucket_list(distribution_buckets)
         self.max_exposed_series = self.aggregator.max_series
@@ -203,8 +206,6 @@ class PrometheusBackend(Backend):
         self._recency: OrderedDict[tuple[str, Labels], None] = OrderedDict()
         self._exposition_lock = threading.Lock()
         self._body = b""
-        self._server: _MetricsServer | None = None
-        self._serve_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<PrometheusBackend connect={self.connect!r} url={self.url!r}>"
@@ -212,14 +213,9 @@ class PrometheusBackend(Backend):
     # -- serving -----------------------------------------------------------------------
     def start(self) -> None:
         """Bind the HTTP server, serve it on a daemon thread, then start receiving."""
-        server = _MetricsServer((self.host, self.port), self.exposition)
-        self._server = server
-        self.port = server.server_address[1]
-        self.url = _metrics_url(self.host, self.port)
-        self._serve_thread = thread = threading.Thread(
-            target=server.serve_forever, args=(0.1,), name="zibrato-prometheus-http", daemon=True
-        )
-        thread.start()
+        self._http.start()
+        self.port = self._http.port
+        self.url = self._http.url("/metrics")
         try:
             super().start()
         except BaseException:
@@ -233,15 +229,10 @@ class PrometheusBackend(Backend):
         return {"name_conflicts": self.name_conflicts, "evicted_series": self.evicted_series}
 
     def close_target(self) -> None:
-        server, thread = self._server, self._serve_thread
-        self._server = self._serve_thread = None
-        if server is None:
-            return
-        if thread is not None and thread.is_alive():
-            server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(1.0)
+        self._http.stop()
+
+    def _serve_metrics(self, request: Request) -> Response:
+        return Response(200, self._body, CONTENT_TYPE)
 
     def exposition(self) -> bytes:
         """Return the text served on ``/metrics`` (as rendered at the last flush)."""
@@ -270,7 +261,7 @@ class PrometheusBackend(Backend):
         if series.type == COUNTER:
             previous = state if isinstance(state, float | int) else 0
             family.series[key] = previous + series.stats["sum"]
-        elif series.type == GAUGE:
+        elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
             family.series[key] = series.stats["value"]
         else:
             if not isinstance(state, _Histogram):
@@ -341,58 +332,3 @@ def _label_text(labels: Labels) -> str:
     if not labels:
         return ""
     return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels) + "}"
-
-
-def _parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen must be HOST:PORT, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def _metrics_url(host: str, port: int) -> str:
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/metrics"
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    server: _MetricsServer
-    timeout = 10  # a client that stops mid-request must not hold a thread forever
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._reply(
-                404, b"not found: metrics are served on /metrics\n", "text/plain; charset=utf-8"
-            )
-            return
-        self._reply(200, self.server.body(), CONTENT_TYPE)
-
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("zibrato prometheus backend: %s - " + format, self.client_address[0], *args)
-
-
-class _MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], body: Callable[[], bytes]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.body = body
-        super().__init__(address, _MetricsHandler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve our own name (getfqdn): slow without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("zibrato prometheus backend: error serving %s", client_address, exc_info=True)

@@ -1,0 +1,93 @@
+"""Helpers the dashboard tests share: what a web framework records per request, reading the
+JSON API over real HTTP, and waiting for it with a deadline.
+
+Imported by the test modules (``from dashboard_support import ...``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from zibrato import Zibrato
+from zibrato.backends.dashboard import DashboardBackend
+
+REQUEST = "http.server.request.duration"
+VIEW = "http.server.view.duration"
+QUERIES = "db.client.request.queries"
+DUPLICATES = "db.client.request.duplicates"
+DB_TIME = "db.client.request.duration"
+WAIT = 15.0
+
+
+def record_request(
+    z: Zibrato,
+    route: str,
+    seconds: float,
+    *,
+    view: float | None = None,
+    status: int = 200,
+    error: str | None = None,
+    queries: int | None = None,
+    duplicates: int = 0,
+    method: str = "GET",
+) -> None:
+    """Record one request the way the Django and Flask adapters do (DESIGN §4)."""
+    tags = {
+        "http.route": route,
+        "http.request.method": method,
+        "http.response.status_code": str(status),
+    }
+    view_tags = {"http.route": route, "http.request.method": method}
+    if error is not None:
+        tags["error.type"] = view_tags["error.type"] = error
+    z.timing(REQUEST, seconds, tags=tags)
+    if view is not None:
+        z.timing(VIEW, view, tags=view_tags)
+    if queries is not None:
+        db_tags = {"http.route": route, "db.namespace": "default"}
+        z.observe(QUERIES, queries, tags=db_tags)
+        z.observe(DUPLICATES, duplicates, tags={"http.route": route})
+        z.timing(DB_TIME, seconds / 3, tags=db_tags)
+
+
+@dataclass
+class LiveSite:
+    """A dashboard receiving from a real broker, and a client publishing to that broker."""
+
+    dashboard: DashboardBackend
+    client: Zibrato
+    frontend: str
+
+    def api(self, path: str, **params: Any) -> Any:
+        return get_json(self.dashboard, path, **params)
+
+
+def get_json(dashboard: DashboardBackend, path: str, **params: Any) -> Any:
+    """GET ``path`` on the dashboard; assert a 200 JSON answer and return it parsed."""
+    with requests.get(dashboard.url.rstrip("/") + path, params=params, timeout=10) as response:
+        assert response.status_code == 200, (response.status_code, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        return response.json()
+
+
+def wait_for(
+    fetch: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout: float = WAIT
+) -> Any:
+    """Call ``fetch`` until ``done(result)`` holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {result!r}")
+        time.sleep(0.05)
+
+
+def routes_by_name(answer: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["route"]: row for row in answer["routes"]}

@@ -1,0 +1,376 @@
+"""The dashboard's JSON API under ``/api/`` (documented in docs/dashboard.md).
+
+Every chart endpoint answers with one time axis ``t`` (seconds since the epoch, the end of
+each span) and arrays aligned to it, ready for uPlot. ``t`` comes from the flushes
+themselves, so a series without a point at some ``t`` saw no events then: counts and
+rates are 0 there, statistics of values are null. Long windows are merged into buckets
+of ``step`` seconds (``downsampling.merge``), at most about ``MAX_POINTS`` per line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from zibrato.aggregation import COUNTER, GAUGE, SET
+from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge, total
+from zibrato.backends.dashboard.routes import (
+    DB_TIME,
+    DUPLICATES,
+    ERRORS,
+    QUERIES,
+    REQUEST,
+    ROUTE_TAG,
+    VIEW,
+)
+from zibrato.backends.dashboard.store import RECEIVED, ROUTE, HistoryStore, StoredSeries
+from zibrato.backends.httpserver import BadRequest, Handler, Request, Response
+
+API_VERSION = 1
+MAX_POINTS = 600
+MAX_LINES = 12  # explorer lines per chart
+MAX_TAG_VALUES = 200  # per tag key in /api/metrics
+DEFAULT_WINDOW = 3600.0
+DEFAULT_TABLE_WINDOW = 300.0
+MAX_WINDOW = 366 * 86400.0
+LATEST_END = 1e11  # seconds since the epoch: the year 5138, well inside what SQLite stores
+NICE_STEPS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
+HEALTH_PREFIX = "zibrato.backend."
+PUBLISHER_DROPPED = "zibrato.publisher.dropped"
+VALUE_STATS = (*PERCENTILES, "mean", "min", "max")
+STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    COUNTER: ("rate", "sum"),
+    GAUGE: ("last", "min", "max"),
+    SET: ("last", "min", "max"),  # distinct members per flush
+    "timer": (*VALUE_STATS, "count", "rate"),
+    "distribution": (*VALUE_STATS, "count", "rate"),
+}
+ZERO_FILLED = frozenset({"rate", "sum", "count"})  # no point in a span: nothing happened
+
+
+def statistic(point: Point | None, stat: str, seconds: float) -> float | None:
+    """Return one statistic of a point (None when it has none; 0 for a count without a point)."""
+    if point is None:
+        return 0 if stat in ZERO_FILLED else None
+    if stat == "rate":
+        amount = point.count if point.count is not None else point.sum
+        return amount / seconds if amount is not None and seconds > 0 else None
+    if stat == "mean":
+        return point.mean
+    value: float | None = getattr(point, stat)
+    return value
+
+
+def nice_step(window: float, flush_interval: float) -> float:
+    """Return 0 (one point per flush) or a round bucket size that keeps a line short."""
+    if window / max(flush_interval, 1e-3) <= MAX_POINTS:
+        return 0
+    wanted = window / MAX_POINTS
+    return next((step for step in NICE_STEPS if step >= wanted), math.ceil(wanted))
+
+
+def _summary(point: Point | None, stats: Sequence[str]) -> dict[str, float | None] | None:
+    if point is None:
+        return None
+    return {stat: statistic(point, stat, 0) for stat in stats}
+
+
+class DashboardApi:
+    """The handlers of ``/api/*``, reading a :class:`HistoryStore`."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        flush_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.clock = clock
+
+    def routes(self) -> dict[str, Handler]:
+        """Return the API's paths and handlers."""
+        return {
+            "/api/status": self.status,
+            "/api/routes": self.route_table,
+            "/api/route": self.route_charts,
+            "/api/metrics": self.metrics,
+            "/api/series": self.series,
+            "/api/health": self.health,
+        }
+
+    # -- parameters --------------------------------------------------------------------
+    def _span(self, request: Request, default: float) -> tuple[float, float]:
+        window = _number(request, "window", default, 1.0, MAX_WINDOW)
+        end = _number(request, "end", self.clock(), 0.0, LATEST_END)
+        return end - window, end
+
+    def _axis(self, request: Request, default: float) -> tuple[float, float, float, list[Point]]:
+        """Return (start, end, step, the flushes' spans as the time axis)."""
+        start, end = self._span(request, default)
+        step = nice_step(end - start, self.flush_interval)
+        spans = self.store.coverage(start, end)
+        return start, end, step, downsample(spans, step) if step else spans
+
+    # -- endpoints ---------------------------------------------------------------------
+    def status(self, request: Request) -> Response:
+        store = self.store
+        return Response.json(
+            {
+                "version": API_VERSION,
+                "now": self.clock(),
+                "flush_interval": self.flush_interval,
+                "last_flush": store.last_flush(),
+                "first_flush": store.first_flush(),
+                "series": store.series_count,
+                "max_series": store.max_series,
+                "tiers": [{"step": tier.step, "keep": tier.keep} for tier in store.tiers],
+                "path": os.path.abspath(store.path),
+                "bytes": _file_bytes(store.path),
+            }
+        )
+
+    def route_table(self, request: Request) -> Response:
+        start, end = self._span(request, DEFAULT_TABLE_WINDOW)
+        seconds = total(p.sum or 0 for p in self.store.coverage(start, end))
+        by_route = self._route_series()
+        points = self.store.points(
+            (s.id for members in by_route.values() for s in members.values()), start, end
+        )
+        rows = []
+        for route, members in sorted(by_route.items()):
+            merged = {
+                name: merge(points[s.id], end) if points.get(s.id) else None
+                for name, s in members.items()
+            }
+            if merged.get(REQUEST) is None and merged.get(QUERIES) is None:
+                continue
+            rows.append(_route_row(route, merged, seconds))
+        return Response.json({"start": start, "end": end, "seconds": seconds, "routes": rows})
+
+    def route_charts(self, request: Request) -> Response:
+        route = request.param("route")
+        if route is None:
+            raise BadRequest("name a route: /api/route?route=...")
+        start, end, step, axis = self._axis(request, DEFAULT_WINDOW)
+        members = self._route_series().get(route, {})
+        points = self.store.points((s.id for s in members.values()), start, end)
+        lines: dict[str, list[float | None]] = {}
+        for name, stats, key in (
+            (REQUEST, ("rate", "p50", "p95", "p99", "mean"), "latency"),
+            (ERRORS, ("rate",), "errors"),
+            (VIEW, ("p50", "p95", "p99", "mean"), "view"),
+            (QUERIES, ("p50", "p95", "mean", "max"), "queries"),
+            (DUPLICATES, ("p95", "mean", "max"), "duplicates"),
+            (DB_TIME, ("p50", "p95", "mean"), "db_time"),
+        ):
+            series = members.get(name)
+            found = points.get(series.id, []) if series is not None else []
+            for stat, values in _aligned(axis, found, step, stats).items():
+                lines[f"{key}.{stat}"] = values
+        return Response.json(
+            {"route": route, "step": step, "t": [p.ts for p in axis], "lines": lines}
+        )
+
+    def metrics(self, request: Request) -> Response:
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for series in self.store.list_series(RECEIVED):
+            entry = found.setdefault(
+                (series.name, series.type),
+                {"name": series.name, "type": series.type, "series": 0, "tags": {}, "sources": []},
+            )
+            entry["series"] += 1
+            for key, value in series.tags.items():
+                values = entry["tags"].setdefault(key, [])
+                if value not in values and len(values) < MAX_TAG_VALUES:
+                    values.append(value)
+            if series.source and series.source not in entry["sources"]:
+                entry["sources"].append(series.source)
+        metrics = [found[key] for key in sorted(found)]
+        for entry in metrics:
+            entry["stats"] = list(STATS_BY_TYPE.get(entry["type"], ()))
+            entry["tags"] = {key: sorted(values) for key, values in sorted(entry["tags"].items())}
+            entry["sources"].sort()
+        return Response.json({"metrics": metrics})
+
+    def series(self, request: Request) -> Response:
+        name = request.param("name")
+        if not name:
+            raise BadRequest("name a metric: /api/series?name=...")
+        wanted_tags = _tag_filters(request.query.get("tag", []))
+        kind = request.param("type")
+        matching = [
+            s
+            for s in self.store.list_series(RECEIVED)
+            if s.name == name
+            and (kind is None or s.type == kind)
+            and all(s.tags.get(key) == value for key, value in wanted_tags.items())
+        ]
+        types = {s.type for s in matching}
+        if len(types) > 1:
+            raise BadRequest(f"{name!r} has several types {sorted(types)}: add type=...")
+        kind = types.pop() if types else kind
+        allowed = STATS_BY_TYPE.get(kind or "", ())
+        stat = request.param("stat") or (allowed[0] if allowed else "")
+        if matching and stat not in allowed:
+            raise BadRequest(f"stat must be one of {', '.join(allowed)} for a {kind}")
+        start, end, step, axis = self._axis(request, DEFAULT_WINDOW)
+        points = self.store.points((s.id for s in matching), start, end)
+        ranked = sorted(matching, key=lambda s: -_activity(points.get(s.id, [])))
+        lines = [
+            {
+                "label": _label(s),
+                "tags": dict(s.tags),
+                "source": s.source,
+                "values": _aligned(axis, points.get(s.id, []), step, (stat,))[stat],
+            }
+            for s in ranked[:MAX_LINES]
+        ]
+        return Response.json(
+            {
+                "name": name,
+                "type": kind,
+                "stat": stat,
+                "step": step,
+                "t": [p.ts for p in axis],
+                "lines": lines,
+                "more": max(0, len(ranked) - MAX_LINES),
+            }
+        )
+
+    def health(self, request: Request) -> Response:
+        start, end, step, axis = self._axis(request, DEFAULT_WINDOW)
+        groups: dict[str, list[StoredSeries]] = {}
+        for series in self.store.list_series(RECEIVED):
+            if series.name == PUBLISHER_DROPPED:
+                groups.setdefault("publisher_dropped", []).append(series)
+            elif series.name.startswith(HEALTH_PREFIX):
+                groups.setdefault(series.name.removeprefix(HEALTH_PREFIX), []).append(series)
+        points = self.store.points((s.id for g in groups.values() for s in g), start, end)
+        seconds = total(p.sum or 0 for p in axis)
+        totals: dict[str, float | None] = {}
+        lines: dict[str, list[float | None]] = {}
+        for short, members in sorted(groups.items()):
+            merged = [p for s in members for p in points.get(s.id, [])]
+            if members[0].type == GAUGE:
+                last = max(merged, key=lambda p: p.ts).last if merged else None
+                totals[short] = last
+                lines[short] = _aligned(axis, merged, step, ("last",), pooled=True)["last"]
+            else:
+                totals[short] = total(p.sum or 0 for p in merged)
+                lines[short] = _aligned(axis, merged, step, ("rate",), pooled=True)["rate"]
+        return Response.json(
+            {
+                "start": start,
+                "end": end,
+                "seconds": seconds,
+                "step": step,
+                "t": [p.ts for p in axis],
+                "totals": totals,
+                "lines": lines,
+                "history": {
+                    "series": self.store.series_count,
+                    "max_series": self.store.max_series,
+                    "bytes": _file_bytes(self.store.path),
+                },
+            }
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+    def _route_series(self) -> dict[str, dict[str, StoredSeries]]:
+        by_route: dict[str, dict[str, StoredSeries]] = {}
+        for series in self.store.list_series(ROUTE):
+            route = series.tags.get(ROUTE_TAG)
+            if route is not None:
+                by_route.setdefault(route, {})[series.name] = series
+        return by_route
+
+
+def _route_row(route: str, merged: Mapping[str, Point | None], seconds: float) -> dict[str, Any]:
+    request, errors = merged.get(REQUEST), merged.get(ERRORS)
+    requests = request.count or 0 if request is not None else 0
+    failed = errors.sum or 0 if errors is not None else 0
+    return {
+        "route": route,
+        "requests": requests,
+        "rate": requests / seconds if seconds > 0 else None,
+        "errors": failed,
+        "error_ratio": failed / requests if requests else None,
+        "latency": _summary(request, ("p50", "p95", "p99", "mean", "max")),
+        "view": _summary(merged.get(VIEW), ("p50", "p95", "mean")),
+        "queries": _summary(merged.get(QUERIES), ("p50", "p95", "mean", "max")),
+        "duplicates": _summary(merged.get(DUPLICATES), ("p95", "mean", "max")),
+        "db_time": _summary(merged.get(DB_TIME), ("p95", "mean")),
+    }
+
+
+def _aligned(
+    axis: Sequence[Point],
+    points: Iterable[Point],
+    step: float,
+    stats: Sequence[str],
+    *,
+    pooled: bool = False,
+) -> dict[str, list[float | None]]:
+    """Return each of ``stats`` at every time of ``axis`` (merging per step, or per time
+    when ``pooled`` points of several series share one time)."""
+    if step:
+        merged = downsample(points, step)
+    elif pooled:
+        by_ts: dict[float, list[Point]] = {}
+        for point in points:
+            by_ts.setdefault(point.ts, []).append(point)
+        merged = [merge(group, ts) for ts, group in by_ts.items()]
+    else:
+        merged = list(points)
+    at = {point.ts: point for point in merged}
+    return {
+        stat: [statistic(at.get(span.ts), stat, span.sum or 0) for span in axis] for stat in stats
+    }
+
+
+def _activity(points: Sequence[Point]) -> float:
+    return total(abs(p.count if p.count is not None else p.sum or 0) for p in points)
+
+
+def _label(series: StoredSeries) -> str:
+    parts = [f"{key}={value}" for key, value in sorted(series.tags.items())]
+    if series.source:
+        parts.append(f"source={series.source}")
+    return ", ".join(parts) or "(no tags)"
+
+
+def _tag_filters(specs: Iterable[str]) -> dict[str, str]:
+    wanted = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"tag filters are KEY=VALUE, not {spec!r}")
+        wanted[key] = value
+    return wanted
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.param(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number of seconds, not {text!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _file_bytes(path: str) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path + suffix)
+    return total

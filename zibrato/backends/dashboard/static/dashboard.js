@@ -1,0 +1,492 @@
+/* Zibrato dashboard: polls /api/status and redraws everything after each new flush.
+ *
+ * Polling rather than server-sent events: one short request every second or two costs
+ * nothing at this scale, holds no server thread open, survives a restart of the backend
+ * without reconnection logic, and the page is up to date within a second of a flush.
+ *
+ * Everything a peer controls (route names, metric names, tag values, sources) reaches the
+ * page through textContent or an option's text, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const COLORS = {
+    requests: "#818cf8",
+    errors: "#f87171",
+    p50: "#34d399",
+    p95: "#fbbf24",
+    p99: "#f87171",
+    view: "#38bdf8",
+    queries: "#a78bfa",
+    queriesMean: "#818cf8",
+    duplicates: "#fb923c",
+    palette: ["#818cf8", "#34d399", "#fbbf24", "#f87171", "#38bdf8", "#a78bfa",
+              "#fb923c", "#f472b6", "#2dd4bf", "#a3e635", "#e879f9", "#facc15"],
+  };
+  const AXIS = { stroke: "#8b97b0", grid: { stroke: "rgba(139,151,176,0.12)", width: 1 },
+                 ticks: { stroke: "rgba(139,151,176,0.25)", width: 1 } };
+  const DURATION_STATS = new Set(["p50", "p90", "p95", "p99", "mean", "min", "max"]);
+
+  // Exposed for tests and the curious: what was drawn, and how often.
+  const state = {
+    ready: false, lastFlush: null, flushInterval: 10, route: null, metric: null,
+    sort: { key: "p95", descending: true }, rows: [], metrics: [], charts: {},
+    draws: {}, points: {}, refreshes: 0, failures: [],
+  };
+  window.zibratoDashboard = state;
+
+  // -- fetching -------------------------------------------------------------------------
+  async function getJson(path, params) {
+    const url = new URL(path, window.location.origin);
+    for (const [key, value] of Object.entries(params || {})) {
+      if (Array.isArray(value)) value.forEach((v) => url.searchParams.append(key, v));
+      else if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
+    }
+    const response = await fetch(url, { cache: "no-store" });
+    if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+    return response.json();
+  }
+
+  const chartWindow = () => Number($("window").value);
+  const tableWindow = () => Number($("table-window").value);
+
+  // -- formatting -----------------------------------------------------------------------
+  function fmtMs(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const ms = seconds * 1000;
+    if (ms >= 1000) return (ms / 1000).toFixed(2) + " s";
+    if (ms >= 100) return ms.toFixed(0) + " ms";
+    if (ms >= 10) return ms.toFixed(1) + " ms";
+    return ms.toFixed(2) + " ms";
+  }
+  function fmtNumber(value) {
+    if (value === null || value === undefined) return "–";
+    const size = Math.abs(value);
+    if (size >= 1e6) return (value / 1e6).toFixed(1) + "M";
+    if (size >= 1e4) return (value / 1e3).toFixed(1) + "k";
+    if (size >= 100 || Number.isInteger(value)) return value.toFixed(0);
+    if (size >= 10) return value.toFixed(1);
+    return value.toFixed(2);
+  }
+  function fmtPercent(ratio) {
+    if (ratio === null || ratio === undefined) return "–";
+    const pct = ratio * 100;
+    if (pct === 0) return "0 %";
+    return (pct < 1 ? pct.toFixed(2) : pct.toFixed(1)) + " %";
+  }
+  function fmtBytes(bytes) {
+    if (bytes >= 1e9) return (bytes / 1e9).toFixed(2) + " GB";
+    if (bytes >= 1e6) return (bytes / 1e6).toFixed(1) + " MB";
+    return (bytes / 1e3).toFixed(0) + " kB";
+  }
+  const fmtTime = (ts) => new Date(ts * 1000).toLocaleTimeString();
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // -- charts ---------------------------------------------------------------------------
+  function draw(key, t, lines, format) {
+    const target = $("chart-" + key);
+    const data = [t, ...lines.map((line) => line.values)];
+    const labels = lines.map((line) => line.label).join("\u0000");
+    const existing = state.charts[key];
+    state.points[key] = lines.map((line) => line.values.filter((v) => v !== null).length);
+    state.draws[key] = (state.draws[key] || 0) + 1;
+    if (existing && existing.zibratoLabels === labels) {
+      existing.setData(data);
+      showLatest(existing);
+      return;
+    }
+    if (existing) existing.destroy();
+    const width = Math.max(target.clientWidth, 240);
+    const options = {
+      width: width,
+      height: target.classList.contains("wide") ? 240 : 210,
+      cursor: { drag: { x: true, y: false } },
+      scales: { x: { time: true } },
+      legend: { live: true },
+      axes: [
+        Object.assign({}, AXIS),
+        Object.assign({}, AXIS, { size: 56, values: (u, values) => values.map(format) }),
+      ],
+      series: [
+        {},
+        ...lines.map((line) => ({
+          label: line.label,
+          stroke: line.color,
+          width: line.width || 1.6,
+          dash: line.dash,
+          fill: line.fill,
+          value: (u, v) => (v === null || v === undefined ? "–" : format(v)),
+        })),
+      ],
+    };
+    const chart = new uPlot(options, data, target);
+    chart.zibratoLabels = labels;
+    state.charts[key] = chart;
+    showLatest(chart);
+  }
+
+  // Until the pointer is over a chart, its legend shows the newest values.
+  function showLatest(chart) {
+    const count = chart.data[0].length;
+    if (count && chart.cursor.left < 0) chart.setLegend({ idx: count - 1 });
+  }
+
+  function resizeCharts() {
+    for (const [key, chart] of Object.entries(state.charts)) {
+      const target = $("chart-" + key);
+      chart.setSize({ width: Math.max(target.clientWidth, 240), height: chart.height });
+    }
+  }
+
+  const msAxis = (v) => (v === null ? "" : fmtMs(v).replace(" ms", "").replace(" s", "s"));
+
+  // -- the route table ------------------------------------------------------------------
+  function flatten(route) {
+    const pick = (group, key) => (route[group] ? route[group][key] : null);
+    return {
+      route: route.route,
+      requests: route.requests,
+      rate: route.rate,
+      errors: route.errors,
+      error_ratio: route.error_ratio,
+      p50: pick("latency", "p50"),
+      p95: pick("latency", "p95"),
+      p99: pick("latency", "p99"),
+      view_p95: pick("view", "p95"),
+      queries_p95: pick("queries", "p95"),
+      duplicates_mean: pick("duplicates", "mean"),
+    };
+  }
+
+  function compareRows(a, b) {
+    const { key, descending } = state.sort;
+    const x = a[key], y = b[key];
+    if (x === y) return a.route < b.route ? -1 : 1;
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    const order = typeof x === "string" ? x.localeCompare(y) : x - y;
+    return descending ? -order : order;
+  }
+
+  function heat(value, max) {
+    if (value === null || !max || max < 0.01) return "";
+    const share = value / max;
+    return share >= 0.75 ? "heat-3" : share >= 0.4 ? "heat-2" : share >= 0.2 ? "heat-1" : "";
+  }
+
+  function numberCell(text, value, max, className) {
+    const td = element("td", className || "");
+    const cell = element("span", "cell");
+    if (max && value) {
+      const bar = element("span", "bar");
+      bar.style.width = Math.min(100, (100 * value) / max).toFixed(1) + "%";
+      cell.append(bar);
+    }
+    cell.append(element("span", "num", text));
+    td.append(cell);
+    return td;
+  }
+
+  function renderTable() {
+    const rows = state.rows.slice().sort(compareRows);
+    const max = (key) => Math.max(0, ...rows.map((r) => r[key] || 0));
+    const many = rows.length > 1;
+    const top = { rate: max("rate"), p95: max("p95"), p99: max("p99"), queries: max("queries_p95") };
+    const slowest = many ? rows.reduce((a, b) => ((b.p95 || 0) > (a.p95 || 0) ? b : a)) : null;
+    const body = $("routes").tBodies[0];
+    body.replaceChildren(...rows.map((row) => {
+      const tr = element("tr");
+      tr.dataset.route = row.route;
+      if (row.route === state.route) tr.classList.add("selected");
+      const name = element("td", "text route", row.route);
+      name.title = row.route;
+      if (row.duplicates_mean >= 1) name.append(element("span", "badge n1", "N+1"));
+      if (slowest && row === slowest && top.p95 >= 0.01) name.append(element("span", "badge slow", "slowest"));
+      tr.append(
+        name,
+        numberCell(fmtNumber(row.rate), row.rate, top.rate),
+        numberCell(fmtPercent(row.error_ratio), null, 0,
+                   row.error_ratio > 0.01 ? "heat-3" : row.error_ratio > 0 ? "heat-1" : "muted"),
+        numberCell(fmtMs(row.p50), null, 0),
+        numberCell(fmtMs(row.p95), row.p95, top.p95, many ? heat(row.p95, top.p95) : ""),
+        numberCell(fmtMs(row.p99), null, 0, many ? heat(row.p99, top.p99) : ""),
+        numberCell(fmtMs(row.view_p95), null, 0, row.view_p95 === null ? "muted" : ""),
+        numberCell(fmtNumber(row.queries_p95), row.queries_p95, top.queries,
+                   many ? heat(row.queries_p95, top.queries) : ""),
+        numberCell(fmtNumber(row.duplicates_mean), null, 0,
+                   row.duplicates_mean >= 1 ? "heat-2" : row.duplicates_mean === null ? "muted" : ""),
+      );
+      return tr;
+    }));
+    $("routes-empty").hidden = rows.length > 0;
+    for (const th of $("routes").tHead.rows[0].cells) {
+      th.classList.toggle("sorted", th.dataset.key === state.sort.key);
+      th.classList.toggle("ascending", th.dataset.key === state.sort.key && !state.sort.descending);
+    }
+  }
+
+  async function loadTable() {
+    const answer = await getJson("/api/routes", { window: tableWindow() });
+    state.rows = answer.routes.map(flatten);
+    const names = state.rows.map((r) => r.route);
+    if (state.route === null || !names.includes(state.route)) {
+      const ordered = state.rows.slice().sort(compareRows);
+      if (state.route === null && ordered.length) state.route = ordered[0].route;
+    }
+    const select = $("route-select");
+    const known = new Set(Array.from(select.options, (o) => o.value));
+    for (const name of names.slice().sort()) {
+      if (!known.has(name)) select.add(new Option(name, name));
+    }
+    if (state.route !== null) select.value = state.route;
+    renderTable();
+  }
+
+  // -- route charts ---------------------------------------------------------------------
+  async function loadRoute() {
+    if (state.route === null) return;
+    const answer = await getJson("/api/route", { route: state.route, window: chartWindow() });
+    const l = answer.lines;
+    draw("rate", answer.t, [
+      { label: "requests/s", values: l["latency.rate"], color: COLORS.requests, fill: "rgba(129,140,248,0.16)" },
+      { label: "errors/s", values: l["errors.rate"], color: COLORS.errors },
+    ], fmtNumber);
+    draw("latency", answer.t, [
+      { label: "p50", values: l["latency.p50"], color: COLORS.p50 },
+      { label: "p95", values: l["latency.p95"], color: COLORS.p95 },
+      { label: "p99", values: l["latency.p99"], color: COLORS.p99 },
+      { label: "view p95", values: l["view.p95"], color: COLORS.view, dash: [6, 4] },
+    ], msAxis);
+    draw("queries", answer.t, [
+      { label: "queries p95", values: l["queries.p95"], color: COLORS.queries, fill: "rgba(167,139,250,0.14)" },
+      { label: "queries mean", values: l["queries.mean"], color: COLORS.queriesMean, dash: [6, 4] },
+      { label: "duplicates mean", values: l["duplicates.mean"], color: COLORS.duplicates },
+    ], fmtNumber);
+  }
+
+  // -- explorer -------------------------------------------------------------------------
+  // A metric's key: names never hold a space, so "type name" is unambiguous.
+  const metricKey = (metric) => metric.type + " " + metric.name;
+  const signatures = new Map();
+
+  // Rebuild a select's options only when they changed, so a refresh neither closes an
+  // open list nor loses the choice; return whether they changed.
+  function setOptions(select, options) {
+    const signature = JSON.stringify(options);
+    if (signatures.get(select) === signature) return false;
+    const chosen = select.value;
+    select.replaceChildren(...options.map(([text, value]) => new Option(text, value)));
+    signatures.set(select, signature);
+    if (options.some(([, value]) => value === chosen)) select.value = chosen;
+    return true;
+  }
+
+  function fillMetricSelect() {
+    const select = $("metric-select");
+    setOptions(select, state.metrics.map((m) => [m.name + " (" + m.type + ")", metricKey(m)]));
+    const keys = state.metrics.map(metricKey);
+    const wanted = state.metric ? metricKey(state.metric) : null;
+    let key = wanted !== null && keys.includes(wanted) ? wanted : null;
+    if (key === null) {
+      const preferred = state.metrics.find((m) => m.name === "http.server.request.duration");
+      key = preferred ? metricKey(preferred) : keys.length ? keys[0] : null;
+    }
+    state.metric = key === null ? null : state.metrics[keys.indexOf(key)];
+    if (key !== null) select.value = key;
+    fillFilters(key !== wanted);
+  }
+
+  function fillFilters(metricChanged) {
+    const metric = state.metric;
+    const stat = $("stat-select"), tag = $("tag-select");
+    const stats = metric ? metric.stats : [];
+    setOptions(stat, stats.map((s) => [s, s]));
+    if (metricChanged && stats.length) stat.value = stats.includes("p95") ? "p95" : stats[0];
+    const options = [["all series", ""]];
+    for (const [key, values] of Object.entries(metric ? metric.tags : {})) {
+      for (const value of values) {
+        if (options.length < 200) options.push([key + "=" + value, key + "=" + value]);
+      }
+    }
+    setOptions(tag, options);
+    if (metricChanged) tag.value = "";
+  }
+
+  // A line's tags that tell it from the others (the tags every line shares say nothing).
+  function distinctLabel(line, lines) {
+    const parts = Object.entries(line.tags)
+      .filter(([key, value]) => lines.length < 2 || lines.some((other) => other.tags[key] !== value))
+      .map(([key, value]) => key + "=" + value);
+    if (line.source && lines.some((other) => other.source !== line.source)) parts.push("source=" + line.source);
+    return parts.length ? parts.join(", ") : line.label;
+  }
+
+  async function loadMetrics() {
+    const answer = await getJson("/api/metrics");
+    state.metrics = answer.metrics;
+    fillMetricSelect();
+  }
+
+  async function loadExplorer() {
+    const metric = state.metric;
+    if (!metric) return;
+    const stat = $("stat-select").value;
+    const tag = $("tag-select").value;
+    const answer = await getJson("/api/series", {
+      name: metric.name, type: metric.type, stat: stat, tag: tag ? [tag] : [], window: chartWindow(),
+    });
+    const durations = metric.type === "timer" && DURATION_STATS.has(stat);
+    draw("explorer", answer.t, answer.lines.map((line, i) => ({
+      label: distinctLabel(line, answer.lines),
+      values: line.values,
+      color: COLORS.palette[i % COLORS.palette.length],
+    })), durations ? msAxis : fmtNumber);
+    const unit = durations ? " (ms)" : stat === "rate" ? " (per second)" : "";
+    $("explorer-note").textContent = metric.name + " · " + stat + unit +
+      (answer.more ? " · " + answer.more + " more series not shown: filter by a tag" : "");
+  }
+
+  // -- pipeline health ------------------------------------------------------------------
+  function setCard(id, text, alert) {
+    const card = $(id);
+    card.querySelector(".card-value").textContent = text;
+    card.classList.toggle("alert", alert === true);
+    card.classList.toggle("ok", alert === false);
+  }
+
+  async function loadHealth() {
+    const answer = await getJson("/api/health", { window: chartWindow() });
+    const totals = answer.totals;
+    const total = (...names) => names.reduce((sum, n) => sum + (totals[n] || 0), 0);
+    const seconds = answer.seconds || 0;
+    setCard("card-events", seconds ? fmtNumber(total("events") / seconds) : "–");
+    const lost = total("lost_events");
+    setCard("card-lost", fmtNumber(lost), lost > 0);
+    const bad = total("bad_messages", "bad_events");
+    setCard("card-bad", fmtNumber(bad), bad > 0);
+    const dropped = total("publisher_dropped", "dropped_series", "history_capped_points", "history_failed_points");
+    setCard("card-dropped", fmtNumber(dropped), dropped > 0);
+    const history = answer.history;
+    setCard("card-series", fmtNumber(history.series) + " / " + fmtNumber(history.max_series),
+            history.series >= history.max_series ? true : undefined);
+    $("card-series").querySelector(".card-note").textContent = "history file " + fmtBytes(history.bytes);
+    const names = [
+      ["events", "events/s", COLORS.requests],
+      ["lost_events", "lost/s", COLORS.errors],
+      ["bad_messages", "bad messages/s", COLORS.duplicates],
+      ["bad_events", "bad events/s", COLORS.p95],
+      ["publisher_dropped", "dropped by publishers/s", "#f472b6"],
+      ["dropped_series", "series dropped/s", "#e879f9"],
+    ];
+    draw("health", answer.t, names
+      .filter(([name]) => answer.lines[name])
+      .map(([name, label, color]) => ({ label: label, values: answer.lines[name], color: color })),
+      fmtNumber);
+  }
+
+  // -- status and refresh ---------------------------------------------------------------
+  function setStatus(status, error) {
+    const box = $("status"), text = $("status-text");
+    if (error) {
+      box.dataset.state = "offline";
+      text.textContent = "cannot reach the dashboard backend";
+      return;
+    }
+    state.flushInterval = status.flush_interval;
+    if (status.last_flush === null) {
+      box.dataset.state = "waiting";
+      text.textContent = "waiting for the first flush";
+      return;
+    }
+    const late = status.now - status.last_flush > 3 * status.flush_interval + 2;
+    box.dataset.state = late ? "waiting" : "live";
+    text.textContent = (late ? "no flush since " : "live · last flush ") + fmtTime(status.last_flush) +
+      " · every " + fmtNumber(status.flush_interval) + " s";
+  }
+
+  async function run(task) {
+    try {
+      await task();
+    } catch (error) {
+      state.failures.push(String(error));
+      setStatus(null, error);
+    }
+  }
+
+  async function refresh() {
+    await run(async () => {
+      await Promise.all([loadTable(), loadMetrics(), loadHealth()]);
+      await Promise.all([loadRoute(), loadExplorer()]);
+      state.refreshes += 1;
+      state.ready = true;
+    });
+  }
+
+  async function poll() {
+    try {
+      const status = await getJson("/api/status");
+      setStatus(status);
+      if (status.last_flush !== state.lastFlush || !state.ready) {
+        state.lastFlush = status.last_flush;
+        await refresh();
+      }
+    } catch (error) {
+      state.failures.push(String(error));
+      setStatus(null, error);
+    } finally {
+      const delay = Math.min(5000, Math.max(1000, (state.flushInterval * 1000) / 2));
+      window.setTimeout(poll, delay);
+    }
+  }
+
+  // -- wiring ---------------------------------------------------------------------------
+  function start() {
+    $("routes").tHead.addEventListener("click", (event) => {
+      const th = event.target.closest("th");
+      if (!th) return;
+      const key = th.dataset.key;
+      state.sort = state.sort.key === key
+        ? { key: key, descending: !state.sort.descending }
+        : { key: key, descending: key !== "route" };
+      renderTable();
+    });
+    $("routes").tBodies[0].addEventListener("click", (event) => {
+      const tr = event.target.closest("tr");
+      if (!tr || tr.dataset.route === undefined) return;
+      state.route = tr.dataset.route;
+      $("route-select").value = state.route;
+      renderTable();
+      run(loadRoute);
+    });
+    $("route-select").addEventListener("change", (event) => {
+      state.route = event.target.value;
+      renderTable();
+      run(loadRoute);
+    });
+    $("metric-select").addEventListener("change", (event) => {
+      state.metric = state.metrics.find((m) => metricKey(m) === event.target.value) || null;
+      fillFilters(true);
+      run(loadExplorer);
+    });
+    $("stat-select").addEventListener("change", () => run(loadExplorer));
+    $("tag-select").addEventListener("change", () => run(loadExplorer));
+    $("window").addEventListener("change", () => run(() => Promise.all([loadRoute(), loadExplorer(), loadHealth()])));
+    $("table-window").addEventListener("change", () => run(loadTable));
+    let resizing = null;
+    window.addEventListener("resize", () => {
+      window.clearTimeout(resizing);
+      resizing = window.setTimeout(resizeCharts, 150);
+    });
+    poll();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
