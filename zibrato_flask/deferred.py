@@ -2,8 +2,9 @@
 
 With an app factory, ``zibrato = Zibrato()`` lives in a module and decorates functions at
 import time (``@zibrato.time_me(name="report")``), long before ``init_app(app)`` says
-where to publish. These instruments wait: they find their client the first time they
-record, so importing stays free of sockets and threads and the app's settings apply.
+where to publish. These instruments wait: the real one (and the client) is made the
+first time they record, so importing stays free of sockets and threads and the app's
+settings apply.
 """
 
 from __future__ import annotations
@@ -12,41 +13,38 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from zibrato.instruments import Counter, LevelBuffer, Timer
+from zibrato.instruments import Counter, Timer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class SinkSource(Protocol):
-    """What a deferred instrument asks for its sink on first use: the extension."""
-
-    def sink_for(self, level: str | None) -> LevelBuffer | None: ...
-
-
 class DeferredTimer(Timer):
-    """A :class:`~zibrato.Timer` that finds its client when it first records."""
+    """A :class:`~zibrato.Timer` whose real timer is made when it is first used."""
 
-    __slots__ = ("_level", "_owner")
+    __slots__ = ("_make", "_real")
 
     def __init__(
         self,
-        owner: SinkSource,
+        make: Callable[[], Timer],
         name: str,
-        level: str | None,
         source: str | None,
         tags: Mapping[str, str] | None,
     ) -> None:
         super().__init__(None, name, source, tags)
-        self._owner: SinkSource | None = owner
-        self._level = level
+        self._make = make
+        self._real: Timer | None = None
 
-    def _bind(self) -> None:
-        owner = self._owner
-        if owner is not None:
-            self._sink = owner.sink_for(self._level)
-            self._owner = None
+    def _bound(self) -> Timer:
+        real = self._real
+        if real is None:  # two threads may both get here: both make an equal timer
+            real = self._real = self._make()
+        return real
+
+    def __enter__(self) -> Timer:
+        self._bound().__enter__()
+        return self
 
     def __exit__(
         self,
@@ -54,52 +52,55 @@ class DeferredTimer(Timer):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._bind()
-        super().__exit__(exc_type, exc, tb)
+        self._bound().__exit__(exc_type, exc, tb)
+
+    def start(self) -> Timer:
+        self._bound().start()
+        return self
+
+    def stop(self) -> float:
+        return self._bound().stop()
 
     def __call__(self, func: F) -> F:
-        return _deferred(self, func, lambda: Timer.__call__(self, func))
+        return _deferred(func, lambda: self._bound()(func))
 
 
 class DeferredCounter(Counter):
-    """A :class:`~zibrato.Counter` that finds its client when it first records."""
+    """A :class:`~zibrato.Counter` whose real counter is made when it is first used."""
 
-    __slots__ = ("_level", "_owner")
+    __slots__ = ("_make", "_real")
 
     def __init__(
         self,
-        owner: SinkSource,
+        make: Callable[[], Counter],
         name: str,
         value: float,
-        level: str | None,
         source: str | None,
         tags: Mapping[str, str] | None,
     ) -> None:
         super().__init__(None, name, source, tags, value)
-        self._owner: SinkSource | None = owner
-        self._level = level
+        self._make = make
+        self._real: Counter | None = None
 
-    def _bind(self) -> None:
-        owner = self._owner
-        if owner is not None:
-            self._sink = owner.sink_for(self._level)
-            self._owner = None
+    def _bound(self) -> Counter:
+        real = self._real
+        if real is None:
+            real = self._real = self._make()
+        return real
 
     def _record(self) -> None:
-        self._bind()
-        super()._record()
+        self._bound()._record()
 
     def __call__(self, func: F) -> F:
-        return _deferred(self, func, lambda: Counter.__call__(self, func))
+        return _deferred(func, lambda: self._bound()(func))
 
 
-def _deferred(instrument: DeferredTimer | DeferredCounter, func: F, wrap: Callable[[], F]) -> F:
-    """Return ``func`` wrapped so that the real instrument is made on its first call."""
+def _deferred(func: F, wrap: Callable[[], F]) -> F:
+    """Return ``func`` wrapped so that the real instrument wraps it on its first call."""
     wrapped: list[F] = []
 
     def real() -> F:
         if not wrapped:  # two threads may both get here: both make the same wrapper
-            instrument._bind()
             wrapped.append(wrap())
         return wrapped[0]
 

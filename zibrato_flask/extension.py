@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
-from zibrato.instruments import Counter, LevelBuffer, Timer
+from zibrato.instruments import Counter, Timer
 from zibrato.shared import LazyZibrato
 from zibrato.web import TagCache
 from zibrato_flask import clients, database
@@ -129,38 +129,42 @@ class Zibrato(LazyZibrato):
     def timer(
         self,
         name: str,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Timer:
         """Return a timer for ``name``: use it as a decorator or a context manager."""
-        if self.started:
-            return Client.timer(self, name, level=level, source=source, tags=tags)
-        return DeferredTimer(self, name, level, source, tags)
+
+        def make() -> Timer:
+            return Client.timer(self, name, level=level, source=source, tags=tags, rate=rate)
+
+        return make() if self.started else DeferredTimer(make, name, source, tags)
 
     def counter(
         self,
         name: str,
         value: float = 1,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Counter:
         """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
-        if self.started:
-            return Client.counter(self, name, value, level=level, source=source, tags=tags)
-        return DeferredCounter(self, name, value, level, source, tags)
+
+        def make() -> Counter:
+            return Client.counter(
+                self, name, value, level=level, source=source, tags=tags, rate=rate
+            )
+
+        return make() if self.started else DeferredCounter(make, name, value, source, tags)
 
     time_me = timer
     Time_me = timer
     count_me = counter
     Count_me = counter
-
-    def sink_for(self, level: str | None) -> LevelBuffer | None:
-        """Return where an instrument of ``level`` appends (starting the client)."""
-        return Client.counter(self, "", level=level)._sink
 
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self, linger: float | None = None) -> None:

@@ -34,6 +34,7 @@ Nothing here raises into the request: a failure is counted in the client's
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from time import perf_counter
@@ -44,8 +45,7 @@ from werkzeug.exceptions import HTTPException
 
 from zibrato import levels, web
 from zibrato.client import Zibrato
-from zibrato.instruments import LevelBuffer
-from zibrato.protocol import Kind
+from zibrato.protocol import Event, Kind
 from zibrato.web import QueryTally
 
 if TYPE_CHECKING:
@@ -75,12 +75,20 @@ class RequestState:
     tally: QueryTally | None = None
 
 
+class EventBuffer(NamedTuple):
+    """One level's buffer of a client, and what to call past ``soft_cap`` (as the client)."""
+
+    queue: deque[Event]
+    soft_cap: int
+    overflow: Callable[[deque[Event], Event], None]
+
+
 class Recorder(NamedTuple):
     """One app's client and the buffers its request metrics go to (None: level filtered)."""
 
     client: Zibrato
-    info: LevelBuffer | None
-    error: LevelBuffer | None
+    info: EventBuffer | None
+    error: EventBuffer | None
 
     @classmethod
     def for_client(cls, client: Zibrato) -> Recorder:
@@ -92,12 +100,12 @@ class Recorder(NamedTuple):
         )
 
 
-def level_buffer(client: Zibrato, level: str) -> LevelBuffer | None:
+def level_buffer(client: Zibrato, level: str) -> EventBuffer | None:
     """Return where ``client`` buffers events of ``level``, or None below its threshold."""
     if levels.rank(level) < levels.rank(client.threshold):
         return None
     publisher = client.publisher
-    return LevelBuffer(publisher.queues[level], publisher.wake_threshold, publisher.overflow)
+    return EventBuffer(publisher.queues[level], publisher.wake_threshold, publisher.overflow)
 
 
 def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplication:

@@ -196,3 +196,23 @@ def test_reset_closes_the_publishers_and_the_next_metric_starts_again(
     assert len(metrics.filter(web.REQUEST_DURATION)) == 2
     assert metrics.total("before.reset") == metrics.total("after.reset") == 1
     assert metrics.dropped == {}
+
+
+def test_deferred_instruments_take_the_clients_options(metrics: CapturedMetrics) -> None:
+    zibrato = Zibrato()
+    sampled = zibrato.timer("sampled.job", rate=1.0)
+    manual = zibrato.timer("manual.job")
+    counted = zibrato.counter("sampled.count", 3, rate=1.0)
+
+    @sampled
+    def job() -> str:
+        return "done"
+
+    zibrato.init_app(build_shop())
+    assert job() == "done"
+    manual.start()
+    assert manual.stop() >= 0
+    with counted:
+        pass
+    assert len(metrics.values("sampled.job")) == len(metrics.values("manual.job")) == 1
+    assert metrics.total("sampled.count") == 3
