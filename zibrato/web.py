@@ -151,12 +151,13 @@ class TagCache:
         ``method`` and ``status`` may be given as they come (``"get"``, ``"200 OK"`` or
         ``200``): they are normalised when a combination is first seen. ``error`` is the
         request's ``error.type`` (or None); the view's timer carries it only when
-        ``view_failed`` (the view raised, not a hook after it).
+        ``view_failed`` (the view raised, not a hook after it). No status with an error
+        means the exception propagated out of the app: tagged 500, what a server answers.
         """
         key = (route, method, status, error, view_failed)
         found = self._request.get(key)
         if found is None:
-            code = None if status is None else str(status)[:3]
+            code = str(status)[:3] if status is not None else None if error is None else "500"
             found = RequestTags.build(route, request_method(method), code, error, view_failed)
             if len(self._request) < self.limit:
                 self._request[key] = found

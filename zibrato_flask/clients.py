@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from typing import Protocol
 
 from zibrato.client import Zibrato
 from zibrato.publisher import Publisher
@@ -22,8 +24,15 @@ _publishers: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], Publisher
 _clients: dict[tuple[object, str], Zibrato] = {}
 _fork_hook_installed = False
 
-# Bumped by close_all(), so that holders of a client know to ask again.
-generation = 0
+
+class ClientHolder(Protocol):
+    """Something that keeps a client and must let go of it when it is closed."""
+
+    def forget_client(self) -> None: ...
+
+
+# Told when close_all() closes the clients (weakly: an app's state goes with its app).
+_holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
 
 
 def client_for(settings: FlaskSettings) -> Zibrato:
@@ -50,14 +59,19 @@ def publisher_count() -> int:
     return len(_publishers)
 
 
+def on_close(holder: ClientHolder) -> None:
+    """Call ``holder.forget_client()`` whenever :func:`close_all` closes the clients."""
+    _holders.add(holder)
+
+
 def close_all(linger: float | None = None) -> None:
     """Close every publisher (sending what is pending); the next metric makes new ones."""
-    global generation
     with _lock:
         publishers = list(_publishers.values())
         _publishers.clear()
         _clients.clear()
-        generation += 1
+    for holder in list(_holders):
+        holder.forget_client()
     for publisher in publishers:
         publisher.close(linger)
 

@@ -38,8 +38,10 @@ class AppState:
     def __init__(self, app: Flask, settings: FlaskSettings) -> None:
         self.settings = settings
         self.tags = TagCache()
-        self._recorder: Recorder | None = None
-        self._generation = -1
+        # This app's client and buffers once made; None again when the process's
+        # publishers are closed (clients.close_all), so that the next request makes new.
+        self.current_recorder: Recorder | None = None
+        clients.on_close(self)
         # Flask-SQLAlchemy keeps its engines per app, and we count those we have seen.
         self._extensions = app.extensions
         self._app_ref = weakref.ref(app)
@@ -47,11 +49,15 @@ class AppState:
 
     def recorder(self) -> Recorder:
         """Return this app's client and its buffers (the process's shared publisher)."""
-        recorder = self._recorder
-        if recorder is None or self._generation != clients.generation:
-            self._generation = clients.generation
-            recorder = self._recorder = Recorder.for_client(clients.client_for(self.settings))
+        recorder = self.current_recorder
+        if recorder is None:
+            recorder = Recorder.for_client(clients.client_for(self.settings))
+            self.current_recorder = recorder
         return recorder
+
+    def forget_client(self) -> None:
+        """Drop the client, closed by ``clients.close_all``: the next use makes a new one."""
+        self.current_recorder = None
 
     def client(self) -> Client:
         """Return this app's client (the process's shared publisher, this app's level)."""

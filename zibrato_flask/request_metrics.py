@@ -142,27 +142,29 @@ def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplica
 
 def record(app_state: AppState, state: RequestState, seconds: float, method: str) -> None:
     """Record one request's timers, its error and its queries, once; never raise."""
-    recorder = app_state.recorder()
+    recorder = app_state.current_recorder or app_state.recorder()
     try:
-        status = state.status
-        if status is None and state.error is not None:
-            status = "500"  # propagated (testing, debug): what a server would answer
-        tags = app_state.tags.request(state.route, method, status, state.error, state.view_failed)
+        tags = app_state.tags.request(
+            state.route, method, state.status, state.error, state.view_failed
+        )
         # Zibrato.timing's shape, written out because this runs for every request: one
-        # length check and one append per event.
+        # length check, then the request's events appended at once.
         info = recorder.info
         if info is not None:
             queue, soft_cap, overflow = info
-            event = (_TIMER, web.REQUEST_DURATION, seconds, None, tags.request)
-            if len(queue) < soft_cap:
-                queue.append(event)
+            view = state.view
+            events: tuple[Event, ...] = (
+                ((_TIMER, web.REQUEST_DURATION, seconds, None, tags.request),)
+                if view is None
+                else (
+                    (_TIMER, web.REQUEST_DURATION, seconds, None, tags.request),
+                    (_TIMER, web.VIEW_DURATION, view, None, tags.view),
+                )
+            )
+            if len(queue) + 2 <= soft_cap:
+                queue.extend(events)
             else:
-                overflow(queue, event)
-            if state.view is not None:
-                event = (_TIMER, web.VIEW_DURATION, state.view, None, tags.view)
-                if len(queue) < soft_cap:
-                    queue.append(event)
-                else:
+                for event in events:
                     overflow(queue, event)
         if tags.error is not None:
             recorder.client.incr(web.EXCEPTIONS, level=web.EXCEPTIONS_LEVEL, tags=tags.error)
