@@ -22,8 +22,8 @@ import time
 
 from flask import Flask
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 31
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 101
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _zibrato_sink  # noqa: E402
