@@ -38,7 +38,10 @@ _WATCHED = (
 )
 
 
-_NOT_ZEROMQ = "something accepts connections there, but it does not speak ZeroMQ (ZMTP 3)"
+_NOT_ZEROMQ = (
+    "something accepts connections there but completes no ZeroMQ handshake: it does not "
+    "speak ZeroMQ (ZMTP 3), or it is stopped"
+)
 _HANDSHAKE_FAILED = "the ZeroMQ handshake failed: a broker with other security settings?"
 _REFUSALS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: _NOT_ZEROMQ,
