@@ -11,6 +11,7 @@ the import-time metric came from the master alone, and that every worker is gone
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -48,6 +49,20 @@ class Received:
     def named(self, name: str) -> list[tuple[int, str, dict[str, str], float]]:
         return [event for event in self.events if event[1] == name]
 
+    def per_pid(self, route: str) -> Counter[int]:
+        """Return how many request timers of ``route`` each publisher pid sent."""
+        return Counter(
+            pid
+            for pid, _, tags, _ in self.named("http.server.request.duration")
+            if tags.get("http.route") == route
+        )
+
+    def poll_until(self, done: Callable[[], bool], *, seconds: float) -> None:
+        """Receive until ``done()`` or for ``seconds`` at most."""
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            self.poll(0.1)
+
     def ready(self, frontend: str, timeout: float = 20.0) -> None:
         """Publish probes until one comes back: the broker knows our subscription."""
         probe = Zibrato(publish=frontend)
@@ -69,7 +84,6 @@ def fetch(url: str) -> int:
 
 
 def every_workers_events_arrive_once(
-    processes: list[SiteProcess],
     *,
     app: str,
     env: Callable[[str], Mapping[str, str]],
@@ -82,24 +96,19 @@ def every_workers_events_arrive_once(
 
     ``app`` is gunicorn's APP_MODULE, ``env(frontend)`` the environment that makes the
     site publish to the broker, ``route`` the ``http.route`` of ``path`` and ``loaded``
-    the metric the site records at import. Every process started goes into
-    ``processes``, for the caller to stop.
+    the metric the site records at import. Every process it starts is stopped and
+    reaped before it returns (the newest first).
     """
-    addresses = "--frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0"
-    broker = SiteProcess(
-        [sys.executable, "-m", "zibrato", "broker", *addresses.split()], os.environ
-    )
-    processes.append(broker)
-    frontend, backend = broker.wait_line(BROKER_READY).groups()
-    received = Received(backend)
-    try:
+    with contextlib.ExitStack() as stack:
+        addresses = "--frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0"
+        broker = started(stack, ["-m", "zibrato", "broker", *addresses.split()], os.environ)
+        frontend, backend = broker.wait_line(BROKER_READY).groups()
+        received = Received(backend)
+        stack.callback(received.subscriber.close)
         received.ready(frontend)
         options = f"--preload --workers 4 --threads 4 --worker-class {worker_class}"
         options += " --bind 127.0.0.1:0 --graceful-timeout 5"
-        gunicorn = SiteProcess(
-            [sys.executable, "-m", "gunicorn", *options.split(), app], env(frontend)
-        )
-        processes.append(gunicorn)
+        gunicorn = started(stack, ["-m", "gunicorn", *options.split(), app], env(frontend))
         port = gunicorn.wait_line(r"Listening at: http://127\.0\.0\.1:(\d+)", 30, stderr=True)[1]
         gunicorn.wait_line(r"Booting worker with pid", 30, stderr=True)
         url = f"http://127.0.0.1:{port}{path}?sleep=0.02"
@@ -108,32 +117,24 @@ def every_workers_events_arrive_once(
         assert sum(served.values()) == REQUESTS
         if worker_class == "sync":
             assert len(served) >= 2, f"sync workers share the load: {served}"
-
-        def arrived() -> Counter[int]:
-            return Counter(
-                pid
-                for pid, _, tags, _ in received.named("http.server.request.duration")
-                if tags.get("http.route") == route
-            )
-
-        deadline = time.monotonic() + 30
-        while arrived() != served and time.monotonic() < deadline:
-            received.poll(0.1)
-        assert arrived() == served, f"per worker pid: received {arrived()}, served {served}"
+        received.poll_until(lambda: received.per_pid(route) == served, seconds=30)
+        assert received.per_pid(route) == served, f"per worker pid: {received.per_pid(route)}"
         master = gunicorn.popen.pid
         assert master not in served  # the workers, not the master, served the requests
 
         gunicorn.stop()  # SIGTERM: a graceful stop, each worker flushes as it exits
-        settle = time.monotonic() + 1.0
-        while time.monotonic() < settle:
-            received.poll(0.1)
-        assert arrived() == served, "an event arrived twice"
+        received.poll_until(lambda: False, seconds=1.0)
+        assert received.per_pid(route) == served, "an event arrived twice"
         assert [pid for pid, *_ in received.named(loaded)] == [master]
-        assert gunicorn.popen.returncode is not None
         for worker in served:
             gone(worker)
-    finally:
-        received.subscriber.close()
+
+
+def started(stack: contextlib.ExitStack, args: list[str], env: Mapping[str, str]) -> SiteProcess:
+    """Start ``python ARGS``, to be stopped when ``stack`` closes."""
+    process = SiteProcess([sys.executable, *args], env)
+    stack.callback(process.stop)
+    return process
 
 
 def gone(pid: int, timeout: float = 10.0) -> None:

@@ -9,30 +9,17 @@ name), none twice; every worker is reaped (``gunicorn_support``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django_support import site_env
 from gunicorn_support import every_workers_events_arrive_once
-from process_support import SiteProcess
-
-
-@pytest.fixture
-def processes() -> Iterator[list[SiteProcess]]:
-    started: list[SiteProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
-def test_r3_every_gunicorn_workers_events_arrive_once(
-    processes: list[SiteProcess], tmp_path: Path, worker_class: str
-) -> None:
+def test_r3_every_gunicorn_workers_events_arrive_once(tmp_path: Path, worker_class: str) -> None:
     every_workers_events_arrive_once(
-        processes,
         app="djtest.wsgi:application",
         env=lambda frontend: site_env(
             DJTEST_PUBLISH=frontend, DJTEST_DB=str(tmp_path / "db.sqlite3")

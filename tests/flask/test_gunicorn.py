@@ -10,22 +10,12 @@ publisher id, against the pids the responses name), none twice, within the deadl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gunicorn_support import every_workers_events_arrive_once
-from process_support import SiteProcess
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def processes() -> Iterator[list[SiteProcess]]:
-    started: list[SiteProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
 
 
 def site_env(frontend: str) -> dict[str, str]:
@@ -37,11 +27,8 @@ def site_env(frontend: str) -> dict[str, str]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
-def test_r3_every_gunicorn_workers_events_arrive_once(
-    processes: list[SiteProcess], worker_class: str
-) -> None:
+def test_r3_every_gunicorn_workers_events_arrive_once(worker_class: str) -> None:
     every_workers_events_arrive_once(
-        processes,
         app="gunicorn_site:app",
         env=site_env,
         worker_class=worker_class,
