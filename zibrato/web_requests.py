@@ -101,10 +101,10 @@ class RequestState:
     route: str = UNMATCHED_ROUTE
     # The status as the framework gives it ("200 OK" or 200); None: no response was made.
     status: str | int | None = None
-    # perf_counter() when the view started and ended; no start: no view ran; no end: the
-    # view's time runs to the end of the request.
+    # The view's time in seconds (None: no view ran); an adapter that learns when the view
+    # started before it learns when it ended keeps the start (perf_counter()) meanwhile.
+    view: float | None = None
     view_start: float | None = None
-    view_end: float | None = None
     error: str | None = None
     view_failed = False
     tally: QueryTally | None = None
@@ -138,74 +138,92 @@ def append_all(sink: LevelBuffer, events: list[Event]) -> None:
 
 
 class RequestRecorder:
-    """Record whole requests into one client, at the levels an app configured.
+    """Record whole requests of one app into one client, at the levels the app configured.
 
-    >>> recorder = RequestRecorder(Zibrato())                  # doctest: +SKIP
-    >>> recorder.record(TagCache(), state, "GET", 0.012, end, "default")
+    >>> recorder = RequestRecorder(client, tags=TagCache(), namespace="default")  # doctest: +SKIP
+    >>> recorder.record(state, "GET", 0.012)
 
-    This runs for every request, so it skips the client's per-call checks and appends
-    the request's events in the client's own shape, all at once: the timers, the
-    error's counter, the per-request database metrics.
+    ``namespace`` is the app's default database namespace, where a request that ran no
+    query records 0 (None: the app has no database); an adapter that finds the app's
+    database later sets it then. This runs for every request, so it skips the client's
+    per-call checks and appends the request's events in the client's own shape, all at
+    once: the timers, the error's counter, the per-request database metrics.
     """
 
-    __slots__ = ("_database", "_error", "_request", "_same_level", "client", "publisher")
+    __slots__ = (
+        "_database",
+        "_error",
+        "_request",
+        "_same_level",
+        "client",
+        "namespace",
+        "publisher",
+        "tags",
+    )
 
     def __init__(
         self,
         client: Zibrato,
         *,
+        tags: TagCache,
         request_level: str = REQUEST_LEVEL,
         db_level: str = DB_REQUEST_LEVEL,
+        namespace: str | None = None,
     ) -> None:
         self.client = client
         self.publisher = client.publisher
+        self.tags = tags
+        self.namespace = namespace
         # The client's own buffers (None below its threshold), as its timers use them.
         self._request = client._sink(request_level)
         self._database = client._sink(db_level)
         self._error = client._sink(EXCEPTIONS_LEVEL)
         self._same_level = levels.normalize(request_level) == levels.normalize(db_level)
 
-    def record(
-        self,
-        cache: TagCache,
-        state: RequestState,
-        method: str,
-        seconds: float,
-        end: float,
-        namespace: str | None,
-    ) -> None:
-        """Record one request that took ``seconds`` and ended at ``end`` (perf_counter).
-
-        ``namespace`` is the app's default database namespace (None: it has no database):
-        a request that ran no query records 0 queries there.
-        """
-        tags = cache.request(state.route, method, state.status, state.error, state.view_failed)
-        events: list[Event] = [(_TIMER, REQUEST_DURATION, seconds, None, tags.request)]
-        view_start = state.view_start
-        if view_start is not None:
-            view_end = state.view_end
-            view = (end if view_end is None else view_end) - view_start
-            events.append((_TIMER, VIEW_DURATION, view, None, tags.view))
-        database: list[Event] | None = None
-        tally = state.tally
-        if tally is not None:
-            database = database_events(tally, tags.db)
-        elif namespace is not None:
-            database = zero_events(tags.db, namespace)
-        if database is not None and self._same_level:
-            events += database
-            database = None
-        if self._request is not None:
-            append_all(self._request, events)
-        if database is not None and self._database is not None:
-            append_all(self._database, database)
+    def record(self, state: RequestState, method: str, seconds: float) -> None:
+        """Record one request that took ``seconds``."""
+        tags = self.tags.request(state.route, method, state.status, state.error, state.view_failed)
+        view = state.view
+        if view is None:
+            events: list[Event] = [(_TIMER, REQUEST_DURATION, seconds, None, tags.request)]
+        else:
+            events = [
+                (_TIMER, REQUEST_DURATION, seconds, None, tags.request),
+                (_TIMER, VIEW_DURATION, view, None, tags.view),
+            ]
+        if state.tally is not None or self.namespace is not None:
+            self._add_database(events, tags.db, state.tally)
+        sink = self._request
+        if sink is not None:
+            # append_all(), written out: this runs for every request.
+            queue = sink.queue
+            if len(queue) + len(events) <= sink.soft_cap:
+                queue.extend(events)
+            else:
+                for event in events:
+                    sink.overflow(queue, event)
         if tags.error is not None and self._error is not None:
             append_all(self._error, [(_COUNTER, EXCEPTIONS, 1, None, tags.error)])
 
-    def record_unit(self, cache: TagCache, tally: QueryTally) -> None:
+    def _add_database(
+        self, events: list[Event], route: RouteTags, tally: QueryTally | None
+    ) -> None:
+        """Add the per-request database events to ``events`` (or to their own level's buffer)."""
+        if tally is not None:
+            database = database_events(tally, route)
+        elif self.namespace is not None:
+            database = zero_events(route, self.namespace)
+        else:
+            return
+        if self._same_level:
+            events += database
+        elif self._database is not None:
+            append_all(self._database, database)
+
+    def record_unit(self, tally: QueryTally) -> None:
         """Record the queries of a unit of work that is not a request (no route)."""
         if self._database is not None:
-            append_all(self._database, database_events(tally, cache.route(None)))
+            append_all(self._database, database_events(tally, self.tags.route(None)))
 
 
 def database_events(tally: QueryTally, route: RouteTags) -> list[Event]:

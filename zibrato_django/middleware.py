@@ -98,7 +98,8 @@ class ZibratoMiddleware:
         """Note when and how the view failed; Django goes on handling the exception."""
         state = current_request.get()
         if state is not None:
-            state.view_end = perf_counter()
+            if state.view_start is not None:
+                state.view = perf_counter() - state.view_start
             if not isinstance(exception, ANSWERS):
                 state.note_error(web.error_type(exception), in_view=True)
 
@@ -152,7 +153,10 @@ def record(
         state.route = route_of(request.resolver_match)
         if response is not None:
             state.status = response.status_code
-        _recorder(plan).record(_tags, state, request.method or "", seconds, end, plan.db_namespace)
+        if state.view is None and state.view_start is not None:
+            # No hook runs when a view returns: its time ends when the response is back.
+            state.view = end - state.view_start
+        _recorder(plan).record(state, request.method or "", seconds)
     except Exception as exc:
         failures.report("django_middleware", exc)
 
@@ -169,7 +173,11 @@ def _recorder(plan: RequestPlan) -> RequestRecorder:
     current = _current
     if current is None or current[0] is not plan or current[1].publisher is not zibrato.publisher:
         recorder = RequestRecorder(
-            zibrato, request_level=plan.request_level, db_level=plan.db_level
+            zibrato,
+            tags=_tags,
+            request_level=plan.request_level,
+            db_level=plan.db_level,
+            namespace=plan.db_namespace,
         )
         current = _current = (plan, recorder)
     return current[1]

@@ -86,15 +86,23 @@ def flask_sqlalchemy_engines(app_extensions: Mapping[str, Any], app: object) -> 
 
 
 class PlainEngines:
-    """The namespaces of the engines one extension instrumented with ``instrument_engine``."""
+    """The engines one extension instrumented with ``instrument_engine``: the first one's
+    namespace is the default of that extension's apps (told weakly, as apps come and go)."""
 
     def __init__(self) -> None:
         self.first_namespace: str | None = None
+        self._apps: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+    def on_add(self, app_state: AppState) -> None:
+        """Call ``app_state.update_db_namespace()`` when the first engine is added."""
+        self._apps.add(app_state)
 
     def add(self, namespace: str) -> None:
         """Note an instrumented engine's namespace (the first one is the default)."""
         if self.first_namespace is None:
             self.first_namespace = namespace
+            for app_state in list(self._apps):
+                app_state.update_db_namespace()
 
 
 class EngineHooks:
@@ -186,6 +194,6 @@ def record_context(sender: Flask, exc: BaseException | None = None, **extra: Any
         return
     recorder = app_state.recorder()
     try:
-        recorder.record_unit(app_state.tags, tally)
+        recorder.record_unit(tally)
     except Exception as failure:
         recorder.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")

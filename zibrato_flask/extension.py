@@ -45,8 +45,11 @@ class AppState:
         self._engines_seen = 0
         # The app's default db.namespace: Flask-SQLAlchemy's default bind, else the first
         # engine its extension instruments (None: no database, no per-request DB metrics).
+        # An attribute kept up to date, since every request reads it.
         self._bind_namespace: str | None = None
         self._plain_engines = plain_engines
+        self.db_namespace: str | None = plain_engines.first_namespace
+        plain_engines.on_add(self)
 
     def recorder(self) -> RequestRecorder:
         """Return this app's client and its buffers (the process's shared publisher)."""
@@ -54,15 +57,19 @@ class AppState:
         if recorder is None:
             recorder = RequestRecorder(
                 clients.client_for(self.settings),
+                tags=self.tags,
                 request_level=self.settings.request_level,
                 db_level=self.settings.db_level,
+                namespace=self.db_namespace,
             )
             self.current_recorder = recorder
         return recorder
 
-    def db_namespace(self) -> str | None:
-        """Return where a request without queries records 0 (None: the app has no database)."""
-        return self._bind_namespace or self._plain_engines.first_namespace
+    def update_db_namespace(self) -> None:
+        """Find where a request without queries records 0 again (None: no database)."""
+        self.db_namespace = self._bind_namespace or self._plain_engines.first_namespace
+        if self.current_recorder is not None:
+            self.current_recorder.namespace = self.db_namespace
 
     def forget_client(self) -> None:
         """Drop the client, closed by ``clients.close_all``: the next use makes a new one."""
@@ -87,6 +94,7 @@ class AppState:
         self._engines_seen = len(engines)
         # The default bind (key None), else the first bind configured.
         self._bind_namespace = namespaces.get(None) or next(iter(namespaces.values()), None)
+        self.update_db_namespace()
 
 
 class Zibrato(LazyZibrato):

@@ -81,25 +81,20 @@ def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplica
         try:
             return wsgi_app(environ, note_status)
         finally:
-            end = perf_counter()
+            seconds = perf_counter() - start
             current_request.reset(token)
-            record(app_state, state, end - start, end, environ.get("REQUEST_METHOD", ""))
+            # Recording, written out here rather than in a function: it runs for every
+            # request. It never raises into the request.
+            recorder = app_state.current_recorder or app_state.recorder()
+            try:
+                recorder.record(state, environ.get("REQUEST_METHOD", ""), seconds)
+                if state.tally is not None:
+                    app_state.check_engines()
+            except Exception as failure:
+                recorder.publisher.reject(HOOK_FAILED, f"request not recorded: {failure!r}")
 
     zibrato_request_timer.__wrapped__ = wsgi_app  # type: ignore[attr-defined]
     return zibrato_request_timer
-
-
-def record(
-    app_state: AppState, state: RequestState, seconds: float, end: float, method: str
-) -> None:
-    """Record one request's timers, its error and its queries, once; never raise."""
-    recorder = app_state.current_recorder or app_state.recorder()
-    try:
-        recorder.record(app_state.tags, state, method, seconds, end, app_state.db_namespace())
-        if state.tally is not None:
-            app_state.check_engines()
-    except Exception as failure:  # never into the request
-        recorder.publisher.reject(HOOK_FAILED, f"request metrics not recorded: {failure!r}")
 
 
 def route_without_rule(flask_request: Request | None) -> str:
@@ -134,13 +129,11 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
             result = dispatch_request()
         except BaseException as exc:
             if request.routing_exception is None:  # else: 404/405, no view ran
-                state.view_end = perf_counter()
-                state.view_start = start
+                state.view = perf_counter() - start
                 if is_error(exc):
                     state.note_error(web.error_type(exc), in_view=True)
             raise
-        state.view_end = perf_counter()
-        state.view_start = start
+        state.view = perf_counter() - start
         return result
 
     zibrato_view_timer.__wrapped__ = dispatch_request  # type: ignore[attr-defined]
