@@ -10,6 +10,7 @@ from typing import Any
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
+from zibrato.curve import resolve as resolve_curve
 from zibrato.instruments import Counter, LevelBuffer, Timer
 from zibrato.protocol import Event, Kind
 from zibrato.publisher import Publisher
@@ -47,6 +48,8 @@ class Zibrato:
 
     Recording never raises and never blocks: bad names or values, unknown levels and a
     full buffer are dropped, counted (``zibrato.publisher.dropped``) and logged once.
+    ``curve=DIR`` (else ``$ZIBRATO_CURVE``) authenticates to a CURVE broker with the keys
+    ``zibrato keys`` wrote; events a broker refuses are dropped the same way.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Zibrato:
         buffer_size: int = 100_000,
         linger: float = 0.25,
         publisher: Publisher | None = None,
+        curve: str | os.PathLike[str] | None = None,
     ) -> None:
         self.threshold = levels.normalize(level)
         self.publisher = publisher or Publisher(
@@ -69,6 +73,7 @@ class Zibrato:
             tags=tags,
             buffer_size=buffer_size,
             linger=linger,
+            curve=resolve_curve(curve),
         )
         self._soft_cap = self.publisher.wake_threshold
         self._overflow = self.publisher.overflow

@@ -8,11 +8,13 @@ One link lives in one process: a forked child makes its own.
 
 from __future__ import annotations
 
+import os
 import time
 
 import zmq
 
 from zibrato import levels
+from zibrato.curve_sockets import HandshakeWatch, Problem, secure_connect
 
 
 class BrokerLink:
@@ -24,8 +26,17 @@ class BrokerLink:
     True
     """
 
-    def __init__(self, address: str, *, sndhwm: int = 1000, startup_hold: float = 1.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        sndhwm: int = 1000,
+        startup_hold: float = 1.0,
+        curve: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.address = address
+        self.curve = curve  # a CURVE keys directory (zibrato.curve); None: no CURVE
+        self.watch: HandshakeWatch | None = None  # says why the broker refuses us, if it does
         self.sndhwm = sndhwm
         self.startup_hold = startup_hold
         self.subscribed: set[str] = set()
@@ -48,7 +59,8 @@ class BrokerLink:
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
             try:
-                sock.connect(self.address)  # any name lookup happens here, on our thread
+                # any name lookup happens here, on our thread
+                self.watch = secure_connect(sock, self.address, curve=self.curve)
             except zmq.ZMQError as exc:
                 sock.close(linger=0)
                 self.error = f"cannot connect to {self.address!r}: {exc}"
@@ -101,6 +113,10 @@ class BrokerLink:
         else:
             self.subscribed.difference_update(matched)
 
+    def refusal(self) -> Problem | None:
+        """Why the broker does not take our events: (drop reason, detail), or None."""
+        return self.watch.refusal() if self.watch is not None else None
+
     def send(self, frames: list[bytes], deadline: float) -> bool:
         """Send without blocking; while ZeroMQ's queue is full, retry until ``deadline``."""
         sock = self._socket
@@ -121,6 +137,8 @@ class BrokerLink:
         A closed link never connects again.
         """
         self._closed = True
+        if self.watch is not None:
+            self.watch.close()
         if self._socket is not None:
             self._socket.close(linger=int(linger * 1000))
             self._socket = None

@@ -7,6 +7,7 @@ malformed messages and lost events are counted the same way everywhere.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Any
 
@@ -14,6 +15,8 @@ import zmq
 
 from zibrato import levels, protocol
 from zibrato.addresses import DEFAULT_BACKEND
+from zibrato.curve import ClientKeys
+from zibrato.curve_sockets import secure_connect
 from zibrato.protocol import Batch, DecodeError
 
 log = logging.getLogger("zibrato")
@@ -68,6 +71,7 @@ class Subscriber:
         level: str = levels.DEFAULT_THRESHOLD,
         context: zmq.Context[Any] | None = None,
         rcvhwm: int = 100_000,
+        curve: ClientKeys | str | os.PathLike[str] | None = None,
     ) -> None:
         self.address = connect
         self.level = levels.normalize(level)
@@ -83,11 +87,13 @@ class Subscriber:
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
         for name in levels.at_or_above(self.level):
             self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
-        self._socket.connect(connect)
+        # CURVE keys when given; the watch logs once if the broker refuses us.
+        self._watch = secure_connect(self._socket, connect, curve=curve, warn=True)
 
     def receive(self, timeout: float) -> Batch | None:
         """Return the next valid batch, or None if none arrives within ``timeout`` s."""
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            self._watch.refusal()  # logs (once) why the broker refuses us, if it does
             return None
         return self.receive_ready()
 
@@ -118,4 +124,5 @@ class Subscriber:
 
     def close(self) -> None:
         """Close the socket."""
+        self._watch.close()
         self._socket.close(linger=0)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from zibrato import protocol
+from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
 from zibrato.subscriber import Subscriber
 
@@ -73,10 +74,16 @@ def tail(
 
 
 def run_tail(
-    connect: str, *, level: str, as_json: bool, stop: threading.Event, name: str = "zibrato tail"
+    connect: str,
+    *,
+    level: str,
+    as_json: bool,
+    stop: threading.Event,
+    name: str = "zibrato tail",
+    curve: ClientKeys | None = None,
 ) -> int:
     """Tail the broker at ``connect`` until ``stop``; say on stderr what we wait on."""
-    subscriber = Subscriber(connect, level=level)
+    subscriber = Subscriber(connect, level=level, curve=curve)
     print(
         f"{name}: showing events of level {level} and above from the broker at {connect} "
         "(start one with `zibrato run` if none is running); Ctrl-C to stop",
