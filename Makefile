@@ -38,6 +38,8 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000 --curve
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1 --curve
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
