@@ -120,7 +120,10 @@ def broker_keys(curve: BrokerKeys | object) -> BrokerKeys:
         files = sorted(folder.glob(f"*{PUBLIC_SUFFIX}")) if folder.is_dir() else []
     except OSError:
         files = []
-    authorized = frozenset(z85.decode(_read_key_file(path, secret=False)[0]) for path in files)
+    fix = "remove it, or put a client's public .key file there"
+    authorized = frozenset(
+        z85.decode(_read_key_file(path, secret=False, fix=fix)[0]) for path in files
+    )
     if not authorized:
         raise ConfigError(
             f"{folder} holds no client keys, so the broker would refuse everybody: run "
@@ -142,18 +145,18 @@ def _keys_dir(curve: object) -> Path:
     return root
 
 
-def _read_key_file(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
-    """Return (public, secret) Z85 keys from one certificate file."""
-    fix = f"create keys with `zibrato keys {path.parent}`"
+def _read_key_file(path: Path, *, secret: bool, fix: str = "") -> tuple[bytes, bytes | None]:
+    """Return (public, secret) Z85 keys from one certificate file; ``fix`` says what to do."""
+    fix = (
+        fix
+        or f"create keys with `zibrato keys {path.parent}` (or copy them from where they were made)"
+    )
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: {fix}")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path} is missing: {fix}, or copy it from where the keys were made"
-        ) from None
     except OSError as exc:
-        reason = exc.strerror or ("missing" if not path.exists() else "unreadable")
-        raise ConfigError(f"cannot read {path} ({reason}); {fix}") from None
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); {fix}") from None
     except (ValueError, IndexError):
         raise ConfigError(
             f"{path} is not a ZeroMQ certificate (no public-key line); {fix}"

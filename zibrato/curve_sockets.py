@@ -26,8 +26,14 @@ import zmq
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
-from zibrato import curve as keys
-from zibrato.curve import BrokerKeys, ClientKeys
+from zibrato.curve import (
+    CURVE_ENV,
+    BrokerKeys,
+    ClientKeys,
+    broker_keys,
+    check_exposure,
+    client_keys,
+)
 from zibrato.errors import ConfigError
 
 log = logging.getLogger("zibrato")
@@ -139,7 +145,7 @@ class HandshakeWatch:
                 return (
                     REFUSED,
                     f"{where} requires CURVE: give this client its keys (curve=DIR, "
-                    f"--curve DIR or {keys.CURVE_ENV}=DIR; see `zibrato keys`)",
+                    f"--curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
                 )
             return (
                 REFUSED,
@@ -160,7 +166,7 @@ class HandshakeWatch:
         return (
             REFUSED,
             f"{where} closed the handshake: it probably requires CURVE; give this client "
-            f"its keys (curve=DIR, --curve DIR or {keys.CURVE_ENV}=DIR; see `zibrato keys`)",
+            f"its keys (curve=DIR, --curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
         )
 
     def _say(self, problem: Problem) -> None:
@@ -206,7 +212,7 @@ def secure_connect(
     directory: str | None = None
     if curve is not None:
         try:
-            loaded = keys.client_keys(curve)
+            loaded = client_keys(curve)
         except ConfigError as exc:
             return HandshakeWatch.unusable(address, f"cannot use CURVE keys: {exc}", warn=warn)
         sock.setsockopt(zmq.CURVE_SERVERKEY, loaded.broker)
@@ -319,12 +325,12 @@ def secure_bind(
     Call before binding ``addresses``. Without ``curve``, an address beyond loopback is
     refused (ConfigError) unless ``insecure``, which logs a warning instead.
     """
-    warning = keys.check_exposure(addresses, curve=curve is not None, insecure=insecure)
+    warning = check_exposure(addresses, curve=curve is not None, insecure=insecure)
     if warning is not None:
         log.warning("zibrato: %s", warning)
     if curve is None:
         return None
-    loaded = keys.broker_keys(curve)
+    loaded = broker_keys(curve)
     handler = ZapHandler(context, loaded)
     for sock in sockets:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
