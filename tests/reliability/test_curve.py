@@ -64,6 +64,17 @@ def start_curve_broker(run_cli, keys: Path, *extra: str) -> tuple[Any, str, str]
     return broker, match["frontend"], match["backend"]
 
 
+def wait_for_stderr(process, text: str) -> str:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        lines = [line for line in process.stderr if text in line]
+        if lines:
+            assert len(lines) == 1, process
+            return lines[0]
+        assert time.monotonic() < deadline, f"no {text!r} on stderr: {process!r}"
+        time.sleep(0.05)
+
+
 class Received:
     """Names (and values) of every event a subscriber got, with bounded waits."""
 
@@ -274,7 +285,14 @@ def test_right_keys_deliver_and_the_stream_is_encrypted(run_cli, keys, subscribe
     assert client.stats()["dropped"] == {}
 
 
-@pytest.mark.parametrize("who", ["null", "stranger", "impostor_trust"])
+WHY_REFUSED = {
+    "null": "requires CURVE",
+    "stranger": "refused this client's CURVE key",
+    "impostor_trust": "broker.key the public key of that broker?",
+}
+
+
+@pytest.mark.parametrize("who", sorted(WHY_REFUSED))
 def test_refused_publishers_get_nothing_through_and_count_it(
     run_cli, keys, subscribers, caplog, request, who
 ):
@@ -297,6 +315,10 @@ def test_refused_publishers_get_nothing_through_and_count_it(
     warnings = zibrato_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert frontend in warnings[0] and "curve_refused" in warnings[0]
+    assert WHY_REFUSED[who] in warnings[0], warnings
+    if who == "stranger":  # the broker says whom it refused, once
+        line = wait_for_stderr(broker, "refused a CURVE client from 127.0.0.1")
+        assert client_keys(request.getfixturevalue(who)).public.decode() in line
 
     # The path works for a good client, before and after: nothing of the refused one came.
     good_client = Zibrato(frontend, curve=str(keys))
