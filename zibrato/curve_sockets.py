@@ -57,6 +57,57 @@ _MAX_LOGGED_PEERS = 100
 Problem = tuple[str, str]  # (drop reason, the sentence that says why and what to do)
 
 
+def explain_refusal(
+    event: int, value: int, *, address: str, curve: str | None, known: Problem | None = None
+) -> Problem | None:
+    """Turn a socket monitor's handshake failure into (drop reason, what to do); else None.
+
+    ``curve`` is the client's keys directory (None: NULL mechanism); ``known`` is the
+    explanation so far, which a vaguer event does not replace.
+    """
+    where = f"the broker at {address}"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            REFUSED,
+            f"{where} refused this client's CURVE key (status {value}): copy "
+            f"{curve}/client.key into the broker's authorized/ folder and restart it",
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value != zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return (
+                HANDSHAKE_FAILED,
+                f"the peer at {address} broke the ZeroMQ handshake (protocol error "
+                f"{value:#x}): is it a zibrato broker?",
+            )
+        if curve is None:
+            return (
+                REFUSED,
+                f"{where} requires CURVE: give this client its keys (curve=DIR, "
+                f"--curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
+            )
+        return (
+            REFUSED,
+            f"{where} does not use CURVE: start it with --curve DIR, or stop giving this "
+            "client keys",
+        )
+    if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return None
+    if known is not None and known[0] == REFUSED:
+        return known  # a closed connection adds nothing to a clearer reason
+    if curve is not None:
+        return (
+            REFUSED,
+            f"{where} did not complete the CURVE handshake: is {curve}/broker.key the "
+            "public key of that broker?",
+        )
+    # What a NULL client sees when a CURVE broker hangs up before saying why.
+    return (
+        REFUSED,
+        f"{where} closed the handshake: it probably requires CURVE; give this client its "
+        f"keys (curve=DIR, --curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
+    )
+
+
 class HandshakeWatch:
     """Why the broker at ``address`` does not take this socket, if it does not.
 
@@ -119,55 +170,14 @@ class HandshakeWatch:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._problem = None
             return
-        problem = self._explain(event, value)
+        problem = explain_refusal(
+            event, value, address=self.address, curve=self.curve, known=self._problem
+        )
         if problem is not None:
             if self._problem is None:
                 self._failed_at = self._clock()
             self._problem = problem
             self._say(problem)
-
-    def _explain(self, event: int, value: int) -> Problem | None:
-        where = f"the broker at {self.address}"
-        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return (
-                REFUSED,
-                f"{where} refused this client's CURVE key (status {value}): copy "
-                f"{self.curve}/client.key into the broker's authorized/ folder and restart it",
-            )
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            if value != zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-                return (
-                    HANDSHAKE_FAILED,
-                    f"the peer at {self.address} broke the ZeroMQ handshake "
-                    f"(protocol error {value:#x}): is it a zibrato broker?",
-                )
-            if self.curve is None:
-                return (
-                    REFUSED,
-                    f"{where} requires CURVE: give this client its keys (curve=DIR, "
-                    f"--curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
-                )
-            return (
-                REFUSED,
-                f"{where} does not use CURVE: start it with --curve DIR, or stop giving "
-                "this client keys",
-            )
-        if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return None
-        if self._problem is not None and self._problem[0] == REFUSED:
-            return self._problem  # a closed connection adds nothing to a clearer reason
-        if self.curve is not None:
-            return (
-                REFUSED,
-                f"{where} did not complete the CURVE handshake: is {self.curve}/broker.key "
-                "the public key of that broker?",
-            )
-        # What a NULL client sees when a CURVE broker hangs up before saying why.
-        return (
-            REFUSED,
-            f"{where} closed the handshake: it probably requires CURVE; give this client "
-            f"its keys (curve=DIR, --curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
-        )
 
     def _say(self, problem: Problem) -> None:
         if self.warn and not self._warned:
@@ -196,6 +206,20 @@ class HandshakeWatch:
             monitor.close(linger=0)
 
 
+def apply_client_keys(sock: zmq.Socket[Any], keys: ClientKeys) -> None:
+    """Make ``sock`` a CURVE client with ``keys`` (before it connects)."""
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.broker)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+
+
+def apply_server_keys(sock: zmq.Socket[Any], keys: BrokerKeys) -> None:
+    """Make ``sock`` a CURVE server with ``keys`` whose clients the ZAP handler vets."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+
+
 def secure_connect(
     sock: zmq.Socket[Any],
     address: str,
@@ -215,9 +239,7 @@ def secure_connect(
             loaded = client_keys(curve)
         except ConfigError as exc:
             return HandshakeWatch.unusable(address, f"cannot use CURVE keys: {exc}", warn=warn)
-        sock.setsockopt(zmq.CURVE_SERVERKEY, loaded.broker)
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, loaded.public)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, loaded.secret)
+        apply_client_keys(sock, loaded)
         directory = loaded.directory
     watch = HandshakeWatch(sock, address, curve=directory, warn=warn)
     try:
@@ -333,7 +355,5 @@ def secure_bind(
     loaded = broker_keys(curve)
     handler = ZapHandler(context, loaded)
     for sock in sockets:
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, loaded.secret)
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        apply_server_keys(sock, loaded)
     return handler
