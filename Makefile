@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean servers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ lint: venv
 	$(BIN)/ruff format --check zibrato tests bench examples
 	$(BIN)/mypy
 
-test: lint $(BIN)/promtool
+# The real servers the backends are tested against (tests/realservers/): Prometheus,
+# carbon-cache, Etsy statsd, put inside the venv; quick when they are already there.
+servers: venv
+	.ci/get-servers $(VENV)
+
+test: lint $(BIN)/promtool servers
 	$(BIN)/python -m pytest
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).

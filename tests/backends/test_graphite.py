@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 import threading
 import time
@@ -10,9 +11,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from backend_support import backend_maker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zibrato import Zibrato
-from zibrato.aggregation import Rollup, Series
+from zibrato.aggregation import Rollup, Series, distribution_stats
 from zibrato.backends import load
 from zibrato.backends.graphite import BACKOFF_FIRST, BACKOFF_MAX, GraphiteBackend
 from zibrato.broker import Broker
@@ -92,8 +95,8 @@ def make_backend(carbon: Carbon) -> Iterator[Callable[..., GraphiteBackend]]:
     yield from backend_maker(GraphiteBackend, connect="tcp://127.0.0.1:1", address=carbon.address)
 
 
-def rollup(*series: Series) -> Rollup:
-    return Rollup(STAMP + 0.9, 10.0, series)
+def rollup(*series: Series, at: int = STAMP) -> Rollup:
+    return Rollup(at + 0.9, 10.0, series)
 
 
 def counter(name: str, total: float, source: str | None = None, **tags: str) -> Series:
@@ -102,6 +105,10 @@ def counter(name: str, total: float, source: str | None = None, **tags: str) -> 
 
 def gauge(name: str, value: float) -> Series:
     return Series(name, "gauge", None, {}, {"value": value})
+
+
+def values_series(name: str, values: list[float]) -> Series:
+    return Series(name, "timer", None, {}, distribution_stats(sorted(values)), sorted(values))
 
 
 def timer(name: str, **tags: str) -> Series:
@@ -181,18 +188,22 @@ def test_reconnects_after_the_listener_restarts(carbon: Carbon) -> None:
         assert carbon.read_lines(1) == [f"a 1 {STAMP}"]
         carbon.close()  # carbon goes away, with the connection
 
-        backend.emit(rollup(gauge("b", 2)))
+        backend.emit(rollup(gauge("b", 2), at=STAMP + 1))
         assert backend.target_errors == 1
         assert backend.pending_lines == 1
 
         restarted = Carbon(port=carbon.port)
-        backend.emit(rollup(gauge("c", 3)))  # still within the backoff: no attempt
+        backend.emit(rollup(gauge("c", 3), at=STAMP + 2))  # still within the backoff: no attempt
         assert backend.target_errors == 1
         assert backend.pending_lines == 2
 
         clock.now += BACKOFF_FIRST
-        backend.emit(rollup(gauge("d", 4)))
-        assert restarted.read_lines(3) == [f"b 2 {STAMP}", f"c 3 {STAMP}", f"d 4 {STAMP}"]
+        backend.emit(rollup(gauge("d", 4), at=STAMP + 3))
+        assert restarted.read_lines(3) == [
+            f"b 2 {STAMP + 1}",
+            f"c 3 {STAMP + 2}",
+            f"d 4 {STAMP + 3}",
+        ]
         assert backend.pending_lines == 0
         assert backend.target_errors == 1
         assert backend.dropped_lines == 0
@@ -219,18 +230,18 @@ def test_backoff_doubles_to_a_cap_and_resets(carbon: Carbon) -> None:
                 waited += 0.25
                 backend.emit(rollup())
             waits.append(waited)
-        assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        assert waits == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
 
         restarted = Carbon(port=port)
         clock.now += BACKOFF_MAX
-        backend.emit(rollup(gauge("h", 2)))
-        assert restarted.read_lines(2) == [f"g 1 {STAMP}", f"h 2 {STAMP}"]
+        backend.emit(rollup(gauge("h", 2), at=STAMP + 1))
+        assert restarted.read_lines(2) == [f"g 1 {STAMP}", f"h 2 {STAMP + 1}"]
         restarted.close()
         errors = backend.target_errors
-        backend.emit(rollup(gauge("i", 3)))  # carbon closed: reconnect at once, and fail
+        backend.emit(rollup(gauge("i", 3), at=STAMP + 2))  # carbon closed: reconnect, fail
         assert backend.target_errors == errors + 1
         clock.now += BACKOFF_FIRST  # the success reset the backoff to its first step
-        backend.emit(rollup(gauge("j", 4)))
+        backend.emit(rollup(gauge("j", 4), at=STAMP + 3))
         assert backend.target_errors == errors + 2
     finally:
         backend.close_target()
@@ -248,18 +259,18 @@ def test_the_buffer_keeps_the_newest_lines(carbon: Carbon) -> None:
     restarted: Carbon | None = None
     try:
         for i in range(3):
-            backend.emit(rollup(counter(f"c{i}", i), gauge(f"g{i}", i)))
+            backend.emit(rollup(counter(f"c{i}", i), gauge(f"g{i}", i), at=STAMP + i))
         assert backend.pending_lines == 5
         assert backend.dropped_lines == 4
         restarted = Carbon(port=port)
         clock.now += BACKOFF_MAX
-        backend.emit(rollup())
+        backend.emit(rollup(at=STAMP + 3))
         assert restarted.read_lines(5) == [
-            f"c1.rate 0.1 {STAMP}",
-            f"g1 1 {STAMP}",
-            f"c2.count 2 {STAMP}",
-            f"c2.rate 0.2 {STAMP}",
-            f"g2 2 {STAMP}",
+            f"c1.rate 0.1 {STAMP + 1}",
+            f"g1 1 {STAMP + 1}",
+            f"c2.count 2 {STAMP + 2}",
+            f"c2.rate 0.2 {STAMP + 2}",
+            f"g2 2 {STAMP + 2}",
         ]
     finally:
         backend.close_target()
@@ -279,11 +290,11 @@ def test_a_listener_that_never_reads_does_not_block() -> None:
     )
     # 100 timers with 30 long tags each: 7 MB, far beyond the socket buffers.
     tags = {f"tag{i:02d}": "v" * 250 for i in range(30)}
-    heavy = rollup(*(timer(f"t{i}", **tags) for i in range(100)))
+    heavy = [timer(f"t{i}", **tags) for i in range(100)]
     try:
-        for _ in range(2):
+        for second in range(2):
             started = time.monotonic()
-            backend.emit(heavy)
+            backend.emit(rollup(*heavy, at=STAMP + second))
             assert time.monotonic() - started < 1.5
             clock.now += BACKOFF_MAX
         stuck.accept()  # accepted but never read
@@ -328,6 +339,134 @@ def test_emit_never_raises_on_an_unreachable_target(carbon: Carbon) -> None:
         assert backend.target_errors == 1
     finally:
         backend.close_target()
+
+
+# -- own health and whisper's one point per timestamp --------------------------------------
+def health(name: str, total: float) -> Series:
+    """A health counter as the base class makes it."""
+    stats = {"sum": total, "rate": total / 10}
+    return Series(f"zibrato.backend.{name}", "counter", None, {"backend": "graphite"}, stats)
+
+
+def test_health_never_waits_in_the_buffer_and_goes_first(carbon: Carbon) -> None:
+    clock = FakeClock()
+    port = carbon.port
+    carbon.close()
+    backend = GraphiteBackend(
+        connect="tcp://127.0.0.1:1", address=f"127.0.0.1:{port}", buffer_lines=2, clock=clock
+    )
+    restarted: Carbon | None = None
+    try:
+        # Four flushes while carbon is down, each reporting the drops of the one before.
+        for second, dropped in enumerate([0, 1, 3]):
+            backend.emit(
+                rollup(
+                    gauge("a", 1),
+                    gauge("b", 2),
+                    health("dropped_lines", dropped),
+                    at=STAMP + second,
+                )
+            )
+            clock.now += BACKOFF_MAX
+        assert backend.pending_lines == 2  # only data waits there
+        restarted = Carbon(port=port)
+        backend.emit(rollup(gauge("c", 3), health("dropped_lines", 2), at=STAMP + 3))
+        # Every report since the outage began, summed, stamped where the outage began.
+        assert restarted.read_lines(5) == [
+            f"zibrato.backend.dropped_lines.backend.graphite.count 6 {STAMP}",
+            f"zibrato.backend.dropped_lines.backend.graphite.rate 0.15 {STAMP}",
+            f"a 1 {STAMP + 2}",
+            f"b 2 {STAMP + 2}",
+            f"c 3 {STAMP + 3}",
+        ]
+        assert backend.dropped_lines == 4
+    finally:
+        backend.close_target()
+        if restarted is not None:
+            restarted.close()
+
+
+def test_the_final_flush_is_merged_into_the_last_point(
+    make_backend: Callable[..., GraphiteBackend], carbon: Carbon
+) -> None:
+    backend = make_backend()
+    load = [0.1, 0.2, 0.3, 0.4]
+    backend.emit(
+        rollup(
+            counter("orders", 5),
+            gauge("depth", 1),
+            values_series("load", load[:3]),
+            health("events", 10),
+        )
+    )
+    assert len(carbon.read_lines(2 + 1 + 10 + 2)) == 15
+    backend.stop_event.set()  # stopping: this flush covers the 3 s since the last one
+    backend.emit(
+        Rollup(
+            STAMP + 3.5,
+            3.0,
+            (
+                counter("orders", 2),
+                gauge("depth", 4),
+                values_series("load", load[3:]),
+                health("events", 3),
+            ),
+        )
+    )
+    resent = [line.split(" ") for line in carbon.read_lines(15)]
+    assert {stamp for _, _, stamp in resent} == {str(STAMP)}  # overwrites, with a superset
+    lines = {path: value for path, value, _ in resent}
+    assert lines["zibrato.backend.events.backend.graphite.count"] == "13"
+    assert lines["orders.count"] == "7"
+    assert float(lines["orders.rate"]) == pytest.approx(7 / 13)
+    assert lines["depth"] == "4"
+    assert lines["load.count"] == "4"
+    assert float(lines["load.sum"]) == pytest.approx(1.0)
+    assert float(lines["load.max"]) == 0.4
+
+
+def test_a_flush_in_the_same_second_is_merged_into_the_last_point(
+    make_backend: Callable[..., GraphiteBackend], carbon: Carbon
+) -> None:
+    def hits(total: float, interval: float, name: str = "hits") -> Series:
+        return Series(name, "counter", None, {}, {"sum": total, "rate": total / interval})
+
+    backend = make_backend()
+    backend.emit(Rollup(STAMP + 0.1, 1.0, (hits(1, 1.0),)))
+    backend.emit(Rollup(STAMP + 0.9, 0.8, (hits(2, 0.8), hits(4, 0.8, "misses"))))
+    backend.emit(Rollup(STAMP + 1.1, 0.2, (hits(8, 0.2),)))
+    assert carbon.read_lines(2 + 4 + 2) == [
+        f"hits.count 1 {STAMP}",
+        f"hits.rate 1 {STAMP}",
+        f"hits.count 3 {STAMP}",
+        f"hits.rate 1.66666666666667 {STAMP}",
+        f"misses.count 4 {STAMP}",
+        f"misses.rate 2.22222222222222 {STAMP}",
+        f"hits.count 8 {STAMP + 1}",
+        f"hits.rate 40 {STAMP + 1}",
+    ]
+
+
+def test_stopping_retries_at_once_inside_the_backoff(carbon: Carbon) -> None:
+    clock = FakeClock()  # never advanced: every attempt is inside the backoff window
+    port = carbon.port
+    carbon.close()
+    backend = GraphiteBackend(connect="tcp://127.0.0.1:1", address=f"127.0.0.1:{port}", clock=clock)
+    restarted: Carbon | None = None
+    try:
+        backend.emit(rollup(gauge("a", 1)))
+        backend.emit(rollup(gauge("b", 2), at=STAMP + 1))
+        assert (backend.target_errors, backend.pending_lines) == (1, 2)
+        restarted = Carbon(port=port)
+        backend.stop_event.set()
+        backend.emit(rollup(gauge("c", 3), at=STAMP + 2))
+        assert restarted.read_lines(3) == [f"a 1 {STAMP}", f"b 2 {STAMP + 1}", f"c 3 {STAMP + 1}"]
+        assert backend.pending_lines == 0
+    finally:
+        backend.close_target()
+        if restarted is not None:
+            restarted.close()
+    assert backend.dropped_lines == 0
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -375,3 +514,44 @@ def test_end_to_end_through_the_broker(carbon: Carbon) -> None:
         z.close()
         backend.stop()
         broker.stop()
+
+
+# -- fuzz: whatever a caller names, every line is one well-formed plaintext line ----------
+_TAG = r";[A-Za-z0-9_./\-]+=[A-Za-z0-9_./:\-]+"
+FOLDED_LINE = re.compile(r"[A-Za-z0-9_.\-]+ -?\d+(?:\.\d+)? \d+\n")
+TAGGED_LINE = re.compile(rf"[A-Za-z0-9_.\-]+(?:{_TAG})* -?\d+(?:\.\d+)? \d+\n")
+texts = st.text(min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=texts,
+    tags=st.dictionaries(texts, st.text(max_size=10), max_size=3),
+    source=st.none() | texts,
+    kind=st.sampled_from(["counter", "gauge", "timer", "distribution"]),
+    values=st.lists(
+        st.floats(min_value=-1e100, max_value=1e100, allow_nan=False), min_size=1, max_size=5
+    ),
+    tagged=st.booleans(),
+)
+def test_any_name_and_tags_make_well_formed_lines(
+    name: str,
+    tags: dict[str, str],
+    source: str | None,
+    kind: str,
+    values: list[float],
+    tagged: bool,
+) -> None:
+    if kind == "counter":
+        stats = {"sum": values[0], "rate": values[0] / 10}
+    elif kind == "gauge":
+        stats = {"value": values[0]}
+    else:
+        stats = distribution_stats(sorted(values))
+    series = Series(name, kind, source, tags, stats, sorted(values))
+    backend = GraphiteBackend(connect="tcp://127.0.0.1:1", tags=tagged, prefix="app")
+    lines = backend.lines(rollup(series))
+    assert len(lines) == {"counter": 2, "gauge": 1}.get(kind, 10)
+    grammar = TAGGED_LINE if tagged else FOLDED_LINE
+    for line in lines:
+        assert grammar.fullmatch(line.decode()), line

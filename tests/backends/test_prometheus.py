@@ -148,7 +148,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[PrometheusBackend]:
         ("basket.size", "distribution", "basket_size"),
         ("9lives", "gauge", "_9lives"),
         ("café-hits/s", "gauge", "caf__hits_s"),
-        ("job:rate", "gauge", "job:rate"),
+        ("job:rate", "gauge", "job_rate"),  # colons are for recording rules only
     ],
 )
 def test_metric_names_are_sanitised(name: str, kind: str, expected: str) -> None:
@@ -313,6 +313,7 @@ def test_promtool_accepts_the_exposition(backend: PrometheusBackend) -> None:
         backend,
         counter("orders.placed", 3, {"shop": "eu"}),
         gauge("queue.depth", 7),
+        gauge("job:rate", 1),  # colons are rejected by promtool: they must be gone
         timed("http.request", [0.1, 0.2]),
         timed("basket.size", [3], kind="distribution"),
     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from backend_support import backend_maker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
@@ -31,7 +35,10 @@ def server() -> Iterator[socket.socket]:
 @pytest.fixture
 def make_backend(server: socket.socket) -> Iterator[Callable[..., StatsdBackend]]:
     address = f"127.0.0.1:{server.getsockname()[1]}"
-    yield from backend_maker(StatsdBackend, connect="tcp://127.0.0.1:1", address=address)
+    # A short flush interval keeps the pacing of larger flushes short (it is half of it).
+    yield from backend_maker(
+        StatsdBackend, connect="tcp://127.0.0.1:1", address=address, flush_interval=0.2
+    )
 
 
 def receive_packets(sock: socket.socket, lines: int, timeout: float = WAIT) -> list[bytes]:
@@ -130,22 +137,82 @@ def test_sampled_timers_carry_the_sample_rate(
     assert receive_lines(server, 2) == ["load:100|ms|@0.25", "load:200|ms|@0.25"]
 
 
-def test_distributions_are_histograms_in_their_own_unit(
+def test_distributions_go_as_timers_to_etsy_statsd_unscaled(
     make_backend: Callable[..., StatsdBackend], server: socket.socket
 ) -> None:
+    # Etsy statsd counts |h and |d lines as counters: |ms is the type it keeps values of.
     dist = values_series("distribution", "size", [3, 1500.5])
     make_backend().emit(rollup(dist))
-    assert receive_lines(server, 2) == ["size:3|h", "size:1500.5|h"]
+    assert receive_lines(server, 2) == ["size:3|ms", "size:1500.5|ms"]
 
 
-def test_health_series_are_sent_like_any_other(
+def test_distributions_go_as_dogstatsd_distributions_with_dogstatsd_tags(
     make_backend: Callable[..., StatsdBackend], server: socket.socket
 ) -> None:
-    make_backend().flush()  # an empty interval still reports the backend's own health
-    lines = receive_lines(server, 5)
-    assert "zibrato.backend.events.backend.statsd:0|c" in lines
-    assert "zibrato.backend.target_errors.backend.statsd:0|c" in lines
-    assert any(line.startswith("zibrato.backend.series.backend.statsd:") for line in lines)
+    dist = values_series("distribution", "delta", [-2, 3], count=4, tags={"k": "v"})
+    make_backend(tag_style="dogstatsd").emit(rollup(dist))
+    assert receive_lines(server, 2) == ["delta:-2|d|@0.5|#k:v", "delta:3|d|@0.5|#k:v"]
+
+
+def test_negative_timings_are_sent_as_zero_and_counted(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    backend = make_backend()
+    backend.emit(rollup(values_series("timer", "skew", [-0.005, -0.0, 0.002])))
+    assert receive_lines(server, 3) == ["skew:0|ms", "skew:0|ms", "skew:2|ms"]
+    assert backend.clamped_values == 1
+    backend.emit(rollup(values_series("distribution", "size", [-1])))
+    assert receive_lines(server, 1) == ["size:0|ms"]
+    assert backend.clamped_values == 2
+    lines = [line for line in backend.lines(backend.flush()) if "clamped_values" in line]
+    assert lines == ["zibrato.backend.clamped_values.backend.statsd:2|c"]
+
+
+def test_busy_series_send_a_sample_at_most_max_sent_values_with_the_rate(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    values = [i / 1000 for i in range(1, 501)]
+    backend = make_backend(max_sent_values=100)
+    backend.emit(rollup(values_series("timer", "busy", values)))
+    lines = receive_lines(server, 100)
+    assert all(line.endswith("|ms|@0.2") for line in lines)
+    sent = [float(line.split(":")[1].split("|")[0]) for line in lines]
+    assert len(set(sent)) == 100 and set(sent) <= {v * 1000 for v in values} | set(range(501))
+    assert backend.unsent_values == 400
+    assert_quiet(server)
+
+
+def test_the_sample_rate_composes_with_the_aggregators_own_sampling(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    # 40 values kept of 400 recorded (aggregator or client sampling), 10 sent: 10 / 400.
+    series = values_series("timer", "busy", [i / 100 for i in range(40)], count=400)
+    make_backend(max_sent_values=10).emit(rollup(series))
+    lines = receive_lines(server, 10)
+    assert all(line.endswith("|ms|@0.025") for line in lines)
+    assert_quiet(server)
+
+
+def test_max_sent_values_zero_sends_every_value(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    backend = make_backend(max_sent_values=0)
+    backend.emit(rollup(values_series("timer", "all", [i / 1000 for i in range(3000)])))
+    lines = receive_lines(server, 3000)
+    assert len(lines) == 3000 and not any("@" in line for line in lines)
+    assert backend.unsent_values == 0
+
+
+def test_health_series_go_first(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    backend = make_backend()
+    backend.aggregator.add_events([(0, "orders", 1, None, None), (3, "load", 0.1, None, None)])
+    rendered = backend.lines(backend.flush())
+    health = [i for i, line in enumerate(rendered) if line.startswith("zibrato.backend.")]
+    assert health == list(range(len(health))) and len(health) >= 5
+    assert rendered[len(health) :] == ["orders:1|c", "load:100|ms"]
+    assert receive_lines(server, len(rendered)) == rendered
 
 
 # -- names and tags ----------------------------------------------------------------------
@@ -218,7 +285,7 @@ def test_default_packets_fit_the_default_max(
     make_backend: Callable[..., StatsdBackend], server: socket.socket
 ) -> None:
     timer = values_series("timer", "load", [i / 1000 for i in range(2000)])
-    make_backend().emit(rollup(timer))
+    make_backend(max_sent_values=0).emit(rollup(timer))
     received = receive_packets(server, 2000)
     assert all(len(packet) <= 1432 for packet in received)
     assert 2 < len(received) < 200
@@ -237,6 +304,42 @@ def test_a_line_longer_than_max_packet_goes_alone(
 def test_packets_joins_greedily() -> None:
     assert list(packets(["aaa", "bb", "c", "dddd"], 6)) == [b"aaa\nbb", b"c\ndddd"]
     assert list(packets([], 6)) == []
+
+
+# -- pacing ------------------------------------------------------------------------------
+def test_packets_are_spread_over_half_the_flush_interval(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    series = [counter(f"c{i:03d}", i) for i in range(40)]
+    backend = make_backend(max_packet=10, flush_interval=2.0)
+    sender = threading.Thread(target=backend.emit, args=(rollup(*series),))  # 40 packets
+    sender.start()
+    try:
+        arrivals = []
+        for _ in range(40):
+            receive_packets(server, 1)
+            arrivals.append(time.monotonic())
+    finally:
+        sender.join(WAIT)
+    assert arrivals[-1] - arrivals[0] >= 0.5  # the last is due 0.975 s after the first
+
+
+def test_stopping_sends_what_is_left_at_once(
+    make_backend: Callable[..., StatsdBackend], server: socket.socket
+) -> None:
+    backend = make_backend(max_packet=10, flush_interval=120.0)  # a 60 s pacing window
+    series = [counter(f"c{i:03d}", i) for i in range(200)]
+    sender = threading.Thread(target=backend.emit, args=(rollup(*series),))
+    sender.start()
+    try:
+        receive_packets(server, 16)  # the burst; the next packet is due 4.8 s later
+        backend.stop_event.set()
+        assert len(receive_packets(server, 200 - 16)) == 200 - 16  # well before 60 s
+        sender.join(WAIT)
+        assert not sender.is_alive()
+    finally:
+        backend.stop_event.set()
+        sender.join(WAIT * 2)
 
 
 # -- network failures --------------------------------------------------------------------
@@ -310,6 +413,8 @@ def test_bad_options_raise() -> None:
         StatsdBackend(tag_style="influx")
     with pytest.raises(ValueError, match="max_packet"):
         StatsdBackend(max_packet=0)
+    with pytest.raises(ValueError, match="max_sent_values"):
+        StatsdBackend(max_sent_values=-1)
 
 
 def test_options_match_the_constructor() -> None:
@@ -362,3 +467,48 @@ def test_end_to_end_through_the_broker(server: socket.socket) -> None:
         z.close()
         backend.stop()
         broker.stop()
+
+
+# -- fuzz: whatever a caller names or records, every line is well formed ------------------
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_RATE = r"(?:\|@(?:1|0\.\d+))?"
+NAME_STYLE_LINE = re.compile(rf"[A-Za-z0-9_.\-]+:{_NUMBER}\|(?:c|g|ms){_RATE}")
+DOGSTATSD_LINE = re.compile(
+    rf"[A-Za-z0-9_.\-]+:{_NUMBER}\|(?:c|g|ms|d){_RATE}"
+    r"(?:\|#[A-Za-z0-9_./\-]+:[A-Za-z0-9_./:\-]+(?:,[A-Za-z0-9_./\-]+:[A-Za-z0-9_./:\-]+)*)?"
+)
+texts = st.text(min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=texts,
+    tags=st.dictionaries(texts, st.text(max_size=10), max_size=3),
+    source=st.none() | texts,
+    kind=st.sampled_from(["counter", "gauge", "timer", "distribution"]),
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
+    extra=st.integers(min_value=0, max_value=10),
+    style=st.sampled_from(["name", "dogstatsd"]),
+)
+def test_any_name_tags_and_value_make_well_formed_lines(
+    name: str,
+    tags: dict[str, str],
+    source: str | None,
+    kind: str,
+    values: list[float],
+    extra: int,
+    style: str,
+) -> None:
+    if kind == "counter":
+        stats: dict[str, float] = {"sum": values[0], "rate": values[0]}
+    elif kind == "gauge":
+        stats = {"value": values[0]}
+    else:
+        stats = {"count": len(values) + extra}
+    series = Series(name, kind, source, tags, stats, sorted(values) if "count" in stats else ())
+    backend = StatsdBackend(connect="tcp://127.0.0.1:1", tag_style=style, max_sent_values=3)
+    grammar = NAME_STYLE_LINE if style == "name" else DOGSTATSD_LINE
+    for line in backend.lines(rollup(series)):
+        for part in line.split("\n"):  # a negative gauge's two lines travel together
+            assert grammar.fullmatch(part), part
+            assert part.split("|")[1] != "ms" or not part.split(":")[1].startswith("-")

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
 from zibrato.backends.base import Backend, Option
+from zibrato.backends.merge import merge_rollups
 from zibrato.backends.naming import (
     clean_name,
     clean_tag_key,
@@ -21,6 +22,7 @@ from zibrato.backends.naming import (
     format_number,
     parse_address,
     series_tags,
+    split_health,
 )
 
 log = logging.getLogger("zibrato")
@@ -29,7 +31,8 @@ DEFAULT_ADDRESS = "127.0.0.1:2003"
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_BUFFER_LINES = 10_000
 BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 30.0
+BACKOFF_MAX = 2.0
+STOP_MARGIN = 0.2  # seconds of the stop budget left for closing the socket
 _RESERVED_TAGS = {"name": "name_"}  # Graphite stores the metric name as the tag "name"
 
 
@@ -58,10 +61,25 @@ class GraphiteBackend(Backend):
 
     A flush never blocks longer than ``timeout`` (connecting and sending together; name
     resolution excepted) and never raises. When carbon is unreachable, reconnecting waits
-    0.5 s, doubling to 30 s (reset by a successful send), and the lines that could not be
-    sent (the newest ``buffer_lines``) go first once it is back; older ones are counted
-    in ``dropped_lines``. A failed send is retried whole: carbon keeps the last value per
-    path and timestamp, so a line sent twice does no harm.
+    0.5 s, doubling to 2 s (reset by a successful send), so carbon's return is noticed at
+    the first flush 2 s after it; a stop tries again at once, within what is left of the
+    stop's time. The lines that could not be sent (the newest ``buffer_lines``) go first
+    once carbon is back; older ones are counted in ``dropped_lines``. A failed send is
+    retried whole: carbon keeps the last value per path and timestamp, so a line sent
+    twice does no harm.
+
+    The backend's own ``zibrato.backend.*`` series never wait in that buffer (they
+    would be the first evicted, and with them the count of what was evicted): until
+    carbon takes them they are summed up (counters add, gauges keep the last value)
+    and sent, before the buffer, with the first flush that reaches carbon.
+
+    Whisper keeps one value per timestamp, the last written. So a rollup that would be
+    stamped in the same second as the previous one, or that is the stop's partial
+    interval, is merged into the previous rollup (:func:`zibrato.backends.merge.merge_rollups`)
+    and the result is sent again under the previous timestamp: the point already stored
+    is overwritten by a superset of itself, never by the shorter interval, and a
+    restarted backend's first point (a whole flush interval after the stop) cannot land
+    on it either. The previous rollup, raw values included, is kept until the next flush.
     """
 
     kind = "graphite"
@@ -117,22 +135,58 @@ class GraphiteBackend(Backend):
         self._backoff = 0.0
         self._retry_at = 0.0
         self._send_lock = threading.Lock()
+        self._stop_deadline: float | None = None
+        # The last rollup sent (its data series), to merge a same-second or final one into.
+        self._previous: Rollup | None = None
+        self._previous_unsent = 0  # its lines at the end of the buffer, if its send failed
+        # Own health: what carbon holds at its timestamp, and what it has yet to take.
+        self._delivered_health: Rollup | None = None
+        self._unsent_health: Rollup | None = None
 
     @property
     def pending_lines(self) -> int:
         """How many lines wait for carbon to come back."""
         return len(self._pending)
 
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop as :meth:`Backend.stop` does; the final flush keeps within ``timeout``."""
+        self._stop_deadline = time.monotonic() + timeout - STOP_MARGIN
+        super().stop(timeout)
+
     def emit(self, rollup: Rollup) -> None:
+        stopping = self.stop_event.is_set()
         deadline = time.monotonic() + self.timeout
-        lines = self.lines(rollup)
+        if stopping and self._stop_deadline is not None:
+            deadline = min(deadline, self._stop_deadline)
+        percentiles = self.aggregator.percentiles
+        stamp = float(int(rollup.timestamp))
+        own, others = split_health(rollup.series, self.kind)
+        data, health = Rollup(stamp, rollup.interval, others), Rollup(stamp, rollup.interval, own)
         with self._send_lock:
+            # Health is only ever sent again as a superset of what carbon holds at its stamp.
+            earlier_health = self._unsent_health
+            previous = self._previous
+            if previous is not None and (stopping or stamp == previous.timestamp):
+                data = merge_rollups(previous, data, percentiles)
+                # The previous lines still waiting are superseded by the merged ones.
+                for _ in range(min(self._previous_unsent, len(self._pending))):
+                    self._pending.pop()
+                earlier_health = earlier_health or self._delivered_health
+            if earlier_health is not None:
+                health = merge_rollups(earlier_health, health, percentiles)
+            self._previous = data
+            lines = self.lines(data)
             self._pending.extend(lines)
-            if not self._pending:
+            head = self.lines(health)
+            if not (head or self._pending):
                 return
-            if self._connected(deadline) and self._send(deadline):
+            if self._connected(deadline, retry_now=stopping) and self._send(head, deadline):
                 self._pending.clear()
+                self._previous_unsent = 0
+                self._delivered_health, self._unsent_health = health, None
             else:
+                self._previous_unsent = len(lines)
+                self._delivered_health, self._unsent_health = None, health
                 self._trim()
 
     def target_counters(self) -> Mapping[str, float]:
@@ -161,12 +215,12 @@ class GraphiteBackend(Backend):
             self._send_lock.release()
 
     # -- connection --------------------------------------------------------------------
-    def _connected(self, deadline: float) -> bool:
+    def _connected(self, deadline: float, *, retry_now: bool = False) -> bool:
         if self._socket is not None:
             if not _peer_closed(self._socket):
                 return True
             self._close_socket()  # carbon closed it (restart?): reconnect right away
-        if self._clock() < self._retry_at:
+        if self._clock() < self._retry_at and not retry_now:
             return False
         try:
             self._socket = socket.create_connection(
@@ -177,13 +231,13 @@ class GraphiteBackend(Backend):
             return False
         return True
 
-    def _send(self, deadline: float) -> bool:
+    def _send(self, head: list[bytes], deadline: float) -> bool:
         sock = self._socket
         assert sock is not None
         try:
             # sendall's timeout bounds the whole call, not each chunk (Python >= 3.5).
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.sendall(b"".join(self._pending))
+            sock.sendall(b"".join((*head, *self._pending)))
         except OSError as exc:  # includes TimeoutError
             self._failed(exc)
             return False

@@ -8,10 +8,12 @@ A series gets the same path whichever way it reaches Graphite: folded tags are
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from zibrato.aggregation import Series
+
+HEALTH_PREFIX = "zibrato.backend."  # every backend's own health series (base.Backend)
 
 _BAD_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
 _BAD_PART = re.compile(r"[^A-Za-z0-9_\-]")
@@ -87,3 +89,15 @@ def format_number(value: float) -> str:
     if "e" in text:
         text = format(Decimal(text), "f")
     return text
+
+
+def split_health(
+    series: Iterable[Series], kind: str
+) -> tuple[tuple[Series, ...], tuple[Series, ...]]:
+    """Return (health, data): a ``kind`` backend's own ``zibrato.backend.*`` series first."""
+    health: list[Series] = []
+    data: list[Series] = []
+    for one in series:
+        own = one.name.startswith(HEALTH_PREFIX) and one.tags.get("backend") == kind
+        (health if own else data).append(one)
+    return tuple(health), tuple(data)

@@ -1,7 +1,8 @@
 """``prometheus``: serve ``/metrics`` in the Prometheus text exposition format 0.0.4.
 
-Naming: every character outside ``[a-zA-Z0-9_:]`` becomes ``_`` and a leading digit gets
-a ``_`` in front. Counters are exposed as ``NAME_total`` (type counter), timers as
+Naming: every character outside ``[a-zA-Z0-9_]`` becomes ``_`` (``:`` too: colons are
+reserved for recording rules, and ``promtool check metrics`` rejects them) and a leading
+digit gets a ``_`` in front. Counters are exposed as ``NAME_total`` (type counter), timers as
 ``NAME_seconds`` (type histogram, values in seconds), gauges and distributions keep the
 sanitised name (distributions are histograms with no unit). Tags become labels (names
 sanitised to ``[a-zA-Z_][a-zA-Z0-9_]*``, a leading ``__`` shortened to ``_``, a tag ``le``
@@ -46,7 +47,7 @@ DEFAULT_BUCKETS = ".005,.01,.025,.05,.1,.25,.5,1,2.5,5,10"
 DEFAULT_DISTRIBUTION_BUCKETS = "1,2,5,10,20,50,100,200,500,1000"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
+_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge"}  # timers, distributions: histogram
 _SUFFIX = {COUNTER: "_total", TIMER: "_seconds"}
