@@ -53,3 +53,9 @@ bench: $(VENV)/.bench-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# The fault suite at full size (docs/reliability.md): R1 20 restarts, R2 a 10 s freeze,
+# 100 forks and exits, 1 000 000 series, a 60 s soak. `make test` runs it CI-sized.
+.PHONY: soak
+soak: venv
+	ZIBRATO_SOAK=1 $(BIN)/python -m pytest tests/reliability -o timeout=1800 -p no:cacheprovider

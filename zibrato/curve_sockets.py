@@ -35,6 +35,7 @@ from zibrato.curve import (
     client_keys,
 )
 from zibrato.errors import ConfigError
+from zibrato.security import ZAP_DOMAIN
 
 log = logging.getLogger("zibrato")
 
@@ -44,7 +45,6 @@ KEYS_UNUSABLE = "curve_keys"  # our own keys cannot be loaded: nothing is connec
 HANDSHAKE_FAILED = "handshake_failed"  # the peer broke the handshake for another reason
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by ZeroMQ's RFC 27
-ZAP_DOMAIN = b"zibrato"
 RETRY_REFUSED_SECONDS = 5.0  # libzmq does not reconnect after a refusal: we do, this often
 _WATCHED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED

@@ -18,6 +18,7 @@ from zibrato.addresses import DEFAULT_BACKEND
 from zibrato.curve import ClientKeys
 from zibrato.curve_sockets import secure_connect
 from zibrato.protocol import Batch, DecodeError
+from zibrato.security import apply_handshake_policy
 
 log = logging.getLogger("zibrato")
 
@@ -85,6 +86,7 @@ class Subscriber:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
+        apply_handshake_policy(self._socket)
         for name in levels.at_or_above(self.level):
             self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
         # CURVE keys when given; the watch logs once if the broker refuses us.
