@@ -82,7 +82,8 @@ def explain_refusal(
         if curve is None:
             return (
                 REFUSED,
-                f"{where} requires CURVE: give this client its keys (curve=DIR, "
+                f"the peer at {address} requires a security mechanism this client does not "
+                f"use: if it is a broker with CURVE, give this client its keys (curve=DIR, "
                 f"--curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
             )
         return (
@@ -103,8 +104,8 @@ def explain_refusal(
     # What a NULL client sees when a CURVE broker hangs up before saying why.
     return (
         REFUSED,
-        f"{where} closed the handshake: it probably requires CURVE; give this client its "
-        f"keys (curve=DIR, --curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
+        f"{where} closed the handshake: if it requires CURVE, give this client its keys "
+        f"(curve=DIR, --curve DIR or {CURVE_ENV}=DIR; see `zibrato keys`)",
     )
 
 

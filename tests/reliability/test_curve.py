@@ -292,7 +292,7 @@ def test_right_keys_deliver_and_the_stream_is_encrypted(run_cli, keys, subscribe
 
 
 WHY_REFUSED = {
-    "null": "requires CURVE",
+    "null": "CURVE, give this client its keys",
     "stranger": "refused this client's CURVE key",
     "impostor_trust": "broker.key the public key of that broker?",
 }
