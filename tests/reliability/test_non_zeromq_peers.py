@@ -57,6 +57,11 @@ PEERS = {
 }
 
 
+# A ZMTP 3 peer that asks for another security mechanism could be a CURVE broker: the
+# client counts its events as curve_refused and says what to do if it is one.
+MECHANISM_PEERS = {"zmtp-3-bad-mechanism"}
+
+
 def test_clients_publishing_to_peers_that_are_not_zeromq_exit_normally():
     """No abort; nothing counted as sent; every event counted as no_broker; one warning.
 
@@ -82,6 +87,11 @@ def test_clients_publishing_to_peers_that_are_not_zeromq_exit_normally():
                 assert client.returncode == 0, f"{kind}: exit status {client.returncode}: {err}"
                 stats = json.loads(out)
                 assert stats["sent_events"] == 0, kind
+                if kind in MECHANISM_PEERS:
+                    assert stats["dropped"] == {"curve_refused": events}, kind
+                    warnings = [line for line in err.splitlines() if "curve_refused" in line]
+                    assert len(warnings) == 1 and "give this client its keys" in warnings[0], err
+                    continue
                 assert stats["dropped"] == {"no_broker": events}, kind
                 warnings = [line for line in err.splitlines() if "no broker" in line]
                 assert len(warnings) == 1, f"{kind}: {err}"
