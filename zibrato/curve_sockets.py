@@ -45,7 +45,7 @@ KEYS_UNUSABLE = "curve_keys"  # our own keys cannot be loaded: nothing is connec
 HANDSHAKE_FAILED = "handshake_failed"  # the peer broke the handshake for another reason
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by ZeroMQ's RFC 27
-RETRY_REFUSED_SECONDS = 5.0  # libzmq does not reconnect after a refusal: we do, this often
+RETRY_REFUSED_SECONDS = 2.0  # libzmq does not reconnect after a refusal: we do, this often
 _WATCHED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL

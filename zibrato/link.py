@@ -29,6 +29,7 @@ from zibrato.curve import client_keys
 from zibrato.curve_sockets import (
     KEYS_UNUSABLE,
     REFUSED,
+    RETRY_REFUSED_SECONDS,
     Problem,
     apply_client_keys,
     explain_refusal,
@@ -37,7 +38,7 @@ from zibrato.errors import ConfigError
 from zibrato.security import apply_handshake_policy
 
 # Seconds before connecting again to an address whose peer failed the handshake.
-REFUSED_RETRY = 2.0
+REFUSED_RETRY = RETRY_REFUSED_SECONDS
 _WATCHED = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
