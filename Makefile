@@ -48,6 +48,8 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000
 	$(BIN)/python bench/pipeline_throughput.py 1000000 1
 	$(BIN)/python bench/pipeline_throughput.py 500000 2
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1 1000000 --curve
+	$(BIN)/python bench/pipeline_throughput.py 1000000 1 --curve
 	$(BIN)/python bench/django_paired.py 40 200
 	$(BIN)/python bench/django_compare.py 3 1000 3
 	$(BIN)/python bench/django_profile.py 1500 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 import time
 from typing import Any
@@ -17,6 +18,8 @@ import zmq
 
 from zibrato import protocol
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from zibrato.authenticator import ZapHandler
+from zibrato.curve import BrokerKeys, keys_for_broker
 from zibrato.errors import AddressInUse, ConfigError
 from zibrato.security import apply_handshake_policy
 
@@ -38,8 +41,14 @@ class Broker:
         context: zmq.Context[Any] | None = None,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES + 4096,
         hwm: int = 10_000,
+        curve: BrokerKeys | str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.frontend_address = frontend
+        # CURVE keys (zibrato.curve); without them only loopback, unless ``insecure``.
+        self.curve = curve
+        self.insecure = insecure
+        self._zap: ZapHandler | None = None
         self.backend_address = backend
         self.max_message_bytes = max_message_bytes
         self.hwm = hwm
@@ -55,13 +64,20 @@ class Broker:
     def bind(self) -> tuple[str, str]:
         """Bind both sides; return the addresses actually bound (port 0 resolved)."""
         try:
+            keys = keys_for_broker(
+                (self.frontend_address, self.backend_address),
+                curve=self.curve,
+                insecure=self.insecure,
+            )
             xsub = self._socket(zmq.XSUB)
             xsub.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
             xsub.setsockopt(zmq.RCVHWM, self.hwm)
-            apply_handshake_policy(xsub)
+            apply_handshake_policy(xsub, keys)
             xpub = self._socket(zmq.XPUB)
             xpub.setsockopt(zmq.SNDHWM, self.hwm)
-            apply_handshake_policy(xpub)
+            apply_handshake_policy(xpub, keys)
+            if keys is not None:  # before any bind: no client may arrive unvetted
+                self._zap = ZapHandler(xsub.context, keys)
             self.frontend_address = _bind(xsub, self.frontend_address)
             self.backend_address = _bind(xpub, self.backend_address)
             control = self._socket(zmq.PAIR)
@@ -101,6 +117,9 @@ class Broker:
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets = []
+        if self._zap is not None:
+            self._zap.stop()
+            self._zap = None
         if self._owns_context and self._context is not None:
             self._context.term()  # returns once every socket, listeners included, is gone
             self._context = None

@@ -19,6 +19,8 @@ from zibrato import __version__, backends, levels
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
+from zibrato.curve import CURVE_ENV, usage_lines, write_keys
+from zibrato.curve import resolve as resolve_curve
 from zibrato.errors import ConfigError
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 from zibrato.tail import run_tail
@@ -132,12 +134,31 @@ def load_kind(kind: str, parser: argparse.ArgumentParser) -> type[Backend]:
 
 # -- subcommands -----------------------------------------------------------------------------
 def run_broker(args: argparse.Namespace) -> int:
-    runner = Runner(frontend=args.frontend, backend_address=args.backend)
+    runner = Runner(
+        frontend=args.frontend,
+        backend_address=args.backend,
+        curve=resolve_curve(args.curve),
+        insecure=args.insecure,
+    )
     return serve(runner, name=f"{COMMAND} broker")
 
 
 def run_tail_command(args: argparse.Namespace) -> int:
-    return run_tail(args.connect, level=args.level, as_json=args.json, stop=stop_on_signals())
+    return run_tail(
+        args.connect,
+        level=args.level,
+        as_json=args.json,
+        stop=stop_on_signals(),
+        curve=resolve_curve(args.curve),
+    )
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    written = write_keys(args.directory, client=args.client, force=args.force)
+    print(f"{COMMAND} keys: wrote {', '.join(str(path) for path in written)} (mode 0600)")
+    for line in usage_lines(args.directory, args.client):
+        print(f"{COMMAND} keys: {line}")
+    return 0
 
 
 def backend_parser(rest: Sequence[str]) -> tuple[argparse.ArgumentParser, type[Backend] | None]:
@@ -159,6 +180,7 @@ def backend_parser(rest: Sequence[str]) -> tuple[argparse.ArgumentParser, type[B
         help="the broker's backend address (default: %(default)s)",
     )
     add_aggregation_arguments(parser)
+    add_curve_argument(parser, "authenticate to a CURVE broker with the keys in DIR")
     cls = load_kind(kind, parser) if kind and not kind.startswith("-") else None
     if cls is not None:
         add_kind_options(parser, cls, "")
@@ -173,7 +195,9 @@ def run_backend(args: argparse.Namespace) -> int:
     (backend,) = build_backends(
         parser, [backend_spec(parsed.kind, cls, parsed, "")], parsed, parsed.connect
     )
-    runner = Runner([backend], backend_address=parsed.connect, broker=False)
+    runner = Runner(
+        [backend], backend_address=parsed.connect, broker=False, curve=resolve_curve(parsed.curve)
+    )
     return serve(runner, name=parser.prog)
 
 
@@ -215,7 +239,13 @@ def run_all(args: argparse.Namespace) -> int:
         for kind in parsed.backend or ["console"]
     ]
     instances = build_backends(parser, specs, parsed, parsed.backend_address)
-    runner = Runner(instances, frontend=parsed.frontend, backend_address=parsed.backend_address)
+    runner = Runner(
+        instances,
+        frontend=parsed.frontend,
+        backend_address=parsed.backend_address,
+        curve=resolve_curve(parsed.curve),
+        insecure=parsed.insecure,
+    )
     return serve(runner, name=parser.prog)
 
 
@@ -236,6 +266,25 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, backend_flag: str) 
         type=bind_endpoint_arg,
         default=DEFAULT_BACKEND,
         help="where subscribers and backends connect (default: %(default)s)",
+    )
+    add_curve_argument(
+        parser, "encrypt both sides; accept only the clients whose key is in DIR/authorized"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow an address beyond loopback without --curve (anyone who reaches it can "
+        "publish or read metrics)",
+    )
+
+
+def add_curve_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--curve DIR`` (default: ``$ZIBRATO_CURVE``, else no CURVE)."""
+    parser.add_argument(
+        "--curve",
+        metavar="DIR",
+        help=f"CURVE security: {what} (keys from `zibrato keys DIR`; default: ${CURVE_ENV}, "
+        "else none)",
     )
 
 
@@ -268,10 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the broker's backend address (default: %(default)s)",
     )
     add_level_argument(tail_parser, "lowest level to show")
+    add_curve_argument(tail_parser, "authenticate to a CURVE broker with the keys in DIR")
     tail_parser.add_argument(
         "--json", action="store_true", help="one JSON object per event instead of a text line"
     )
     tail_parser.set_defaults(handler=run_tail_command)
+
+    keys_parser = commands.add_parser(
+        "keys",
+        help="write CURVE keys for a broker and its clients",
+        description="Write a broker key pair and a client key pair (ZeroMQ certificates, "
+        "mode 0600) into DIR, created 0700 if missing; the broker accepts the client keys "
+        "in DIR/authorized.",
+    )
+    keys_parser.add_argument("directory", metavar="DIR", help="where to write the keys")
+    keys_parser.add_argument(
+        "--client",
+        metavar="NAME",
+        help="add one more client: DIR/NAME/ holds its keys and broker.key, ready to copy "
+        "to its host; DIR/authorized/NAME.key lets it in",
+    )
+    keys_parser.add_argument("--force", action="store_true", help="replace keys that exist already")
+    keys_parser.set_defaults(handler=run_keys)
 
     for name, handler, summary in (
         ("backend", run_backend, "run one backend: zibrato backend KIND --help"),

@@ -12,6 +12,7 @@ from typing import Any
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
+from zibrato.curve import resolve as resolve_curve
 from zibrato.instruments import (
     Counter,
     LevelBuffer,
@@ -61,6 +62,9 @@ class Zibrato:
     ``rate=`` on counters, timers and distributions samples: each event is recorded with
     that probability and carries the rate, so backends scale its count by ``1 / rate``.
     ``rng`` decides which (default: the ``random`` module).
+
+    ``curve=DIR`` (else ``$ZIBRATO_CURVE``) authenticates to a CURVE broker with the keys
+    ``zibrato keys`` wrote; events a broker refuses are dropped the same way.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Zibrato:
         linger: float = 0.25,
         publisher: Publisher | None = None,
         rng: random.Random | None = None,
+        curve: str | os.PathLike[str] | None = None,
     ) -> None:
         self.threshold = levels.normalize(level)
         self.publisher = publisher or Publisher(
@@ -84,6 +89,7 @@ class Zibrato:
             tags=tags,
             buffer_size=buffer_size,
             linger=linger,
+            curve=resolve_curve(curve),
         )
         self._soft_cap = self.publisher.wake_threshold
         self._overflow = self.publisher.overflow

@@ -16,37 +16,18 @@ not claimed as sent. Tracking costs the publisher thread some 40 µs per batch.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from zibrato import levels
+from zibrato.curve import client_keys
+from zibrato.errors import ConfigError
+from zibrato.handshake import CURVE_KEYS, HandshakeMonitor, Problem
 from zibrato.security import apply_handshake_policy
-
-# Seconds before connecting again to an address whose peer failed the handshake.
-REFUSED_RETRY = 2.0
-_WATCHED = (
-    zmq.EVENT_CONNECTED
-    | zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_DISCONNECTED
-)
-
-
-_NOT_ZEROMQ = (
-    "something accepts connections there but completes no ZeroMQ handshake: it does not "
-    "speak ZeroMQ (ZMTP 3), or it is stopped"
-)
-_HANDSHAKE_FAILED = "the ZeroMQ handshake failed: a broker with other security settings?"
-_REFUSALS: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: _NOT_ZEROMQ,
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the broker refused our credentials",
-}
 
 
 class BrokerLink:
@@ -58,23 +39,28 @@ class BrokerLink:
     True
     """
 
-    def __init__(self, address: str, *, sndhwm: int = 1000, startup_hold: float = 1.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        sndhwm: int = 1000,
+        startup_hold: float = 1.0,
+        curve: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.address = address
         self.sndhwm = sndhwm
         self.startup_hold = startup_hold
+        self.curve = curve  # a CURVE keys directory (zibrato.curve); None: no CURVE
         self.subscribed: set[str] = set()
         self.ever_subscribed: set[str] = set()
         self.error: str | None = None  # why the address cannot be connected to
-        self.handshakes = 0  # ZeroMQ handshakes completed with a broker, ever
-        self.connected = False  # a broker connection is up right now
-        self.refused: str | None = None  # why the last peer at the address was refused
+        self._keys_problem: Problem | None = None  # our CURVE keys cannot be used
         # Our own context: closing terminates it, which is what makes ZeroMQ honour the
         # linger (the process may exit right after; the I/O thread must finish first).
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._awaiting_handshake = False  # a TCP connection is up, its handshake not done
-        self._refused_at = 0.0  # when the last peer failed the handshake
+        # The socket's one monitor: handshakes, refusals, reconnecting after a refusal.
+        self._handshake: HandshakeMonitor | None = None
         self._connected_at = 0.0
         self._closed = False
         # (tracker, events in its batch) in send order; untracked: sent without a tracker.
@@ -85,6 +71,12 @@ class BrokerLink:
     def _connect(self) -> zmq.Socket[bytes] | None:
         """Return the connected socket; None when the address cannot be connected to."""
         if self._socket is None and self.error is None and not self._closed:
+            try:
+                keys = client_keys(self.curve) if self.curve is not None else None
+            except ConfigError as exc:  # nothing goes out unencrypted: no socket at all
+                self.error = str(exc)
+                self._keys_problem = (CURVE_KEYS, f"cannot use CURVE keys: {exc}")
+                return None
             if self._context is None:
                 self._context = zmq.Context(io_threads=1)
             sock = self._context.socket(zmq.XPUB)
@@ -92,72 +84,42 @@ class BrokerLink:
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
             sock.copy_threshold = 0  # a tracked send must be zero-copy at any size
-            apply_handshake_policy(sock)
+            apply_handshake_policy(sock, keys)
             # Handshake events tell "no broker" from "a broker nobody subscribes to".
-            self._monitor = _watch(sock)
+            handshake = HandshakeMonitor(
+                sock, self.address, curve=keys.directory if keys is not None else None
+            )
             try:
                 sock.connect(self.address)  # any name lookup happens here, on our thread
             except zmq.ZMQError as exc:
-                self._close_monitor(sock)
+                handshake.close()
                 sock.close(linger=0)
                 self.error = f"cannot connect to {self.address!r}: {exc}"
                 return None
-            self._socket = sock
+            self._socket, self._handshake = sock, handshake
             self._connected_at = time.monotonic()
         return self._socket
 
-    def _read_events(self) -> None:
-        """Apply the handshake events the socket monitor has reported."""
-        monitor = self._monitor
-        while monitor is not None:
-            try:
-                frames = monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                event = parse_monitor_message(frames)["event"]
-            except (RuntimeError, ValueError):
-                continue
-            if event == zmq.EVENT_CONNECTED:
-                self._awaiting_handshake = True
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.handshakes += 1
-                self.connected, self._awaiting_handshake = True, False
-                self.refused = None
-            elif event == zmq.EVENT_DISCONNECTED:
-                if self._awaiting_handshake:  # the peer never completed a handshake
-                    self.refused = self.refused or _NOT_ZEROMQ
-                    self._refused_at = time.monotonic()
-                self.connected, self._awaiting_handshake = False, False
-            else:  # a handshake failure that libzmq names
-                self.refused = _REFUSALS.get(event, _HANDSHAKE_FAILED)
-                self._refused_at = time.monotonic()
+    @property
+    def handshakes(self) -> int:
+        """ZeroMQ handshakes completed with a broker, ever."""
+        return self._handshake.handshakes if self._handshake is not None else 0
 
-    def _reconnect_if_refused(self, sock: zmq.Socket[bytes]) -> None:
-        """Connect again a while after a peer failed the handshake.
+    @property
+    def refused(self) -> str | None:
+        """Why the last peer at the address was refused (None: it was not)."""
+        return self._handshake.refused if self._handshake is not None else None
 
-        libzmq gives up on an endpoint for good once its peer failed the handshake (it
-        ends the session on a protocol error): a broker started later on that address
-        would never be found.
-        """
-        if self._refused_at and time.monotonic() - self._refused_at >= REFUSED_RETRY:
-            self._refused_at = 0.0
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disconnect(self.address)
-            with contextlib.suppress(zmq.ZMQError):
-                sock.connect(self.address)
+    def refusal(self) -> Problem | None:
+        """Why CURVE keeps our events from the broker: (drop reason, detail), or None."""
+        if self._keys_problem is not None:
+            return self._keys_problem
+        return self._handshake.problem if self._handshake is not None else None
 
     def poll_events(self) -> None:
         """Read what the socket monitor reported (the publisher thread calls it each tick)."""
-        if self._socket is not None:
-            self._read_events()
-            self._reconnect_if_refused(self._socket)
-
-    def _close_monitor(self, sock: zmq.Socket[bytes]) -> None:
-        if self._monitor is not None:
-            sock.disable_monitor()
-            self._monitor.close(linger=0)
-            self._monitor = None
+        if self._handshake is not None and not self._closed:
+            self._handshake.poll()
 
     def connected_for(self) -> float:
         """Seconds since the socket was created (0 before the first send)."""
@@ -179,8 +141,7 @@ class BrokerLink:
         try:
             self._poll_subscriptions(sock, deadline)
         finally:
-            self._read_events()
-            self._reconnect_if_refused(sock)
+            self.poll_events()
 
     def _poll_subscriptions(self, sock: zmq.Socket[bytes], deadline: float) -> None:
         while True:
@@ -279,7 +240,8 @@ class BrokerLink:
                 undelivered = self.queued_events
             # Nothing left: the rest of the linger lets the I/O thread finish a write.
             rest = max(0.0, deadline - time.monotonic()) if not undelivered else 0.0
-            self._close_monitor(sock)
+            if self._handshake is not None:
+                self._handshake.close()  # what it learnt stays readable
             sock.close(linger=int(rest * 1000))
             self._socket = None
             self._terminate()
@@ -297,19 +259,6 @@ class BrokerLink:
         if self._context is not None:
             self._context.term()  # returns once the socket has sent or its linger ran out
             self._context = None
-
-
-def _watch(sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
-    """Return a PAIR socket that receives ``sock``'s connection and handshake events."""
-    address = f"inproc://zibrato-link-monitor-{id(sock):x}"
-    sock.monitor(address, _WATCHED)
-    monitor: zmq.Socket[bytes] = sock.context.socket(zmq.PAIR)
-    # libzmq's I/O thread blocks on a full monitor queue: never let it be full (and the
-    # publisher thread reads it every tick, so it stays short).
-    monitor.setsockopt(zmq.RCVHWM, 0)
-    monitor.setsockopt(zmq.LINGER, 0)
-    monitor.connect(address)
-    return monitor
 
 
 def _tracking_alive() -> bool:

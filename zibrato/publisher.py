@@ -70,8 +70,10 @@ class Publisher:
         linger: float = 0.25,
         startup_hold: float = 1.0,
         sndhwm: int = 1000,
+        curve: str | os.PathLike[str] | None = None,
     ) -> None:
         self.address = address
+        self.curve = curve  # a CURVE keys directory (zibrato.curve); None: no CURVE
         self.source, self.tags = _publisher_defaults(source, tags)
         self.buffer_size = buffer_size
         self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)
@@ -109,7 +111,9 @@ class Publisher:
         self._seq = dict.fromkeys(levels.LEVELS, 0)
         self._sent_before = dict.fromkeys(levels.LEVELS, 0)
         # A forked child never touches the parent's link: its I/O thread is gone.
-        self._link = BrokerLink(self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold)
+        self._link = BrokerLink(
+            self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold, curve=self.curve
+        )
         self._thread: threading.Thread | None = None
 
     def after_fork_in_child(self) -> None:
@@ -339,6 +343,8 @@ class Publisher:
             sink.receive(level, self.source, self.tags, events)
         elif level in link.subscribed:
             self._send_frames(level, events, send_deadline)
+        elif (refusal := link.refusal()) is not None:
+            self.reject(*refusal, len(events))  # CURVE: the broker turned us down
         elif link.error is not None:
             self.reject("invalid_address", link.error, len(events))
         elif not link.ever_subscribed and not link.handshakes:

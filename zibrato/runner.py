@@ -10,6 +10,7 @@ and exit status 2.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.backends.base import Backend
 from zibrato.broker import Broker
+from zibrato.curve import client_keys, curve_line
 from zibrato.errors import AddressInUse, ConfigError
 
 EXIT_OK = 0
@@ -42,8 +44,15 @@ class Runner:
         frontend: str = DEFAULT_FRONTEND,
         backend_address: str = DEFAULT_BACKEND,
         broker: bool = True,
+        curve: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
-        self.broker = Broker(frontend, backend_address) if broker else None
+        # CURVE keys directory (zibrato.curve) for the broker and the backends; without
+        # it the broker binds only loopback addresses, unless ``insecure``.
+        self.curve = curve
+        self.broker = (
+            Broker(frontend, backend_address, curve=curve, insecure=insecure) if broker else None
+        )
         self.frontend = frontend
         self.backend_address = backend_address
         self.backends = list(backends)
@@ -54,12 +63,14 @@ class Runner:
         Raises :class:`~zibrato.errors.ConfigError` (nothing left running) when an address
         is taken or a backend cannot start.
         """
+        keys = client_keys(self.curve) if self.curve is not None and self.backends else None
         if self.broker is not None:
             self.frontend, self.backend_address = self.broker.start()
         started: list[Backend] = []
         try:
             for backend in self.backends:
                 backend.connect = self.backend_address
+                backend.curve = keys
                 try:
                     backend.start()
                 except OSError as exc:
@@ -104,6 +115,8 @@ class Runner:
                 f"publishers connect to {self.frontend}; "
                 f"subscribers connect to {self.backend_address}"
             )
+        if self.curve is not None:
+            lines.append(curve_line(self.curve, broker=self.broker is not None))
         for backend in self.backends:
             lines.append(
                 f"{backend.kind} backend: {backend.describe()} "

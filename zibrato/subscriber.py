@@ -7,6 +7,7 @@ malformed messages and lost events are counted the same way everywhere.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Any
 
@@ -14,6 +15,8 @@ import zmq
 
 from zibrato import levels, protocol
 from zibrato.addresses import DEFAULT_BACKEND
+from zibrato.curve import ClientKeys, client_keys
+from zibrato.handshake import HandshakeMonitor
 from zibrato.protocol import Batch, DecodeError
 from zibrato.security import apply_handshake_policy
 
@@ -60,6 +63,10 @@ class Subscriber:
 
     >>> sub = Subscriber("tcp://127.0.0.1:5551", level="info")   # doctest: +SKIP
     >>> batch = sub.receive(timeout=0.5)      # a Batch, or None on timeout
+
+    ``curve`` (keys, or the directory ``zibrato keys`` wrote) makes it a CURVE client;
+    keys that cannot be used raise :class:`~zibrato.errors.ConfigError` saying what to fix.
+    If the broker refuses it, that is logged once, and it asks again every few seconds.
     """
 
     def __init__(
@@ -69,7 +76,9 @@ class Subscriber:
         level: str = levels.DEFAULT_THRESHOLD,
         context: zmq.Context[Any] | None = None,
         rcvhwm: int = 100_000,
+        curve: ClientKeys | str | os.PathLike[str] | None = None,
     ) -> None:
+        keys = client_keys(curve) if curve is not None else None
         self.address = connect
         self.level = levels.normalize(level)
         self.batches = 0
@@ -82,16 +91,29 @@ class Subscriber:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
-        apply_handshake_policy(self._socket)
+        apply_handshake_policy(self._socket, keys)
         for name in levels.at_or_above(self.level):
             self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
+        self._handshake = HandshakeMonitor(
+            self._socket, connect, curve=keys.directory if keys is not None else None
+        )
+        self._warned_refusal = False
         self._socket.connect(connect)
 
     def receive(self, timeout: float) -> Batch | None:
         """Return the next valid batch, or None if none arrives within ``timeout`` s."""
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            self._check_handshake()
             return None
         return self.receive_ready()
+
+    def _check_handshake(self) -> None:
+        """Learn whether the broker refuses us (and ask again); say once why CURVE does."""
+        self._handshake.poll()
+        problem = self._handshake.problem
+        if problem is not None and not self._warned_refusal:
+            self._warned_refusal = True
+            log.warning("zibrato: receiving nothing: %s (logged once)", problem[1])
 
     def receive_ready(self) -> Batch | None:
         """Return the next batch without waiting; None if none is ready or it was bad."""
@@ -120,4 +142,5 @@ class Subscriber:
 
     def close(self) -> None:
         """Close the socket."""
+        self._handshake.close()
         self._socket.close(linger=0)

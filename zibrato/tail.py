@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from zibrato import protocol
+from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
 from zibrato.subscriber import Subscriber
 from zibrato.text import labels, printable, quoted
@@ -78,10 +80,20 @@ def tail(
 
 
 def run_tail(
-    connect: str, *, level: str, as_json: bool, stop: threading.Event, name: str = "zibrato tail"
+    connect: str,
+    *,
+    level: str,
+    as_json: bool,
+    stop: threading.Event,
+    name: str = "zibrato tail",
+    curve: ClientKeys | str | os.PathLike[str] | None = None,
 ) -> int:
-    """Tail the broker at ``connect`` until ``stop``; say on stderr what we wait on."""
-    subscriber = Subscriber(connect, level=level)
+    """Tail the broker at ``connect`` until ``stop``; say on stderr what we wait on.
+
+    ``curve``: CURVE keys (or their directory) for a CURVE broker; keys that cannot be
+    used raise :class:`~zibrato.errors.ConfigError` before anything is printed.
+    """
+    subscriber = Subscriber(connect, level=level, curve=curve)
     print(
         f"{name}: showing events of level {level} and above from the broker at {connect} "
         "(start one with `zibrato run` if none is running); Ctrl-C to stop",

@@ -253,7 +253,8 @@ def test_run_on_an_address_in_use_exits_2(cli: Callable[..., CliProcess], busy: 
         (("backend", "statsd", "--max-packet", "big"), "invalid int value: 'big'"),
         (("backend", "statsd", "--tag-style", "odd"), "invalid choice: 'odd'"),
         (("tail", "--level", "loud"), "unknown level 'loud'"),
-        (("broker", "--frontend", "tcp://192.0.2.1:5550"), "cannot bind tcp://192.0.2.1:5550"),
+        (("broker", "--frontend", "tcp://192.0.2.1:5550"), "refusing to bind tcp://192.0.2.1:5550"),
+        (("broker", "--frontend", "ipc:///no-dir/z"), "cannot bind ipc:///no-dir/z"),
     ],
 )
 def test_a_user_mistake_is_one_line_and_exit_2(

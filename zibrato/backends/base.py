@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +36,7 @@ from zibrato.aggregation import (
     Series,
     summarize,
 )
+from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
 from zibrato.subscriber import Subscriber
 
@@ -97,6 +99,8 @@ class Backend:
             percentiles=percentiles, max_series=max_series, max_values=max_values
         )
         self._context = context
+        # CURVE keys for the subscriber (zibrato.curve); the runner sets them, as ``connect``.
+        self.curve: ClientKeys | str | os.PathLike[str] | None = None
         self._lock = threading.Lock()
         # Set when stopping: subclasses may wait on it to cut a retry pause short.
         self.stop_event = threading.Event()
@@ -142,7 +146,9 @@ class Backend:
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
         """Connect and start the receiving and flushing threads."""
-        self._subscriber = Subscriber(self.connect, level=self.level, context=self._context)
+        self._subscriber = Subscriber(
+            self.connect, level=self.level, context=self._context, curve=self.curve
+        )
         self._interval_start = time.monotonic()
         self._threads = [
             threading.Thread(
