@@ -215,6 +215,7 @@ class Received:
     tags: dict[str, str]
     publisher: str
     timestamp: float
+    rate: float = 1.0  # a sixth event field: the client's sample rate
 
 
 @dataclass
@@ -254,7 +255,7 @@ class Collector:
             if reason is not None:
                 self.invalid.append((reason, event))
                 continue
-            kind, name, value, source, tags = event
+            kind, name, value, source, tags = event[:5]
             if name == PROBE:
                 self.probes += 1
                 continue
@@ -269,6 +270,7 @@ class Collector:
                     tags=protocol.merged_tags(batch.tags, tags),
                     publisher=batch.publisher,
                     timestamp=batch.timestamp,
+                    rate=event[5] if len(event) > 5 else 1.0,
                 )
             )
 

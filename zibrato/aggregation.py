@@ -6,7 +6,12 @@ deltas applied (and remember it across intervals, so a later delta moves it);
 timers and distributions give ``count``, ``sum``, ``min``, ``max``, ``mean``,
 ``median``, ``stddev`` (population) and the configured percentiles (linear
 interpolation between closest ranks, as ``statistics.quantiles(method="inclusive")``),
-exact from every value.
+exact from every value; sets give ``value``, the number of distinct members.
+
+An event the client sampled (a sixth field, ``rate``) stands for ``1 / rate`` events: a
+counter adds ``value / rate``; a timer or distribution keeps its value once but counts it
+``1 / rate`` times in ``count``, ``sum`` and ``stddev`` (so ``count`` exceeds the number of
+values kept, as when the aggregator samples itself); gauges and sets ignore the rate.
 
 Memory grows with series, not events: series are capped (overflow counted), and a
 timer keeps at most ``max_values`` values per interval; beyond that its count, sum,
@@ -27,8 +32,11 @@ from zibrato.protocol import Batch, Kind
 DEFAULT_PERCENTILES: tuple[float, ...] = (90, 95, 99)
 DEFAULT_MAX_SERIES = 10_000
 DEFAULT_MAX_VALUES = 100_000
+DEFAULT_MAX_SET_MEMBERS = 10_000
 
 COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
+SET = "set"
+_SET_KIND = int(Kind.SET)
 _INF = math.inf
 
 TagsKey = tuple[tuple[str, str], ...]
@@ -72,7 +80,7 @@ class _Sampled:
     __slots__ = ("count", "max", "min", "sum", "sum_squares")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count: float = 0  # weighted: a client-sampled value counts 1 / rate times
         self.sum = 0.0
         self.sum_squares = 0.0
         self.min = _INF
@@ -82,6 +90,14 @@ class _Sampled:
         self.count += 1
         self.sum += value
         self.sum_squares += value * value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    def add_weight(self, value: float, weight: float) -> None:
+        """Count ``value`` ``weight`` more times (a client-sampled event stands for several)."""
+        self.count += weight
+        self.sum += value * weight
+        self.sum_squares += value * value * weight
         self.min = min(self.min, value)
         self.max = max(self.max, value)
 
@@ -101,6 +117,7 @@ class Aggregator:
         percentiles: Iterable[float] = DEFAULT_PERCENTILES,
         max_series: int = DEFAULT_MAX_SERIES,
         max_values: int = DEFAULT_MAX_VALUES,
+        max_set_members: int = DEFAULT_MAX_SET_MEMBERS,
         rng: random.Random | None = None,
     ) -> None:
         self.percentiles = tuple(sorted(set(percentiles)))
@@ -109,11 +126,13 @@ class Aggregator:
                 raise ValueError(f"percentile {pct!r} is not in (0, 100]")
         self.max_series = max_series
         self.max_values = max_values
+        self.max_set_members = max_set_members
         self._rng = rng or random.Random()
         # Counted since the last rollup, for the backend's health metrics.
         self.rejected: dict[str, int] = {}
         self.dropped_series = 0
         self.sampled_values = 0
+        self.dropped_set_members = 0
         self._good_names: set[str] = set()
         # tags as given -> tags sorted by key, for tag sets already seen valid
         self._good_tags: dict[TagsKey, TagsKey] = {}
@@ -125,11 +144,12 @@ class Aggregator:
         self._gauges: dict[_RawKey, float] = {}
         self._values: dict[_RawKey, list[float]] = {}
         self._sampled: dict[_RawKey, _Sampled] = {}
+        self._sets: dict[_RawKey, set[str]] = {}
 
     @property
     def series_count(self) -> int:
         """How many series the current interval holds."""
-        return len(self._counters) + len(self._gauges) + len(self._values)
+        return len(self._counters) + len(self._gauges) + len(self._values) + len(self._sets)
 
     # -- folding events in ---------------------------------------------------------
     def add(self, batch: Batch) -> None:
@@ -146,16 +166,21 @@ class Aggregator:
         source: str | None = None,
         batch_tags: TagsKey = (),
     ) -> None:
-        """Fold raw ``(kind, name, value, source, tags)`` events in (validating each)."""
+        """Fold raw ``(kind, name, value, source, tags[, rate])`` events in (validating each)."""
         counters, values, max_values = self._counters, self._values, self.max_values
         good_names, good_tags = self._good_names, self._good_tags
         for event in events:
             try:
                 kind, name, value, event_source, tags = event
+                weight = 1.0
             except (TypeError, ValueError):
-                self._reject("invalid_event")
-                continue
-            if not (type(value) is int or (type(value) is float and -_INF < value < _INF)):
+                sampled = self._unpack_sampled(event)
+                if sampled is None:
+                    continue
+                kind, name, value, event_source, tags, weight = sampled
+            if not (
+                type(value) is int or (type(value) is float and -_INF < value < _INF)
+            ) and not _text_member(kind, value):
                 self._reject("invalid_value")
                 continue
             if name not in good_names and not self._admit_name(name):
@@ -199,17 +224,58 @@ class Aggregator:
                 try:
                     kept = values[key]
                 except KeyError:
-                    if self._admit_series():
-                        values[key] = [value]
-                    continue
+                    if not self._admit_series():
+                        continue
+                    kept = values[key] = []
                 if len(kept) < max_values:
                     kept.append(value)
                 else:
                     self._sample(key, kept, value)
+                if weight != 1.0:
+                    self._weigh(key, value, weight - 1.0)
             elif kind == 1 or kind == 2:
                 self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
+            elif kind == _SET_KIND:
+                self._add_member((SET, name, event_source, batch_tags, tags_key), value)
             else:
                 self._reject("invalid_kind")
+
+    def _unpack_sampled(self, event: Any) -> tuple[Any, ...] | None:
+        """Unpack a client-sampled event; return it with a counter's value scaled up and
+        its weight (``1 / rate``) last, or None (counted) when it is malformed."""
+        try:
+            kind, name, value, source, tags, rate = event
+        except (TypeError, ValueError):
+            self._reject("invalid_event")
+            return None
+        if not protocol.check_rate(rate):
+            self._reject("invalid_rate")
+            return None
+        if kind == 0 and (type(value) is int or type(value) is float):
+            value = value / rate
+        return kind, name, value, source, tags, 1.0 / rate
+
+    def _weigh(self, key: _RawKey, value: float, extra: float) -> None:
+        weighted = self._sampled.get(key)
+        if weighted is None:
+            weighted = self._sampled[key] = _Sampled()
+        weighted.add_weight(value, extra)
+
+    def _add_member(self, key: _RawKey, member: object) -> None:
+        if not protocol.check_member(member):
+            self._reject("invalid_value")
+            return
+        members = self._sets.get(key)
+        if members is None:
+            if not self._admit_series():
+                return
+            members = self._sets[key] = set()
+        # 42 and "42" are one member, as in statsd, where every member is text.
+        text = member if type(member) is str else str(member)
+        if len(members) < self.max_set_members or text in members:
+            members.add(text)
+        else:
+            self.dropped_set_members += 1
 
     def _gauge(self, key: _RawKey, kind: int, value: float) -> None:
         gauges = self._gauges
@@ -229,7 +295,7 @@ class Aggregator:
         if extra is None:
             extra = self._sampled[key] = _Sampled()
         self.sampled_values += 1
-        slot = self._rng.randrange(len(kept) + extra.count + 1)
+        slot = self._rng.randrange(len(kept) + int(extra.count) + 1)
         if slot < len(kept):
             kept[slot], value = value, kept[slot]
         extra.add(value)
@@ -266,7 +332,7 @@ class Aggregator:
     # -- closing an interval ---------------------------------------------------------
     def take(self) -> _Interval:
         """Detach the current interval's raw state (cheap) and start a new interval."""
-        taken = _Interval(self._counters, self._gauges, self._values, self._sampled)
+        taken = _Interval(self._counters, self._gauges, self._values, self._sampled, self._sets)
         self._gauge_memory.update(self._gauges)
         if len(self._gauge_memory) > self.max_series:
             for stale in list(self._gauge_memory)[: len(self._gauge_memory) - self.max_series]:
@@ -285,6 +351,12 @@ class _Interval:
     gauges: dict[_RawKey, float]
     values: dict[_RawKey, list[float]]
     sampled: dict[_RawKey, _Sampled]
+    sets: dict[_RawKey, set[str]] = field(default_factory=dict)
+
+
+def _text_member(kind: object, value: object) -> bool:
+    """Return whether ``value`` may be a set member that is not a number (a str)."""
+    return kind == _SET_KIND and type(value) is str
 
 
 def _canonical(key: _RawKey) -> tuple[str, str, str | None, TagsKey]:
@@ -328,6 +400,11 @@ def summarize(
         kept.sort()
         stats = distribution_stats(kept, percentiles, extras.get(key, ()))
         series.append(Series(name, kind, source, dict(tags), stats, kept))
+    members: dict[tuple[str, str, str | None, TagsKey], set[str]] = {}
+    for raw, kept_members in interval_state.sets.items():
+        members.setdefault(_canonical(raw), set()).update(kept_members)
+    for (kind, name, source, tags), unique in members.items():
+        series.append(Series(name, kind, source, dict(tags), {"value": len(unique)}))
     return Rollup(now, interval, tuple(series))
 
 
@@ -340,7 +417,7 @@ def distribution_stats(
 
     ``ordered`` must be sorted. ``stddev`` is the population standard deviation.
     """
-    count = len(ordered)
+    count: float = len(ordered)
     total = math.fsum(ordered)
     lowest, highest = ordered[0], ordered[-1]
     mean = total / count
@@ -358,6 +435,8 @@ def distribution_stats(
         mean = total / count
         scale = 1.0
         squares = max(0.0, sum_squares - count * mean * mean)
+    if type(count) is float and count.is_integer():
+        count = int(count)  # client-sampled weights that add up to whole events
     stats: dict[str, float] = {
         "count": count,
         "sum": total,

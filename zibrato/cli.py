@@ -159,10 +159,12 @@ def run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_backend(args: argparse.Namespace) -> int:
+def backend_parser(rest: Sequence[str]) -> tuple[argparse.ArgumentParser, type[Backend] | None]:
+    """Return the parser of ``zibrato backend`` for ``rest`` (its options depend on KIND),
+    and KIND's class (None when no KIND is named)."""
     kinds = argparse.ArgumentParser(add_help=False)
     kinds.add_argument("kind", nargs="?")
-    kind = kinds.parse_known_args(args.rest)[0].kind
+    kind = kinds.parse_known_args(rest)[0].kind
     parser = Parser(
         prog=f"{COMMAND} backend {kind or 'KIND'}",
         description="Subscribe to the broker, aggregate per flush interval, and send each "
@@ -180,11 +182,16 @@ def run_backend(args: argparse.Namespace) -> int:
     cls = load_kind(kind, parser) if kind and not kind.startswith("-") else None
     if cls is not None:
         add_kind_options(parser, cls, "")
+    return parser, cls
+
+
+def run_backend(args: argparse.Namespace) -> int:
+    parser, cls = backend_parser(args.rest)
     parsed = parser.parse_args(args.rest)
     if cls is None:
         parser.error("name a backend KIND")
     (backend,) = build_backends(
-        parser, [backend_spec(kind, cls, parsed, "")], parsed, parsed.connect
+        parser, [backend_spec(parsed.kind, cls, parsed, "")], parsed, parsed.connect
     )
     runner = Runner(
         [backend], backend_address=parsed.connect, broker=False, curve=resolve_curve(parsed.curve)
@@ -192,10 +199,14 @@ def run_backend(args: argparse.Namespace) -> int:
     return serve(runner, name=parser.prog)
 
 
-def run_all(args: argparse.Namespace) -> int:
+def run_parser(
+    rest: Sequence[str],
+) -> tuple[argparse.ArgumentParser, dict[str, type[Backend]]]:
+    """Return the parser of ``zibrato run`` for ``rest`` (its options depend on the backends
+    named), and the class of each backend kind it may run."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", action="append", default=[])
-    named = pre.parse_known_args(args.rest)[0].backend
+    named = pre.parse_known_args(rest)[0].backend
     parser = Parser(
         prog=f"{COMMAND} run",
         description="Run the broker and backends in one process (console when none is named). "
@@ -211,10 +222,15 @@ def run_all(args: argparse.Namespace) -> int:
     )
     add_broker_arguments(parser, backend_flag="--backend-address")
     add_aggregation_arguments(parser)
-    shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(args.rest) else [])
+    shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(rest) else [])
     classes = {kind: load_kind(kind, parser) for kind in dict.fromkeys(shown or ["console"])}
     for kind, cls in classes.items():
         add_kind_options(parser, cls, option_prefix(kind, cls))
+    return parser, classes
+
+
+def run_all(args: argparse.Namespace) -> int:
+    parser, classes = run_parser(args.rest)
     parsed = parser.parse_args(args.rest)
     specs = [
         backend_spec(kind, classes[kind], parsed, option_prefix(kind, classes[kind]))

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import os
+import random
 from collections import deque
 from collections.abc import Mapping
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
 from zibrato.curve import resolve as resolve_curve
-from zibrato.instruments import Counter, LevelBuffer, Timer
+from zibrato.instruments import (
+    Counter,
+    LevelBuffer,
+    SampledCounter,
+    SampledTimer,
+    Timer,
+    record_sampled,
+)
 from zibrato.protocol import Event, Kind
 from zibrato.publisher import Publisher
 
@@ -22,6 +31,7 @@ _GAUGE = int(Kind.GAUGE)
 _GAUGE_DELTA = int(Kind.GAUGE_DELTA)
 _TIMER = int(Kind.TIMER)
 _DISTRIBUTION = int(Kind.DISTRIBUTION)
+_SET = int(Kind.SET)
 
 
 def resolve_publish(publish: str | None, host: str | None = None, port: int | None = None) -> str:
@@ -48,6 +58,10 @@ class Zibrato:
 
     Recording never raises and never blocks: bad names or values, unknown levels and a
     full buffer are dropped, counted (``zibrato.publisher.dropped``) and logged once.
+
+    ``rate=`` on counters, timers and distributions samples: each event is recorded with
+    that probability and carries the rate, so backends scale its count by ``1 / rate``.
+    ``rng`` decides which (default: the ``random`` module).
     ``curve=DIR`` (else ``$ZIBRATO_CURVE``) authenticates to a CURVE broker with the keys
     ``zibrato keys`` wrote; events a broker refuses are dropped the same way.
     """
@@ -64,6 +78,7 @@ class Zibrato:
         buffer_size: int = 100_000,
         linger: float = 0.25,
         publisher: Publisher | None = None,
+        rng: random.Random | None = None,
         curve: str | os.PathLike[str] | None = None,
     ) -> None:
         self.threshold = levels.normalize(level)
@@ -77,6 +92,7 @@ class Zibrato:
         )
         self._soft_cap = self.publisher.wake_threshold
         self._overflow = self.publisher.overflow
+        draw = (rng or random).random
         # Every spelling of a level maps to its buffer, or to None below the threshold;
         # None (no level given) maps to the default event level.
         self._queues: dict[str | None, deque[Event] | None] = {}
@@ -85,7 +101,11 @@ class Zibrato:
         for name in (*levels.LEVELS, *levels.ALIASES, None):
             canonical = levels.normalize(name or levels.DEFAULT_EVENT_LEVEL)
             queue = self.publisher.queues[canonical] if canonical in enabled else None
-            sink = LevelBuffer(queue, self._soft_cap, self._overflow) if queue is not None else None
+            sink = (
+                LevelBuffer(queue, self._soft_cap, self._overflow, self.publisher.reject, draw)
+                if queue is not None
+                else None
+            )
             spellings = (name, name.upper()) if name else (None,)
             for spelling in spellings:
                 self._queues[spelling] = queue
@@ -112,12 +132,18 @@ class Zibrato:
         self,
         name: str,
         value: float = 1,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Add ``value`` to the counter ``name``."""
+        """Add ``value`` to the counter ``name`` (with probability ``rate``, when given)."""
+        # ``rate`` is positional-or-keyword, as in pystatsd (``incr(name, 1, 0.1)``), and
+        # not keyword-only: a keyword-only default costs every call a dict lookup.
+        if rate is not None:
+            self._put_sampled(_COUNTER, name, value, rate, level, source, tags)
+            return
         try:
             queue = self._queues[level]
         except (KeyError, TypeError):
@@ -131,6 +157,21 @@ class Zibrato:
                 queue.append(event)
             else:
                 self._overflow(queue, event)
+
+    def decr(
+        self,
+        name: str,
+        value: float = 1,
+        rate: float | None = None,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Subtract ``value`` from the counter ``name``: ``incr`` with ``-value``."""
+        if type(value) is int or type(value) is float:
+            value = -value  # anything else goes through as it is, to be counted as invalid
+        self.incr(name, value, rate=rate, level=level, source=source, tags=tags)
 
     def gauge(
         self,
@@ -148,26 +189,53 @@ class Zibrato:
     def timing(
         self,
         name: str,
-        seconds: float,
+        seconds: float | timedelta,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Record a duration in seconds that you measured yourself."""
-        self._put(_TIMER, name, seconds, level, source, tags)
+        """Record a duration that you measured yourself: seconds, or a ``timedelta``.
+
+        A negative duration is dropped (counted as ``negative_duration``).
+        """
+        if rate is not None:
+            self._put_sampled(_TIMER, name, seconds, rate, level, source, tags)
+            return
+        self._put(_TIMER, name, seconds, level, source, tags)  # type: ignore[arg-type]
 
     def observe(
         self,
         name: str,
         value: float,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Record one value of a distribution (sizes, counts: no unit implied)."""
+        if rate is not None:
+            self._put_sampled(_DISTRIBUTION, name, value, rate, level, source, tags)
+            return
         self._put(_DISTRIBUTION, name, value, level, source, tags)
+
+    def set(
+        self,
+        name: str,
+        member: str | int,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add ``member`` to the set ``name``: backends report its distinct members per flush.
+
+        A member is a str of at most 255 characters or an int (``42`` and ``"42"`` are
+        the same member).
+        """
+        self._put(_SET, name, member, level, source, tags)  # type: ignore[arg-type]
 
     def _put(
         self,
@@ -192,27 +260,53 @@ class Zibrato:
             else:
                 self._overflow(queue, event)
 
+    def _put_sampled(
+        self,
+        kind: int,
+        name: str,
+        value: Any,
+        rate: float,
+        level: str | None,
+        source: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> None:
+        sink = self._sink(level)
+        if sink is not None:
+            record_sampled(sink, kind, name, value, source, tags, rate)
+
+    def _sink(self, level: str | None) -> LevelBuffer | None:
+        """Return the buffer of ``level``, or None when it is filtered out or invalid."""
+        try:
+            return self._sinks[level]
+        except (KeyError, TypeError):
+            canonical = self._learn_level(level)
+            return None if canonical is None else self._sinks[canonical]
+
     # -- instruments -------------------------------------------------------------------
     def timer(
         self,
         name: str,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Timer:
-        """Return a timer for ``name``: use it as a decorator or a context manager."""
+        """Return a timer for ``name``: a decorator, a context manager, or start()/stop()."""
         try:
             sink = self._sinks[level]
         except (KeyError, TypeError):
             canonical = self._learn_level(level)
             sink = None if canonical is None else self._sinks[canonical]
-        return Timer(sink, name, source, tags)
+        if rate is None:
+            return Timer(sink, name, source, tags)
+        return SampledTimer(sink, name, source, tags, rate)
 
     def counter(
         self,
         name: str,
         value: float = 1,
+        rate: float | None = None,
         *,
         level: str | None = None,
         source: str | None = None,
@@ -224,7 +318,9 @@ class Zibrato:
         except (KeyError, TypeError):
             canonical = self._learn_level(level)
             sink = None if canonical is None else self._sinks[canonical]
-        return Counter(sink, name, source, tags, value)
+        if rate is None:
+            return Counter(sink, name, source, tags, value)
+        return SampledCounter(sink, name, source, tags, value, rate)
 
     # The 2013 API: same objects, the original names.
     time_me = timer

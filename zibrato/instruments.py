@@ -4,7 +4,8 @@ They are created by :class:`zibrato.Zibrato` (``timer``/``time_me``/``Time_me`` 
 ``counter``/``count_me``/``Count_me``) and append straight to the publisher's per-level
 buffer, so recording costs one ``deque.append``. When the level is below the client's
 threshold the sink is ``None``: nothing is recorded, and a decorator returns the
-function unchanged.
+function unchanged. With a sample ``rate`` the client returns :class:`SampledTimer` or
+:class:`SampledCounter` instead, so the unsampled instruments pay nothing for sampling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar, cast
 
+from zibrato import protocol
 from zibrato.protocol import Event, Kind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,11 +32,44 @@ class LevelBuffer(NamedTuple):
 
     Below ``soft_cap`` an event is a plain ``append``; past it, ``overflow(queue, event)``
     wakes the publisher thread and enforces the hard bound (counting drops).
+    ``reject(reason, detail)`` counts an event that is not recorded, and ``random()``
+    (uniform in [0, 1)) decides which sampled events are.
     """
 
     queue: deque[Event]
     soft_cap: int
     overflow: Callable[[deque[Event], Event], None]
+    reject: Callable[[str, str], None]
+    random: Callable[[], float]
+
+
+def record_sampled(
+    sink: LevelBuffer,
+    kind: int,
+    name: str,
+    value: Any,
+    source: str | None,
+    tags: Mapping[str, str] | None,
+    rate: float,
+) -> None:
+    """Record one event with probability ``rate``; it carries the rate for the backends.
+
+    An invalid rate (not a number in (0, 1]) drops the event, counted as ``invalid_rate``.
+    """
+    if not protocol.check_rate(rate):
+        sink.reject("invalid_rate", f"sample rate {rate!r} of {name!r} is not in (0, 1]")
+        return
+    if rate < 1:
+        if sink.random() >= rate:
+            return
+        event: Event = (kind, name, value, source, tags, rate)
+    else:
+        event = (kind, name, value, source, tags)  # rate 1: what every backend reads
+    queue = sink.queue
+    if len(queue) < sink.soft_cap:
+        queue.append(event)
+    else:
+        sink.overflow(queue, event)
 
 
 class Timer:
@@ -44,6 +79,11 @@ class Timer:
     ...     load_orders()
     >>> @z.timer("orders.load")                 # doctest: +SKIP
     ... async def load_orders(): ...
+
+    Or start and stop it by hand; ``stop()`` records and returns the elapsed seconds:
+
+    >>> timer = z.timer("orders.load").start()      # doctest: +SKIP
+    >>> seconds = timer.stop()
 
     ``z.timer(...)`` gives a new Timer for each ``with``; a decorated function may be
     called from any number of threads. One Timer object entered from two threads at once
@@ -83,8 +123,38 @@ class Timer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # stop() and _record() inlined: this is the hot path of every timed block.
         elapsed = perf_counter() - self._start  # type: ignore[operator]
         self._start = self._outer.pop() if self._outer else None
+        sink = self._sink
+        if sink is not None:
+            queue = sink[0]
+            event = (_TIMER, self.name, elapsed, self.source, self.tags)
+            if len(queue) < sink[1]:
+                queue.append(event)
+            else:
+                sink[2](queue, event)
+
+    def start(self) -> Timer:
+        """Start timing, as entering a ``with`` block does; return the timer."""
+        return self.__enter__()
+
+    def stop(self) -> float:
+        """Stop timing, record the elapsed seconds, and return them.
+
+        A ``stop()`` without a ``start()`` records nothing and returns 0.0 (counted as the
+        drop ``timer_not_started``, logged once).
+        """
+        if self._start is None:
+            if self._sink is not None:
+                self._sink.reject("timer_not_started", f"{self.name!r}: stop() before start()")
+            return 0.0
+        elapsed = perf_counter() - self._start
+        self._start = self._outer.pop() if self._outer else None
+        self._record(elapsed)
+        return elapsed
+
+    def _record(self, elapsed: float) -> None:
         sink = self._sink
         if sink is not None:
             queue = sink[0]
@@ -108,7 +178,7 @@ class Timer:
     def __call__(self, func: F) -> F:
         if self._sink is None:
             return func  # level filtered out: no cost at all
-        queue, soft_cap, overflow = self._sink
+        queue, soft_cap, overflow = self._sink[:3]
         name, source, tags = self.name, self.source, self.tags
 
         if inspect.iscoroutinefunction(func):
@@ -224,3 +294,91 @@ class Counter:
             return func(*args, **kwargs)
 
         return cast(F, counted)
+
+
+class SampledTimer(Timer):
+    """A :class:`Timer` that records each duration with probability ``rate``.
+
+    >>> with z.timer("cache.get", rate=0.1):      # doctest: +SKIP
+    ...     cache.get(key)
+
+    Every recorded duration carries the rate, so a backend counts it ``1 / rate`` times.
+    """
+
+    __slots__ = ("rate",)
+
+    def __init__(
+        self,
+        sink: LevelBuffer | None,
+        name: str,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        rate: float = 1.0,
+    ) -> None:
+        super().__init__(sink, name, source, tags)
+        self.rate = rate
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _record(self, elapsed: float) -> None:
+        if self._sink is not None:
+            record_sampled(
+                self._sink, _TIMER, self.name, elapsed, self.source, self.tags, self.rate
+            )
+
+    def __call__(self, func: F) -> F:
+        if self._sink is None:
+            return func
+        record = self._record
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = perf_counter()
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    record(perf_counter() - start)
+
+            return cast(F, timed_async)
+
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                record(perf_counter() - start)
+
+        return cast(F, timed)
+
+
+class SampledCounter(Counter):
+    """A :class:`Counter` that records each increment with probability ``rate``."""
+
+    __slots__ = ("rate",)
+
+    def __init__(
+        self,
+        sink: LevelBuffer | None,
+        name: str,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        value: float = 1,
+        rate: float = 1.0,
+    ) -> None:
+        super().__init__(sink, name, source, tags, value)
+        self.rate = rate
+
+    def _record(self) -> None:
+        if self._sink is not None:
+            record_sampled(
+                self._sink, _COUNTER, self.name, self.value, self.source, self.tags, self.rate
+            )

@@ -6,7 +6,9 @@ A message has two frames::
     frame 1  payload  a msgpack array:
                       [version, publisher, seq, sent_before, timestamp, source, tags, events]
 
-``events`` is an array of ``[kind, name, value, source, tags]``. See docs/protocol.md for
+``events`` is an array of ``[kind, name, value, source, tags]``, or of
+``[kind, name, value, source, tags, rate]`` for an event the client sampled (recorded with
+probability ``rate``, so it stands for ``1 / rate`` events). See docs/protocol.md for
 the full specification. Decoding never evaluates anything it receives: it is msgpack
 with size limits, and every malformed message raises :class:`DecodeError` with a stable
 ``reason`` that subscribers count.
@@ -30,6 +32,7 @@ MAX_EVENTS_PER_BATCH = 4096
 MAX_NAME_LENGTH = 255
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 255
+MAX_MEMBER_LENGTH = 255
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _TOPIC_LEVELS = {level.encode("ascii"): level for level in levels.LEVELS}
@@ -44,6 +47,7 @@ class Kind(IntEnum):
     GAUGE_DELTA = 2
     TIMER = 3
     DISTRIBUTION = 4
+    SET = 5
 
 
 KIND_NAMES: dict[int, str] = {
@@ -52,10 +56,12 @@ KIND_NAMES: dict[int, str] = {
     Kind.GAUGE_DELTA: "gauge",
     Kind.TIMER: "timer",
     Kind.DISTRIBUTION: "distribution",
+    Kind.SET: "set",
 }
 
-# (kind, name, value, source or None, tags mapping or None); timers carry seconds.
-Event = tuple[int, str, float, "str | None", "Mapping[str, str] | None"]
+# (kind, name, value, source or None, tags mapping or None[, rate]); timers carry seconds,
+# a set's value is one member (a str or an int); a sixth field is the client's sample rate.
+Event = tuple[Any, ...]
 
 
 class DecodeError(ValueError):
@@ -170,16 +176,33 @@ def check_name(name: object) -> str | None:
     return None
 
 
+def check_rate(rate: object) -> bool:
+    """Return whether ``rate`` is a valid sample rate: a number in (0, 1]."""
+    return (type(rate) is float or type(rate) is int) and 0 < rate <= 1
+
+
+def check_member(member: object) -> bool:
+    """Return whether ``member`` may be a set member: a short str or a 64-bit int."""
+    if type(member) is str:
+        return len(member) <= MAX_MEMBER_LENGTH
+    return type(member) is int and _INT_MIN <= member <= _INT_MAX
+
+
 def check_event(event: object) -> str | None:
     """Return the reason ``event`` is invalid, or None when it is a well-formed event.
 
-    Checks run in the order the backends' aggregation applies them (value, name, tags,
-    source, kind), so one bad event gets one reason everywhere.
+    Checks run in the order the backends' aggregation applies them (shape, rate, value,
+    name, tags, source, kind), so one bad event gets one reason everywhere.
     """
-    if not isinstance(event, tuple | list) or len(event) != 5:
+    if not isinstance(event, tuple | list) or not 5 <= len(event) <= 6:
         return "invalid_event"
-    kind, name, value, source, tags = event
-    if type(value) is float:
+    if len(event) == 6 and not check_rate(event[5]):
+        return "invalid_rate"
+    kind, name, value, source, tags = event[:5]
+    if type(kind) is int and kind == Kind.SET:
+        if not check_member(value):
+            return "invalid_value"
+    elif type(value) is float:
         if not math.isfinite(value):
             return "invalid_value"
     elif type(value) is not int or not _INT_MIN <= value <= _INT_MAX:

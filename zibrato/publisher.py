@@ -18,6 +18,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 from zibrato import levels, protocol
@@ -30,6 +31,7 @@ log = logging.getLogger("zibrato")
 DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
 _COUNTER = int(Kind.COUNTER)
+_TIMER = int(Kind.TIMER)
 _INF = float("inf")
 _MAX_REMEMBERED = 10_000
 
@@ -344,8 +346,13 @@ class Publisher:
         for event in events:
             tags = event[4]
             if tags is not None and not isinstance(tags, dict) and isinstance(tags, Mapping):
-                event = (*event[:4], dict(tags))  # any mapping will do; msgpack wants a dict
+                # any mapping will do; msgpack wants a dict
+                event = (*event[:4], dict(tags), *event[5:])
+            if type(event[2]) is timedelta and event[0] == _TIMER:
+                event = (event[0], event[1], event[2].total_seconds(), *event[3:])
             reason = protocol.check_event(event)
+            if reason is None and event[0] == _TIMER and event[2] < 0:
+                reason = "negative_duration"
             if reason is None:
                 good.append(event)
                 self._remember_valid(event)
@@ -357,8 +364,16 @@ class Publisher:
         names, tag_sets = self._valid_names, self._valid_tags
         checked_tags = None  # the same dict object is usually passed call after call
         try:
-            for _kind, name, value, source, tags in events:
-                if not (type(value) is int or (type(value) is float and -_INF < value < _INF)):
+            for kind, name, value, source, tags in events:
+                # Finite numbers; a timer's duration is never negative (checked here, on
+                # this thread, so that timing() costs its caller nothing more).
+                if not (
+                    (type(value) is int and (kind != _TIMER or value >= 0))
+                    or (
+                        type(value) is float
+                        and (-_INF < value < _INF if kind != _TIMER else 0.0 <= value < _INF)
+                    )
+                ):
                     return False
                 if name not in names or (source is not None and source not in names):
                     return False
@@ -366,7 +381,7 @@ class Publisher:
                     if _tags_key(tags) not in tag_sets:
                         return False
                     checked_tags = tags
-        except (TypeError, AttributeError):  # unhashable names or tags, tags not a mapping
+        except (TypeError, AttributeError, ValueError):  # unhashable, not a mapping, sampled
             return False
         return True
 

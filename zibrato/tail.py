@@ -13,11 +13,12 @@ from zibrato import protocol
 from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
 from zibrato.subscriber import Subscriber
+from zibrato.text import labels, printable, quoted
 
 
 def event_record(batch: Batch, event: Sequence[Any]) -> dict[str, Any]:
     """Return one event as the JSON object ``zibrato tail --json`` prints."""
-    kind, name, value, source, tags = event
+    kind, name, value, source, tags = event[:5]
     return {
         "type": protocol.KIND_NAMES[kind],
         "name": name,
@@ -28,6 +29,7 @@ def event_record(batch: Batch, event: Sequence[Any]) -> dict[str, Any]:
         "tags": protocol.merged_tags(batch.tags, tags),
         "timestamp": batch.timestamp,
         "publisher": batch.publisher,
+        "rate": event[5] if len(event) > 5 else 1.0,
     }
 
 
@@ -37,14 +39,17 @@ def format_line(record: dict[str, Any]) -> str:
     value = record["value"]
     if record["type"] == "timer":
         shown = f"{value * 1000:.3f}ms"
+    elif record["type"] == "set":
+        shown = quoted(value) if isinstance(value, str) else str(value)
     elif record["delta"]:
         shown = f"{value:+g}"
     else:
         shown = f"{value:g}"
-    parts = [when, f"{record['level']:<7}", f"{record['type']:<12}", record["name"], shown]
-    if record["source"]:
-        parts.append(f"source={record['source']}")
-    parts.extend(f"{k}={v}" for k, v in sorted(record["tags"].items()))
+    if record.get("rate", 1) != 1:
+        shown += f" @{record['rate']:g}"
+    parts = [when, f"{record['level']:<7}", f"{record['type']:<12}", printable(record["name"])]
+    parts.append(shown)
+    parts.extend(labels(record["source"], record["tags"]))
     return " ".join(parts)
 
 

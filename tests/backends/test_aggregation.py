@@ -28,7 +28,7 @@ from zibrato.aggregation import (
 )
 from zibrato.protocol import Batch, Kind
 
-C, G, GD, T, D = (int(k) for k in Kind)  # counter, gauge, gauge delta, timer, distribution
+C, G, GD, T, D = (int(k) for k in list(Kind)[:5])  # counter, gauge, delta, timer, distribution
 
 
 def ev(kind: int, name: str, value: Any, source: Any = None, tags: Any = None) -> tuple:

@@ -125,10 +125,10 @@ def test_run_without_backend_prints_a_console_table(cli: Callable[..., CliProces
     process, frontend = start_run(cli, "--flush", "0.3")
     process.wait_line(r"^zibrato run: console backend: printing a table to standard output")
     publish(frontend, ("console.hits", 6))
-    row = process.wait_line(r"^counter\s+console\.hits\s")
-    assert "sum=6" in row.string
+    row = process.wait_line(r"^console\.hits\s")
+    assert row.string.split()[-2] == "6"  # the sum, before the rate
     process.wait_line(r"^-- zibrato \d{4}-\d\d-\d\d .* series --$")
-    process.wait_line(r"^type\s+name\s+source\s+tags\s+value$")
+    process.wait_line(r"^counter\s+sum\s+rate/s$")
     assert not [line for line in process.stdout if "zibrato.backend." in line]
 
 

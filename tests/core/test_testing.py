@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
 
 import zibrato.testing
-from zibrato.testing import CapturedMetrics, capture
+from zibrato.testing import CapturedMetrics, MetricNotRecorded, WrongMetricType, capture
 
 
 def test_fixture_is_registered_by_the_pytest_plugin(request):
@@ -34,14 +39,13 @@ def test_fixture_captures_every_kind_without_a_broker(zibrato_metrics, new_clien
     assert metrics.total("orders.placed") == 3
     assert metrics.total("orders.placed", tags={"shop": "eu"}) == 2
     assert metrics.total("orders.placed", tags={"app": "shop"}) == 3  # client tags merged
-    assert metrics.total("never.recorded") == 0
     durations = metrics.values("orders.load")
     assert len(durations) == 2
     assert 0 <= durations[0] < 5
     assert durations[1] == 0.5
     assert metrics.gauge("queue.depth") == 12
     assert metrics.gauge("only.deltas") == 5
-    assert metrics.gauge("never.set") is None
+    assert metrics.gauge("queue.depth", tags={"no": "such tag"}) is None
     assert metrics.values("orders.items") == [7, 0]
 
     (eu,) = metrics.filter("orders.placed", tags={"shop": "eu"})
@@ -96,4 +100,109 @@ def test_events_recorded_before_capture_are_not_captured(new_client, dead_addres
     with capture() as metrics:
         z.incr("inside")
     assert metrics.total("inside") == 1
-    assert metrics.total("app.started") == 0
+    assert "app.started" not in metrics
+
+
+def test_reading_a_name_never_recorded_says_which_were(new_client, dead_address):
+    z = new_client(publish=dead_address)
+    with capture() as metrics:
+        z.incr("orders.placed")
+        z.gauge("queue.depth", 3)
+    for read in (metrics.total, metrics.values, metrics.gauge, metrics.unique):
+        with pytest.raises(MetricNotRecorded) as caught:
+            read("orders.placd")
+        assert str(caught.value) == (
+            "no metric 'orders.placd' was recorded; recorded: orders.placed, queue.depth"
+        )
+    assert metrics.filter("orders.placd") == []  # filter() is the query that may be empty
+    assert "orders.placed" in metrics and "orders.placd" not in metrics
+    assert metrics.names() == {"orders.placed": ["counter"], "queue.depth": ["gauge"]}
+    with capture() as empty, pytest.raises(MetricNotRecorded, match="recorded: nothing"):
+        empty.total("anything")
+
+
+def test_reading_a_metric_as_the_wrong_type_says_how_to_read_it(new_client, dead_address):
+    z = new_client(publish=dead_address)
+    with capture() as metrics:
+        z.gauge("queue.depth", 3)
+        z.incr("orders.placed")
+        z.timing("orders.load", 0.1)
+        z.set("users", "ann")
+    cases = [
+        (
+            metrics.total,
+            "queue.depth",
+            "'queue.depth' was recorded as gauge, not counter; read it with gauge()",
+        ),
+        (
+            metrics.gauge,
+            "orders.placed",
+            "'orders.placed' was recorded as counter, not gauge; read it with total()",
+        ),
+        (
+            metrics.total,
+            "orders.load",
+            "'orders.load' was recorded as timer, not counter; read it with values()",
+        ),
+        (
+            metrics.unique,
+            "orders.load",
+            "'orders.load' was recorded as timer, not set; read it with values()",
+        ),
+        (metrics.total, "users", "'users' was recorded as set, not counter; read it with unique()"),
+    ]
+    for read, name, message in cases:
+        with pytest.raises(WrongMetricType) as caught:
+            read(name)
+        assert str(caught.value) == message
+    assert metrics.values("queue.depth") == [3]  # values() reads every type
+
+
+def test_captured_metrics_repr_lists_names_types_and_drops(new_client, dead_address):
+    z = new_client(publish=dead_address)
+    with capture() as metrics:
+        assert repr(metrics) == "<CapturedMetrics 0 event(s): none>"
+        z.incr("orders.placed", 2)
+        z.incr("orders.placed")
+        z.gauge("orders.placed", 1)
+        z.timing("orders.load", 0.1)
+        z.incr("bad name")
+        metrics.events  # noqa: B018 - flushes, so the repr below has everything
+        assert repr(metrics) == (
+            "<CapturedMetrics 4 event(s): orders.load (timer), orders.placed (counter/gauge), "
+            "dropped {'invalid_name': 1}>"
+        )
+        for index in range(12):
+            z.incr(f"n{index:02}")
+        metrics.clear()
+        for index in range(12):
+            z.incr(f"n{index:02}")
+        metrics.events  # noqa: B018
+    text = repr(metrics)
+    assert text.startswith("<CapturedMetrics 12 event(s): n00 (counter), n01 (counter)")
+    assert text.endswith("n07 (counter), ... and 4 more, dropped {'invalid_name': 1}>")
+
+
+def test_a_failed_assertion_shows_what_was_captured(tmp_path):
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent(
+            """
+            from zibrato import Zibrato
+
+            def test_counts(zibrato_metrics):
+                z = Zibrato("tcp://127.0.0.1:1")
+                z.incr("orders.placed")
+                assert zibrato_metrics.total("orders.placed") == 2
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed" in result.stdout
+    assert "<CapturedMetrics 1 event(s): orders.placed (counter)>" in result.stdout

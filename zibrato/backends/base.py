@@ -248,6 +248,7 @@ class Backend:
         Always: ``events``, ``lost_events``, ``target_errors`` (counters) and ``series``,
         ``flush_seconds`` (gauges); when non-zero: ``bad_messages``/``bad_events`` by
         ``reason``, ``dropped_series``, ``sampled_values``. All tagged ``backend=KIND``.
+        Also when non-zero: ``dropped_set_members`` (new set members past the cap).
         """
         agg, sub = self.aggregator, self._subscriber
         totals: dict[tuple[str, str], float] = {
@@ -270,6 +271,7 @@ class Backend:
         for name, count in (
             ("dropped_series", agg.dropped_series),
             ("sampled_values", agg.sampled_values),
+            ("dropped_set_members", agg.dropped_set_members),
         ):
             if count:
                 series.append(self._health_counter(name, count, interval))
@@ -285,6 +287,7 @@ class Backend:
         agg.rejected = {}
         agg.dropped_series = 0
         agg.sampled_values = 0
+        agg.dropped_set_members = 0
         return series
 
     def _health_counter(self, name: str, value: float, interval: float, reason: str = "") -> Series:

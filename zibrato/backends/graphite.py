@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, Rollup, Series
 from zibrato.backends.base import Backend, Option
 from zibrato.backends.merge import merge_rollups
 from zibrato.backends.naming import (
@@ -46,6 +46,7 @@ class GraphiteBackend(Backend):
 
     * counter: ``NAME.count`` (the sum of the interval) and ``NAME.rate`` (per second);
     * gauge: ``NAME`` (the value);
+    * set: ``NAME`` (the number of distinct members in the interval);
     * timer and distribution: ``NAME.count``, ``.sum``, ``.min``, ``.max``, ``.mean``,
       ``.median``, ``.stddev`` and one path per percentile (``.p90``, ``.p95``,
       ``.p99``; 99.9 gives ``.p99_9``). Timer statistics stay in **seconds**, as everywhere
@@ -295,7 +296,7 @@ def series_stats(series: Series) -> Iterator[tuple[str, float]]:
     if series.type == COUNTER:
         yield "count", stats["sum"]
         yield "rate", stats["rate"]
-    elif series.type == GAUGE:
+    elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
         yield "", stats["value"]
     else:
         for stat, value in stats.items():

@@ -2,7 +2,8 @@
 
 Every series goes out as a gauge measurement, as the 2013 Zibrato sent them:
 counters as ``value`` = the sum over the flush interval (not a running total); gauges as
-``value``; timers and distributions as summary gauges with ``count``, ``sum``, ``min``,
+``value``; sets as ``value`` = their number of distinct members in the interval;
+timers and distributions as summary gauges with ``count``, ``sum``, ``min``,
 ``max`` and ``sum_squares`` (timer values in seconds). Each has ``measure_time`` (the
 flush, whole seconds) and ``source``: the series' own, else the ``source`` option, else none.
 
@@ -43,7 +44,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, Rollup, Series
 from zibrato.backends.base import Backend, Option
 
 log = logging.getLogger("zibrato")
@@ -116,7 +117,7 @@ def measurement(series: Series, measure_time: int, source: str | None) -> Measur
     point: Measurement = {"name": librato_name(series.name, series.tags)}
     if series.type == COUNTER:
         point["value"] = stats["sum"]
-    elif series.type == GAUGE:
+    elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
         point["value"] = stats["value"]
     else:
         point.update((field, stats[field]) for field in _SUMMARY_FIELDS)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from zibrato.aggregation import (
     COUNTER,
     GAUGE,
+    SET,
     Rollup,
     Series,
     distribution_stats,
@@ -56,6 +57,9 @@ def merge_series(earlier: Series, later: Series, percentiles: Sequence[float]) -
         return later
     if later.type == COUNTER:
         stats = {"sum": earlier.stats["sum"] + later.stats["sum"], "rate": 0.0}
+        return Series(later.name, later.type, later.source, later.tags, stats)
+    if later.type == SET:  # the members are not kept: at least the larger distinct count
+        stats = {"value": max(earlier.stats["value"], later.stats["value"])}
         return Series(later.name, later.type, later.source, later.tags, stats)
     values = sorted((*earlier.values, *later.values))
     count = earlier.stats["count"] + later.stats["count"]

@@ -4,7 +4,8 @@ Naming: every character outside ``[a-zA-Z0-9_]`` becomes ``_`` (``:`` too: colon
 reserved for recording rules, and ``promtool check metrics`` rejects them) and a leading
 digit gets a ``_`` in front. Counters are exposed as ``NAME_total`` (type counter), timers as
 ``NAME_seconds`` (type histogram, values in seconds), gauges and distributions keep the
-sanitised name (distributions are histograms with no unit). Tags become labels (names
+sanitised name (distributions are histograms with no unit; a set is a gauge of its
+number of distinct members in the last interval that recorded any). Tags become labels (names
 sanitised to ``[a-zA-Z_][a-zA-Z0-9_]*``, a leading ``__`` shortened to ``_``, a tag ``le``
 on a histogram renamed ``exported_le``), the series source becomes the label ``source``
 (it wins over a tag of that name). Series that end up with the same name and labels are
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, TIMER, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
 
 log = logging.getLogger("zibrato")
@@ -49,7 +50,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-_PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge"}  # timers, distributions: histogram
+_PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge", SET: "gauge"}  # others: histogram
 _SUFFIX = {COUNTER: "_total", TIMER: "_seconds"}
 
 Labels = tuple[tuple[str, str], ...]
@@ -270,7 +271,7 @@ class PrometheusBackend(Backend):
         if series.type == COUNTER:
             previous = state if isinstance(state, float | int) else 0
             family.series[key] = previous + series.stats["sum"]
-        elif series.type == GAUGE:
+        elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
             family.series[key] = series.stats["value"]
         else:
             if not isinstance(state, _Histogram):

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, TIMER, Rollup, Series
+from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
 from zibrato.backends.naming import (
     clean_name,
@@ -60,6 +60,7 @@ class StatsdBackend(Backend):
     * distribution: like a timer but unscaled, as ``|ms`` with the default tag style
       (Etsy statsd counts ``|h`` and ``|d`` as counters) and as ``|d`` (a DogStatsD
       distribution, not clamped) with ``tag_style="dogstatsd"``;
+    * set: ``name:N|g``, the number of distinct members in this flush interval;
     * the backend's own ``zibrato.backend.*`` series go first, so they are the last to
       suffer when the server is overwhelmed.
 
@@ -205,7 +206,7 @@ class StatsdBackend(Backend):
                 name, suffix = dotted_name(series, self.prefix), ""
             else:
                 name, suffix = clean_name(series.name, self.prefix), dogstatsd_tags(series)
-            if series.type in (COUNTER, GAUGE):
+            if series.type in (COUNTER, GAUGE, SET):  # a set: its distinct members, a gauge
                 out.extend(scalar_lines(series, name, suffix))
             else:
                 out.extend(self._value_lines(series, name, suffix))
@@ -236,7 +237,7 @@ class StatsdBackend(Backend):
 
 
 def scalar_lines(series: Series, name: str, suffix: str = "") -> Iterator[str]:
-    """Yield the statsd line of a counter or gauge; ``suffix`` (``|#tags``) ends it."""
+    """Yield the statsd line of a counter, gauge or set; ``suffix`` (``|#tags``) ends it."""
     stats = series.stats
     if series.type == COUNTER:
         yield f"{name}:{format_number(stats['sum'])}|c{suffix}"
