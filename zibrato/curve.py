@@ -323,8 +323,8 @@ def check_exposure(addresses: Iterable[str], *, curve: bool, insecure: bool) -> 
         raise ConfigError(
             f"refusing to bind {where} without CURVE: it is reachable beyond loopback, so "
             "anyone who reaches it could publish or read metrics; create keys with "
-            "`zibrato keys DIR` and pass --curve DIR, bind 127.0.0.1, or pass --insecure "
-            "on a network you trust"
+            "`zibrato keys DIR` and pass --curve DIR (or set CURVE), bind 127.0.0.1, or "
+            "pass --insecure (or set INSECURE) on a network you trust"
         )
     return (
         f"{where} is reachable beyond loopback without CURVE (--insecure): anyone who "
@@ -354,12 +354,14 @@ class AdapterKeywords(NamedTuple):
 
 
 def adapter_keywords(
-    curve: object = None, *, insecure: object = False, prefix: str = ""
+    curve: object = None, *, insecure: object = False, prefix: str = "", check: bool = False
 ) -> AdapterKeywords:
     """Turn a framework's CURVE settings into client and runner keywords.
 
     ``curve`` is a keys directory or None (then ``$ZIBRATO_CURVE`` applies, to both);
-    ``prefix`` names the settings in messages (``"ZIBRATO_"`` for Flask).
+    ``prefix`` names the settings in messages (``"ZIBRATO_"`` for Flask). Raises
+    ConfigError with one line for a value of the wrong type, and with ``check`` for
+    client keys that cannot be loaded from the directory (what system checks want).
 
     >>> adapter_keywords("/etc/zibrato/keys").client
     {'curve': '/etc/zibrato/keys'}
@@ -373,4 +375,10 @@ def adapter_keywords(
         raise ConfigError(f"{prefix}INSECURE must be True or False, not {insecure!r}")
     path = resolve(curve)
     path = os.fspath(path) if path is not None else None
+    if check and path is not None:
+        try:
+            client_keys(path)
+        except ConfigError as exc:
+            setting = f"{prefix}CURVE" if curve is not None else f"${CURVE_ENV}"
+            raise ConfigError(f"{setting}: {exc}") from None
     return AdapterKeywords(client={"curve": path}, runner={"curve": path, "insecure": insecure})

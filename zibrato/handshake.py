@@ -8,11 +8,15 @@ notices peers that never complete one (not ZeroMQ, or stopped), explains the ref
 that CURVE causes with a drop reason and a sentence that says what to do, and connects
 again a while after any refusal, so a broker that is fixed or started later is found.
 
-A mechanism mismatch is the one refusal libzmq does not explain: it does not say which
-mechanism the peer asked for. A NULL client meeting a CURVE broker, a CURVE client
-meeting a NULL broker and a stranger that only imitates a ZeroMQ greeting all look the
-same, so :func:`peer_mechanism` reads the peer's greeting over a plain connection (ZMTP 3
-names the mechanism in its first 32 bytes) to tell them apart.
+Two refusals libzmq does not explain. A mechanism mismatch does not say which mechanism
+the peer asked for: a NULL client meeting a CURVE broker, a CURVE client meeting a NULL
+broker and a stranger that only imitates a ZeroMQ greeting all look the same. And when
+the peer hangs up first (as a CURVE broker often does to a NULL client, before the
+client has read the broker's greeting, or when it cannot read a CURVE hello made with
+another broker's key), libzmq only reports a handshake that failed "with no detail",
+then tries again. After either, :func:`peer_mechanism` reads the peer's greeting over a
+plain connection (ZMTP 3 names the mechanism in its first 32 bytes) to tell them apart,
+at most once per :data:`REFUSED_RETRY`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ CURVE_KEYS = "curve_keys"  # our own keys cannot be loaded: nothing is connected
 
 # Seconds before connecting again to an address whose peer failed the handshake.
 REFUSED_RETRY = 2.0
-# How long reading a peer's greeting may take (only after a mechanism mismatch).
+# How long reading a peer's greeting may take (only after a handshake failure).
 GREETING_TIMEOUT = 0.5
 
 _WATCHED = (
@@ -95,6 +99,7 @@ class HandshakeMonitor:
         self._clock = clock
         self._awaiting_handshake = False  # a TCP connection is up, its handshake not done
         self._refused_at = 0.0  # when the last peer failed the handshake
+        self._mechanism: tuple[float, str | None] | None = None  # (when read, what)
         self._monitor: zmq.Socket[Any] | None = _watch(sock)
 
     def poll(self) -> None:
@@ -134,11 +139,11 @@ class HandshakeMonitor:
             self.refused = _REFUSALS.get(event, _HANDSHAKE_FAILED)
             self._refused_at = self._clock()
             mechanism = None
-            if (
+            if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or (
                 event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                 and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
             ):
-                mechanism = self._read_mechanism(self.address)
+                mechanism = self._peer_mechanism()
             problem = explain_refusal(
                 event,
                 value,
@@ -150,6 +155,14 @@ class HandshakeMonitor:
             if problem is not None:
                 self.problem = problem
                 self.refused = problem[1]
+
+    def _peer_mechanism(self) -> str | None:
+        """Return the mechanism the peer asks for, read again at most every REFUSED_RETRY s."""
+        now = self._clock()
+        if self._mechanism is None or now - self._mechanism[0] >= REFUSED_RETRY:
+            # libzmq retries every 100 ms after some failures: one reading serves them all.
+            self._mechanism = (now, self._read_mechanism(self.address))
+        return self._mechanism[1]
 
     def _reconnect_if_refused(self) -> None:
         sock = self._sock
@@ -186,7 +199,7 @@ def explain_refusal(
 
     ``curve`` is the client's keys directory (None: NULL mechanism); ``known`` is the
     explanation so far, which a vaguer event does not replace; ``mechanism`` is the one
-    the peer asked for, when a mismatch made us read it.
+    the peer asks for (:func:`peer_mechanism`), when it was read.
     """
     where = f"the broker at {address}"
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -201,32 +214,33 @@ def explain_refusal(
             f"{where} refused this client's CURVE key (status {value}): copy "
             f"{curve}/client.key into the broker's authorized/ folder and restart it",
         )
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        if value != zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-            return None
-        if curve is None and mechanism == "CURVE":
-            return (
-                CURVE_REFUSED,
-                f"{where} requires CURVE: give this client its keys (curve=DIR, --curve DIR "
-                f"or {CURVE_ENV}=DIR; see `zibrato keys`)",
-            )
-        if curve is not None and mechanism == "NULL":
-            return (
-                CURVE_REFUSED,
-                f"{where} does not use CURVE: start it with --curve DIR, or stop giving "
-                "this client keys",
-            )
-        return None  # a peer that asks for a mechanism no Zibrato socket uses
-    if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or curve is None:
-        return None
-    if known is not None and known[0] == CURVE_REFUSED:
-        return known  # a closed connection adds nothing to a clearer reason
-    # What a CURVE client sees when the broker cannot read its hello: another broker key.
-    return (
-        CURVE_REFUSED,
-        f"{where} did not complete the CURVE handshake: is {curve}/broker.key the public "
-        "key of that broker?",
+    mismatch = (
+        event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
     )
+    if not mismatch and event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return None
+    if curve is None and mechanism == "CURVE":
+        return (
+            CURVE_REFUSED,
+            f"{where} requires CURVE: give this client its keys (curve=DIR, --curve DIR "
+            f"or {CURVE_ENV}=DIR; see `zibrato keys`)",
+        )
+    if curve is not None and mechanism == "NULL":
+        return (
+            CURVE_REFUSED,
+            f"{where} does not use CURVE: start it with --curve DIR, or stop giving this "
+            "client keys",
+        )
+    if curve is not None and mechanism == "CURVE" and not mismatch:
+        # A CURVE broker hung up on our hello: it could not read it.
+        return (
+            CURVE_REFUSED,
+            f"{where} did not complete the CURVE handshake: is {curve}/broker.key the "
+            "public key of that broker?",
+        )
+    # Not explained by CURVE (a peer that is no broker, or gone): keep what we knew.
+    return known if known is not None and known[0] == CURVE_REFUSED else None
 
 
 def peer_mechanism(address: str, timeout: float = GREETING_TIMEOUT) -> str | None:

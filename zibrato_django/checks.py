@@ -2,8 +2,8 @@
 
 Errors: ``zibrato.E001`` unknown level, ``E002`` malformed address, ``E003`` backends that
 cannot be built, ``E004`` a value of the wrong type, ``E005`` an ``EXCLUDE_PATHS`` regex that
-does not compile. Warnings: ``zibrato.W001`` middleware missing, ``W002`` middleware not
-first, ``W003`` unknown key in ``ZIBRATO``.
+does not compile, ``E006`` CURVE keys that cannot be used. Warnings: ``zibrato.W001``
+middleware missing, ``W002`` middleware not first, ``W003`` unknown key in ``ZIBRATO``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from zibrato import levels
 from zibrato.addresses import check_endpoint
 from zibrato.backends import build
+from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
 from zibrato_django.conf import DEFAULTS, MIDDLEWARE_PATH, SETTING, backend_specs
 
@@ -44,6 +45,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         *_addresses(config),
         *_types(config),
         *_backends(config),
+        *_curve(config),
         *_middleware(),
     ]
 
@@ -106,6 +108,8 @@ def _types(config: Mapping[str, Any]) -> list[CheckMessage]:
         problems.append(("TAGS", "a dict of strings to strings, e.g. {'app': 'shop'}"))
     if not isinstance(config["MODEL_SIGNALS"], bool):
         problems.append(("MODEL_SIGNALS", "True or False"))
+    if not isinstance(config["INSECURE"], bool):
+        problems.append(("INSECURE", "True or False"))
     paths = config["EXCLUDE_PATHS"]
     if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
         problems.append(("EXCLUDE_PATHS", "a list of regular expressions, e.g. [r'^/health']"))
@@ -143,6 +147,21 @@ def _backends(config: Mapping[str, Any]) -> list[CheckMessage]:
                 hint="Each backend is a dict like {'KIND': 'prometheus', 'LISTEN': "
                 "'127.0.0.1:9102'}; options are the `zibrato backend KIND` flags without dashes.",
                 id="zibrato.E003",
+            )
+        ]
+    return []
+
+
+def _curve(config: Mapping[str, Any]) -> list[CheckMessage]:
+    try:
+        adapter_keywords(config["CURVE"], check=True)
+    except ConfigError as exc:
+        return [
+            Error(
+                f"{SETTING}: {exc}.",
+                hint="CURVE is the directory `zibrato keys DIR` wrote (or a copy with "
+                "broker.key and client.key_secret), or None for no CURVE.",
+                id="zibrato.E006",
             )
         ]
     return []

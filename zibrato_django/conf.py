@@ -26,6 +26,7 @@ from zibrato import levels, web
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.backends import build
 from zibrato.client import PUBLISH_ENV
+from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
 from zibrato.runner import Runner
 
@@ -57,7 +58,15 @@ DEFAULTS: dict[str, Any] = {
     "BACKENDS": list(DEFAULT_BACKENDS),
     # Count post_save / post_delete per model.
     "MODEL_SIGNALS": True,
+    # CURVE keys directory (`zibrato keys DIR`) of the client and zibrato_broker; None:
+    # $ZIBRATO_CURVE, else no CURVE (then the broker binds only loopback).
+    "CURVE": None,
+    # Let zibrato_broker bind beyond loopback without CURVE (it warns).
+    "INSECURE": False,
 }
+# A keys directory that never loads: a bad CURVE setting keeps the client unconnected
+# (its events dropped as curve_keys) rather than sending without CURVE.
+_UNUSABLE_KEYS = ""
 # The ENGINE Django puts in place when DATABASES is empty: no database at all.
 _NO_DATABASE_ENGINE = "django.db.backends.dummy"
 # A broker bound to every interface is reached on loopback from the same host.
@@ -141,11 +150,17 @@ def client_keywords(config: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_str_mapping(tags):
         _invalid("TAGS", f"must map strings to strings, not {tags!r}", "{}")
         tags = {}
+    try:
+        curve = adapter_keywords(config.get("CURVE")).client
+    except ConfigError as exc:
+        _invalid("CURVE", str(exc), "no broker connection (events dropped as curve_keys)")
+        curve = adapter_keywords(_UNUSABLE_KEYS).client
     return {
         "publish": publish,
         "level": _level(config, "LEVEL"),
         "source": source,
         "tags": dict(tags),
+        **curve,
     }
 
 
@@ -160,7 +175,8 @@ def build_runner(config: Mapping[str, Any], *, kinds: Sequence[str] | None = Non
     backend_address = check_endpoint(config.get("BROKER_BACKEND"), bind=True)
     specs = [{"kind": kind} for kind in kinds] if kinds else backend_specs(config)
     backends = build(specs, connect=backend_address)
-    return Runner(backends, frontend=frontend, backend_address=backend_address)
+    security = adapter_keywords(config.get("CURVE"), insecure=config.get("INSECURE", False))
+    return Runner(backends, frontend=frontend, backend_address=backend_address, **security.runner)
 
 
 def backend_specs(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -81,7 +81,11 @@ def broker_command(kinds: tuple[str, ...]) -> None:
     except ConfigError as exc:
         fail(prog, str(exc))
     runner = Runner(
-        built, frontend=settings.broker_frontend, backend_address=settings.broker_backend
+        built,
+        frontend=settings.broker_frontend,
+        backend_address=settings.broker_backend,
+        curve=settings.curve,
+        insecure=settings.insecure,
     )
     sys.exit(serve(runner, name=prog))
 
@@ -108,4 +112,15 @@ def tail_command(connect: str | None, level: str, as_json: bool) -> None:
         level = levels.normalize(level)
     except (ConfigError, ValueError) as exc:
         fail(prog, str(exc))
-    sys.exit(run_tail(address, level=level, as_json=as_json, stop=stop_on_signals(), name=prog))
+    try:
+        status = run_tail(
+            address,
+            level=level,
+            as_json=as_json,
+            stop=stop_on_signals(),
+            name=prog,
+            curve=settings.curve,
+        )
+    except ConfigError as exc:  # the keys went away since the app was set up
+        fail(prog, str(exc))
+    sys.exit(status)

@@ -20,7 +20,7 @@ from zibrato.publisher import Publisher
 from zibrato_flask.settings import FlaskSettings
 
 _lock = threading.Lock()
-_publishers: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], Publisher] = {}
+_publishers: dict[tuple[str, str | None, tuple[tuple[str, str], ...], str | None], Publisher] = {}
 _clients: dict[tuple[object, str], Zibrato] = {}
 _fork_hook_installed = False
 
@@ -47,8 +47,8 @@ def client_for(settings: FlaskSettings) -> Zibrato:
             _install_fork_hook()
             publisher = _publishers.get(settings.publisher_key)
             if publisher is None:
-                publish, source, tags = settings.publisher_key
-                publisher = Publisher(publish, source=source, tags=dict(tags) or None)
+                publish, source, tags, curve = settings.publisher_key
+                publisher = Publisher(publish, source=source, tags=dict(tags) or None, curve=curve)
                 _publishers[settings.publisher_key] = publisher
             client = _clients[key] = Zibrato(level=settings.level, publisher=publisher)
         return client

@@ -16,6 +16,7 @@ from typing import Any
 from zibrato import backends, levels, web
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.client import PUBLISH_ENV
+from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
 
 DEFAULTS: Mapping[str, Any] = {
@@ -29,6 +30,8 @@ DEFAULTS: Mapping[str, Any] = {
     "ZIBRATO_BACKENDS": ({"kind": "console"},),
     "ZIBRATO_BROKER_FRONTEND": DEFAULT_FRONTEND,
     "ZIBRATO_BROKER_BACKEND": DEFAULT_BACKEND,
+    "ZIBRATO_CURVE": None,  # a keys directory (`zibrato keys DIR`); None: $ZIBRATO_CURVE
+    "ZIBRATO_INSECURE": False,  # let `flask zibrato broker` bind beyond loopback without CURVE
 }
 
 
@@ -46,11 +49,13 @@ class FlaskSettings:
     backends: tuple[Mapping[str, Any], ...]
     broker_frontend: str
     broker_backend: str
+    curve: str | None  # the CURVE keys directory of the client and the broker; None: none
+    insecure: bool
 
     @property
-    def publisher_key(self) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
-        """What apps must share to share one publisher: address, source and tags."""
-        return (self.publish, self.source, self.tags)
+    def publisher_key(self) -> tuple[str, str | None, tuple[tuple[str, str], ...], str | None]:
+        """What apps must share to share one publisher: address, source, tags and keys."""
+        return (self.publish, self.source, self.tags, self.curve)
 
     @property
     def tail_address(self) -> str:
@@ -67,6 +72,9 @@ def read_settings(config: Mapping[str, Any]) -> FlaskSettings:
         publish = os.environ.get(PUBLISH_ENV) or connectable(frontend) or DEFAULT_FRONTEND
     else:
         publish = _checked("ZIBRATO_PUBLISH", publish, check_endpoint)
+    security = adapter_keywords(
+        config["ZIBRATO_CURVE"], insecure=config["ZIBRATO_INSECURE"], prefix="ZIBRATO_", check=True
+    )
     return FlaskSettings(
         publish=publish,
         level=_checked("ZIBRATO_LEVEL", config["ZIBRATO_LEVEL"], levels.normalize),
@@ -80,6 +88,8 @@ def read_settings(config: Mapping[str, Any]) -> FlaskSettings:
         backends=_backends(config["ZIBRATO_BACKENDS"], backend_address),
         broker_frontend=frontend,
         broker_backend=backend_address,
+        curve=security.runner["curve"],
+        insecure=security.runner["insecure"],
     )
 
 

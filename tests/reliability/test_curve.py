@@ -24,6 +24,7 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_support import http_400, raw_peer, report
 
 from zibrato import Zibrato
 from zibrato.authenticator import ZapHandler
@@ -39,8 +40,10 @@ from zibrato.curve import (
     write_keys,
 )
 from zibrato.errors import ConfigError
+from zibrato.handshake import peer_mechanism
 from zibrato.publisher import Publisher
 from zibrato.runner import Runner, serve
+from zibrato.security import apply_handshake_policy
 from zibrato.subscriber import Subscriber
 
 TIMEOUT = 10.0
@@ -310,9 +313,11 @@ def test_refused_publishers_get_nothing_through_and_count_it(
     with caplog.at_level(logging.WARNING, logger="zibrato"):
         refused = Zibrato(frontend, curve=curve)
         wait_dropped(refused, "curve_refused")
+        started = time.perf_counter()
         for i in range(10_000):  # never raises, never blocks
             refused.incr("curve.refused")
             refused.gauge("curve.refused.gauge", i)
+        per_call = (time.perf_counter() - started) / 20_000
         close_within(refused)
     stats = refused.stats()
     assert stats["sent_events"] == 0
@@ -337,6 +342,22 @@ def test_refused_publishers_get_nothing_through_and_count_it(
     assert not {name for name in good.names() if name.startswith("curve.refused")}
     assert "curve.first" not in good.names()
     assert broker.popen.poll() is None, "the broker died"
+    report(
+        f"R11 refused publisher ({who}): 0 of {stats['dropped']['curve_refused']} events "
+        f"through, all counted curve_refused; {per_call * 1e9:.0f} ns per call; one warning"
+    )
+
+
+def test_a_client_with_keys_never_talks_to_a_broker_without_curve(run_cli, keys, caplog):
+    broker = run_cli("broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0")
+    frontend = broker.wait_line(BROKER_READY.pattern, timeout=TIMEOUT)["frontend"]
+    with caplog.at_level(logging.WARNING, logger="zibrato"):
+        client = Zibrato(frontend, curve=str(keys))
+        wait_dropped(client, "curve_refused")
+        close_within(client)
+    assert client.stats()["sent_events"] == 0
+    (warning,) = zibrato_warnings(caplog)
+    assert "does not use CURVE" in warning and frontend in warning
 
 
 @pytest.mark.parametrize("who", ["null", "stranger"])
@@ -456,6 +477,71 @@ def test_a_forked_child_publishes_with_the_parents_keys(run_cli, keys, subscribe
     assert os.waitstatus_to_exitcode(done[1]) == 0
     good.wait_for(lambda: good.total("curve.child") == 7, "the child's event")
     close_within(client)
+
+
+# -- what a mismatch means ---------------------------------------------------------------------
+def _zmtp_3_greeting(mechanism: bytes) -> Callable[[bytes], bytes]:
+    def reply(first: bytes) -> bytes:
+        return b"\xff" + bytes(8) + b"\x7f\x03\x01" + mechanism.ljust(20, b"\x00") + bytes(32)
+
+    return reply
+
+
+def test_the_peer_mechanism_is_read_from_its_greeting(keys, dead_address, tmp_path):
+    curve = Broker("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", curve=str(keys))
+    plain = Broker("tcp://127.0.0.1:0", "ipc://" + str(tmp_path / "plain-backend"))
+    try:
+        curve_frontend, curve_backend = curve.start()
+        plain_frontend, plain_backend = plain.start()
+        assert peer_mechanism(curve_frontend) == peer_mechanism(curve_backend) == "CURVE"
+        assert peer_mechanism(plain_frontend) == peer_mechanism(plain_backend) == "NULL"
+    finally:
+        curve.stop()
+        plain.stop()
+    assert peer_mechanism(dead_address) is None
+    assert peer_mechanism("ipc://" + str(tmp_path / "nobody")) is None
+    assert peer_mechanism("inproc://somewhere") is None
+    with raw_peer(http_400) as http, raw_peer(_zmtp_3_greeting(b"NONSENSE")) as odd:
+        assert peer_mechanism(http.address) is None
+        assert peer_mechanism(odd.address) == "NONSENSE"
+    with raw_peer(lambda first: b"") as silent:  # answers nothing, hangs up
+        assert peer_mechanism(silent.address) is None
+
+
+def test_a_broker_socket_without_its_authenticator_lets_nobody_in(keys):
+    """Fail closed: libzmq alone would accept any CURVE key when no ZAP handler answers."""
+    context: zmq.Context[Any] = zmq.Context()
+    made: list[zmq.Socket[Any]] = []
+
+    def socket(kind: int) -> zmq.Socket[Any]:
+        sock = context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        made.append(sock)
+        return sock
+
+    handler = None
+    try:
+        server = socket(zmq.PULL)
+        apply_handshake_policy(server, broker_keys(keys))
+        address = f"tcp://127.0.0.1:{server.bind_to_random_port('tcp://127.0.0.1')}"
+        early = socket(zmq.PUSH)
+        apply_handshake_policy(early, client_keys(keys))
+        early.connect(address)
+        early.send(b"before the authenticator", zmq.NOBLOCK)
+        assert not server.poll(1000), "a CURVE client got in without an authenticator"
+        handler = ZapHandler(context, broker_keys(keys))
+        late = socket(zmq.PUSH)
+        apply_handshake_policy(late, client_keys(keys))
+        late.connect(address)
+        late.send(b"vetted")
+        assert server.poll(int(TIMEOUT * 1000)), "the authorized client never got in"
+        assert server.recv(zmq.NOBLOCK) == b"vetted"
+    finally:
+        for sock in made:
+            sock.close(linger=0)
+        if handler is not None:
+            handler.stop()
+        context.term()
 
 
 # -- exposure beyond loopback ------------------------------------------------------------------

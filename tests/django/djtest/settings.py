@@ -3,7 +3,7 @@
 The environment lets subprocess tests aim it elsewhere: ``DJTEST_PUBLISH`` (where the shared
 client publishes), ``DJTEST_DB`` (a SQLite file instead of the test databases),
 ``DJTEST_FRONTEND`` / ``DJTEST_BACKEND`` / ``DJTEST_JSONL`` (what ``manage.py
-zibrato_broker`` binds and writes).
+zibrato_broker`` binds and writes), ``DJTEST_CURVE`` (CURVE keys of the client and the broker).
 """
 
 import os
@@ -50,6 +50,7 @@ ZIBRATO = {
     "EXCLUDE_PATHS": [r"^/health"],
     "BROKER_FRONTEND": os.environ.get("DJTEST_FRONTEND", "tcp://127.0.0.1:0"),
     "BROKER_BACKEND": os.environ.get("DJTEST_BACKEND", "tcp://127.0.0.1:0"),
+    "CURVE": os.environ.get("DJTEST_CURVE"),
     "BACKENDS": [
         {
             "KIND": "jsonl",
