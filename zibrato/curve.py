@@ -100,11 +100,8 @@ def client_keys(curve: ClientKeys | object) -> ClientKeys:
     """Load a client's keys from the directory ``curve``; raise ConfigError saying what to fix."""
     if isinstance(curve, ClientKeys):
         return curve
-    root = _keys_dir(curve)
-    require_support()
-    public, secret = _read_key_file(root / f"{CLIENT}{SECRET_SUFFIX}", secret=True)
+    root, public, secret = _key_pair(curve, CLIENT)
     broker, _ = _read_key_file(root / f"{BROKER}{PUBLIC_SUFFIX}", secret=False)
-    assert secret is not None
     return ClientKeys(public=public, secret=secret, broker=broker, directory=str(root))
 
 
@@ -112,10 +109,7 @@ def broker_keys(curve: BrokerKeys | object) -> BrokerKeys:
     """Load a broker's keys from the directory ``curve``; raise ConfigError saying what to fix."""
     if isinstance(curve, BrokerKeys):
         return curve
-    root = _keys_dir(curve)
-    require_support()
-    public, secret = _read_key_file(root / f"{BROKER}{SECRET_SUFFIX}", secret=True)
-    assert secret is not None
+    root, public, secret = _key_pair(curve, BROKER)
     folder = root / AUTHORIZED
     try:
         files = sorted(folder.glob(f"*{PUBLIC_SUFFIX}")) if folder.is_dir() else []
@@ -131,6 +125,15 @@ def broker_keys(curve: BrokerKeys | object) -> BrokerKeys:
             f"`zibrato keys {root}` or copy each client's public .key file there"
         )
     return BrokerKeys(public=public, secret=secret, authorized=authorized, directory=str(root))
+
+
+def _key_pair(curve: object, name: str) -> tuple[Path, bytes, bytes]:
+    """Return (directory, public key, secret key) of the pair ``name`` in the keys directory."""
+    root = _keys_dir(curve)
+    require_support()
+    public, secret = _read_key_file(root / f"{name}{SECRET_SUFFIX}", secret=True)
+    assert secret is not None
+    return root, public, secret
 
 
 def _keys_dir(curve: object) -> Path:

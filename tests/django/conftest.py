@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 import django
 import pytest
 from django.conf import settings
+from django_support import manage, site_env
+from process_support import SiteProcess
 
 from zibrato.testing import CapturedMetrics
 from zibrato_django import failures, zibrato
@@ -30,6 +32,21 @@ def _configure_django() -> None:
 
 
 _configure_django()
+
+
+@pytest.fixture
+def start_site() -> Iterator[Callable[..., SiteProcess]]:
+    """Start site subprocesses; each is stopped (its whole group) and reaped afterwards."""
+    started: list[SiteProcess] = []
+
+    def start(*args: str, **env: str) -> SiteProcess:
+        process = SiteProcess(manage(*args), site_env(**env))
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +27,6 @@ REQUEST_IN_A_SUBPROCESS = (
     "zibrato.flush(timeout=10)\n"
     "print('stats', zibrato.stats())\n"
 )
-
-
-@pytest.fixture
-def start_site() -> Iterator[Callable[..., SiteProcess]]:
-    """Start site subprocesses; each is stopped (its whole group) and reaped afterwards."""
-    started: list[SiteProcess] = []
-
-    def start(*args: str, **env: str) -> SiteProcess:
-        process = SiteProcess(manage(*args), site_env(**env))
-        started.append(process)
-        return process
-
-    yield start
-    for process in reversed(started):
-        process.stop()
 
 
 def has_request(records: list[dict[str, Any]]) -> bool:

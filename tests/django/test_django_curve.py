@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ast
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
-from django_support import BROKER_LINE, manage, site_env, wait_for_records
+from django_support import BROKER_LINE, wait_for_records
 from process_support import SiteProcess
 
 from zibrato.curve import CURVE_ENV, write_keys
@@ -39,21 +39,6 @@ REQUEST_AND_STATS = (
 def keys(tmp_path: Path) -> Path:
     write_keys(tmp_path / "keys")
     return tmp_path / "keys"
-
-
-@pytest.fixture
-def start_site() -> Iterator[Callable[..., SiteProcess]]:
-    """Start site subprocesses; each is stopped (its whole group) and reaped afterwards."""
-    started: list[SiteProcess] = []
-
-    def start(*args: str, **env: str) -> SiteProcess:
-        process = SiteProcess(manage(*args), site_env(**env))
-        started.append(process)
-        return process
-
-    yield start
-    for process in reversed(started):
-        process.stop()
 
 
 def ids(config: dict[str, object]) -> list[str]:

@@ -24,6 +24,21 @@ def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "keys"
 
 
+def curve_broker(run_cli: RunCli, keys: Path, rollups: Path) -> tuple[Any, str, str]:
+    """Start ``flask zibrato broker`` with ZIBRATO_CURVE; return it and its two addresses."""
+    broker = flask_zibrato(
+        run_cli,
+        "broker",
+        ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(rollups), "flush": 0.2}],
+        ZIBRATO_CURVE=str(keys),
+    )
+    frontend, backend = broker.wait_line(READY.pattern, WAIT).groups()
+    broker.wait_line("flask zibrato broker: CURVE on: ", WAIT)
+    return broker, frontend, backend
+
+
 def instrumented(publish: str, **config: Any) -> Any:
     app = build_shop({"ZIBRATO_PUBLISH": publish, **config})
     Zibrato(app)
@@ -74,16 +89,7 @@ def test_broker_tail_and_app_with_the_keys_deliver(
     run_cli: RunCli, tmp_path: Path, keys: Path
 ) -> None:
     rollups = tmp_path / "metrics.jsonl"
-    broker = flask_zibrato(
-        run_cli,
-        "broker",
-        ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
-        ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(rollups), "flush": 0.2}],
-        ZIBRATO_CURVE=str(keys),
-    )
-    frontend, backend = broker.wait_line(READY.pattern, WAIT).groups()
-    broker.wait_line("flask zibrato broker: CURVE on: ", WAIT)
+    broker, frontend, backend = curve_broker(run_cli, keys, rollups)
     tail = flask_zibrato(run_cli, "tail", "--connect", backend, "--json", ZIBRATO_CURVE=str(keys))
     request_until(
         instrumented(frontend, ZIBRATO_CURVE=str(keys)),
@@ -102,15 +108,7 @@ def test_broker_tail_and_app_with_the_keys_deliver(
 def test_an_app_without_the_keys_is_refused_and_counts_it(
     run_cli: RunCli, tmp_path: Path, keys: Path
 ) -> None:
-    broker = flask_zibrato(
-        run_cli,
-        "broker",
-        ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
-        ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(tmp_path / "m.jsonl")}],
-        ZIBRATO_CURVE=str(keys),
-    )
-    frontend = broker.wait_line(READY.pattern, WAIT)[1]
+    _, frontend, _ = curve_broker(run_cli, keys, tmp_path / "m.jsonl")
     app = instrumented(frontend)
     client = app.extensions["zibrato"].client()
     request_until(app, lambda: "curve_refused" in client.stats()["dropped"], "a refusal")
