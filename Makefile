@@ -23,8 +23,8 @@ run: venv
 	$(BIN)/python -m demo_site.run
 
 lint: venv
-	$(BIN)/ruff check zibrato zibrato_django tests bench demo_site
-	$(BIN)/ruff format --check zibrato zibrato_django tests bench demo_site
+	$(BIN)/ruff check zibrato zibrato_django zibrato_flask tests bench demo_site
+	$(BIN)/ruff format --check zibrato zibrato_django zibrato_flask tests bench demo_site
 	$(BIN)/mypy
 
 # The real servers the backends are tested against (tests/realservers/): Prometheus,
@@ -58,6 +58,7 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/django_paired.py 40 200
 	$(BIN)/python bench/django_compare.py 3 1000 3
 	$(BIN)/python bench/django_profile.py 1500 3
+	$(BIN)/python bench/flask_request_overhead.py
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \

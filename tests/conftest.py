@@ -51,7 +51,8 @@ class Addresses(NamedTuple):
 class CliProcess:
     """``python -m zibrato ARGS`` in a subprocess; its output is read on daemon threads.
 
-    It runs in ``cwd`` (default: ours) with ``env`` added to the inherited environment.
+    It runs in ``cwd`` (default: ours) with ``env`` added to the inherited environment;
+    ``module`` runs another command (``flask``).
     """
 
     def __init__(
@@ -59,10 +60,11 @@ class CliProcess:
         *args: str,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        module: str = "zibrato",
     ) -> None:
         self.args = args
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "zibrato", *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -170,8 +172,9 @@ def run_cli() -> Iterator[Callable[..., CliProcess]]:
         *args: str,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        module: str = "zibrato",
     ) -> CliProcess:
-        process = CliProcess(*args, cwd=cwd, env=env)
+        process = CliProcess(*args, cwd=cwd, env=env, module=module)
         started.append(process)
         return process
 

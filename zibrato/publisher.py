@@ -356,7 +356,9 @@ class Publisher:
 
     def _all_known_valid(self, events: list[Event]) -> bool:
         names, tag_sets = self._valid_names, self._valid_tags
-        checked_tags = None  # the same dict object is usually passed call after call
+        # The same few dict objects are usually passed call after call (a web adapter's
+        # cached tags alternate): check each once per batch, which holds them alive.
+        checked_tags: set[int] = set()
         try:
             for kind, name, value, source, tags in events:
                 # Finite numbers; a timer's duration is never negative (checked here, on
@@ -371,10 +373,10 @@ class Publisher:
                     return False
                 if name not in names or (source is not None and source not in names):
                     return False
-                if tags is not None and tags is not checked_tags:
+                if tags is not None and id(tags) not in checked_tags:
                     if _tags_key(tags) not in tag_sets:
                         return False
-                    checked_tags = tags
+                    checked_tags.add(id(tags))
         except (TypeError, AttributeError, ValueError):  # unhashable, not a mapping, sampled
             return False
         return True

@@ -1,0 +1,179 @@
+"""Count SQLAlchemy queries per request through the engine's own events.
+
+Each instrumented engine gets three listeners (``before_cursor_execute``,
+``after_cursor_execute`` and ``handle_error``, SQLAlchemy's documented hooks; nothing is
+swapped or patched). Every query then:
+
+* adds to the tally of the unit of work it runs in: the request being served (recorded
+  with its ``http.route`` at teardown), or else the app context (a ``flask`` CLI command,
+  a script's ``with app.app_context()``: recorded without a route when the context ends);
+* records its own duration as ``db.client.operation.duration`` at level debug.
+
+Flask-SQLAlchemy's engines (every bind) are found in ``app.extensions["sqlalchemy"]``,
+whichever of ``db.init_app(app)`` and ``zibrato.init_app(app)`` runs first; an engine of
+your own takes one call, ``zibrato.instrument_engine(engine)``. SQLAlchemy is imported
+only when an engine is instrumented, and Flask-SQLAlchemy never.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from flask import (
+    Flask,
+    appcontext_tearing_down,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+)
+
+from zibrato import web
+from zibrato.client import Zibrato
+from zibrato.web import QueryTally, TagCache
+from zibrato_flask.request_metrics import HOOK_FAILED, current_request
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from zibrato_flask.extension import AppState
+
+G_KEY = "_zibrato"
+_STARTS = "zibrato_query_starts"
+
+# Each engine is instrumented once, whichever app or call asks first.
+_instrumented: weakref.WeakKeyDictionary[Engine, EngineHooks] = weakref.WeakKeyDictionary()
+
+
+def namespace_of(engine: Engine, bind_key: str | None = None) -> str:
+    """Return the ``db.namespace`` of an engine: its bind key, else its database's name."""
+    if bind_key is not None:
+        return bind_key
+    database = engine.url.database
+    if not database:
+        return engine.url.get_backend_name()
+    # A file database (SQLite) is named by its file, not by where the file lives.
+    return os.path.basename(database) if engine.url.get_backend_name() == "sqlite" else database
+
+
+def instrument(engine: Engine, namespace: str, client: Callable[[], Zibrato]) -> bool:
+    """Listen to ``engine``'s queries; return False if it was already instrumented."""
+    from sqlalchemy import event  # only now: SQLAlchemy is optional
+
+    if engine in _instrumented:
+        return False
+    hooks = EngineHooks(namespace, client)
+    _instrumented[engine] = hooks
+    event.listen(engine, "before_cursor_execute", hooks.before_cursor_execute)
+    event.listen(engine, "after_cursor_execute", hooks.after_cursor_execute)
+    event.listen(engine, "handle_error", hooks.handle_error)
+    return True
+
+
+def flask_sqlalchemy_engines(app_extensions: Mapping[str, Any], app: object) -> Mapping[Any, Any]:
+    """Return the engines Flask-SQLAlchemy made for ``app``, by bind key (empty if none)."""
+    db = app_extensions.get("sqlalchemy")
+    # Flask-SQLAlchemy 3 keeps each app's engines here; its public ``db.engines`` needs
+    # an app context, which init_app must not push.
+    per_app = getattr(db, "_app_engines", None)
+    engines = per_app.get(app) if per_app is not None else None
+    return engines if isinstance(engines, Mapping) else {}
+
+
+class EngineHooks:
+    """The listeners of one engine: time each query, add it to its unit of work."""
+
+    def __init__(self, namespace: str, client: Callable[[], Zibrato]) -> None:
+        self.namespace = namespace
+        self.client = client  # for queries outside any instrumented app
+        self.tags = TagCache()
+
+    def before_cursor_execute(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        conn.info.setdefault(_STARTS, []).append(perf_counter())
+
+    def after_cursor_execute(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        self.finish(conn, statement)
+
+    def handle_error(self, context: Any) -> None:
+        if context.connection is not None and context.statement is not None:
+            self.finish(context.connection, context.statement)
+
+    def finish(self, conn: Any, statement: str) -> None:
+        """Count one query that ended (well or not); never raise into the query."""
+        end = perf_counter()
+        starts = conn.info.get(_STARTS)
+        if not starts:
+            return
+        seconds = end - starts.pop()
+        client = None
+        try:
+            tally, client = current_unit()
+            if tally is not None:
+                tally.add(self.namespace, statement, seconds)
+            client = client or self.client()
+            client.timing(
+                web.DB_OPERATION_DURATION,
+                seconds,
+                level=web.DB_OPERATION_LEVEL,
+                tags=self.tags.operation(self.namespace, statement),
+            )
+        except Exception as failure:
+            (client or self.client()).publisher.reject(
+                HOOK_FAILED, f"query not counted: {failure!r}"
+            )
+
+
+def current_unit() -> tuple[QueryTally | None, Zibrato | None]:
+    """Return the tally of the request or app context this query runs in, and its client."""
+    state = current_request.get()
+    if state is not None:
+        if state.tally is None:
+            state.tally = QueryTally()
+        return state.tally, None
+    if has_request_context():
+        # A request without state: an excluded path, a request context pushed by hand,
+        # a streamed body running after its request was recorded. Nothing to count into.
+        return None, None
+    if not has_app_context():
+        return None, None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app_state: AppState | None = app.extensions.get("zibrato")
+    if app_state is None:  # an app without Zibrato shares this engine
+        return None, None
+    globals_ = g._get_current_object()
+    tally: QueryTally | None = globals_.get(G_KEY)
+    if tally is None:
+        tally = QueryTally()
+        setattr(globals_, G_KEY, tally)
+        record_when_contexts_end(app)
+    return tally, app_state.client()
+
+
+def record_when_contexts_end(app: Flask) -> None:
+    """Record the tallies of ``app``'s contexts when they end, from now on.
+
+    Connected only once an app context (not a request) has run a query, so an app that
+    queries only inside requests pays nothing per request for it.
+    """
+    appcontext_tearing_down.connect(record_context, sender=app)
+
+
+def record_context(sender: Flask, exc: BaseException | None = None, **extra: Any) -> None:
+    """Record the queries of an app context that was not a request (``appcontext_tearing_down``)."""
+    tally: QueryTally | None = g._get_current_object().pop(G_KEY, None)
+    app_state: AppState | None = sender.extensions.get("zibrato")
+    if tally is None or app_state is None:
+        return
+    client = app_state.client()
+    try:
+        tally.record(client, app_state.tags, None)
+    except Exception as failure:
+        client.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")

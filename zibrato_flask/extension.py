@@ -1,0 +1,231 @@
+"""The Flask extension: ``Zibrato(app)`` or ``Zibrato()`` then ``init_app(app)``."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, appcontext_pushed, got_request_exception
+
+from zibrato.client import Zibrato as Client
+from zibrato.instruments import Counter, Timer
+from zibrato.shared import LazyZibrato
+from zibrato.web import TagCache
+from zibrato_flask import clients, database
+from zibrato_flask.cli import zibrato_command
+from zibrato_flask.deferred import DeferredCounter, DeferredTimer
+from zibrato_flask.request_metrics import (
+    Recorder,
+    current_request,
+    note_unhandled,
+    request_timer,
+    view_timer,
+)
+from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+EXTENSION_KEY = "zibrato"
+
+
+class AppState:
+    """One app's Zibrato state, kept in ``app.extensions["zibrato"]``."""
+
+    def __init__(self, app: Flask, settings: FlaskSettings) -> None:
+        self.settings = settings
+        self.tags = TagCache()
+        # This app's client and buffers once made; None again when the process's
+        # publishers are closed (clients.close_all), so that the next request makes new.
+        self.current_recorder: Recorder | None = None
+        clients.on_close(self)
+        # Flask-SQLAlchemy keeps its engines per app, and we count those we have seen.
+        self._extensions = app.extensions
+        self._app_ref = weakref.ref(app)
+        self._engines_seen = 0
+
+    def recorder(self) -> Recorder:
+        """Return this app's client and its buffers (the process's shared publisher)."""
+        recorder = self.current_recorder
+        if recorder is None:
+            recorder = Recorder.for_client(clients.client_for(self.settings))
+            self.current_recorder = recorder
+        return recorder
+
+    def forget_client(self) -> None:
+        """Drop the client, closed by ``clients.close_all``: the next use makes a new one."""
+        self.current_recorder = None
+
+    def client(self) -> Client:
+        """Return this app's client (the process's shared publisher, this app's level)."""
+        return self.recorder().client
+
+    def check_engines(self) -> None:
+        """Instrument Flask-SQLAlchemy engines (every bind) not seen yet; cheap when none."""
+        app = self._app_ref()
+        if app is None or "sqlalchemy" not in self._extensions:
+            return
+        engines = database.flask_sqlalchemy_engines(self._extensions, app)
+        if len(engines) == self._engines_seen:
+            return
+        for bind_key, engine in list(engines.items()):
+            database.instrument(engine, database.namespace_of(engine, bind_key), self.client)
+        self._engines_seen = len(engines)
+
+
+class Zibrato(LazyZibrato):
+    """Request, view and database metrics for Flask apps; also a client for your own code.
+
+    >>> zibrato = Zibrato()                        # doctest: +SKIP
+    >>> @zibrato.time_me(name="report")            # fine before init_app (app factories)
+    ... def report(): ...
+    >>> def create_app():
+    ...     app = Flask(__name__)
+    ...     zibrato.init_app(app)                  # or Zibrato(app)
+    ...     return app
+
+    The extension records its own metrics (``zibrato.incr(...)``) with the settings of
+    the first app it was initialised with (before that, with the defaults). Every app
+    with the same ``ZIBRATO_PUBLISH``, ``ZIBRATO_SOURCE`` and ``ZIBRATO_TAGS`` shares the
+    process's one publisher.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        super().__init__(_ExtensionSettings())
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<zibrato_flask.Zibrato {'started' if self.started else 'not started'}>"
+
+    def init_app(self, app: Flask) -> None:
+        """Instrument ``app``: read and check its ``ZIBRATO_*`` config, install the hooks.
+
+        Raises :class:`~zibrato.errors.ConfigError` (one line: which key, what to write)
+        for a setting that cannot work, and ``RuntimeError`` if ``app`` already has it.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"zibrato_flask: {app!r} is already instrumented; call Zibrato(app) or "
+                "zibrato.init_app(app) once per app"
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, copy.deepcopy(value))
+        settings = read_settings(app.config)
+        state = AppState(app, settings)
+        app.extensions[EXTENSION_KEY] = state
+        app.wsgi_app = request_timer(app.wsgi_app, state)  # type: ignore[method-assign,assignment]
+        app.dispatch_request = view_timer(app.dispatch_request)  # type: ignore[method-assign]
+        got_request_exception.connect(note_unhandled, sender=app)
+        _check_engines_on_first_context(app, state)
+        app.cli.add_command(zibrato_command)
+        self._settings.adopt(self, settings)
+
+    def instrument_engine(self, engine: Engine, *, namespace: str | None = None) -> None:
+        """Count ``engine``'s queries per request (``db.namespace``: given, else its database).
+
+        Flask-SQLAlchemy's engines are instrumented without this call.
+        """
+        database.instrument(engine, namespace or database.namespace_of(engine), lambda: self)
+
+    # -- the client: instruments made before init_app wait for its settings ----------------
+    def timer(
+        self,
+        name: str,
+        rate: float | None = None,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Timer:
+        """Return a timer for ``name``: use it as a decorator or a context manager."""
+
+        def make() -> Timer:
+            return Client.timer(self, name, level=level, source=source, tags=tags, rate=rate)
+
+        return make() if self.started else DeferredTimer(make, name, source, tags)
+
+    def counter(
+        self,
+        name: str,
+        value: float = 1,
+        rate: float | None = None,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Counter:
+        """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
+
+        def make() -> Counter:
+            return Client.counter(
+                self, name, value, level=level, source=source, tags=tags, rate=rate
+            )
+
+        return make() if self.started else DeferredCounter(make, name, value, source, tags)
+
+    time_me = timer
+    Time_me = timer
+    count_me = counter
+    Count_me = counter
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def reset(self, linger: float | None = None) -> None:
+        """Close the process's Flask publishers; the next metric reads the settings again."""
+        self._settings.unbind(self)
+        clients.close_all(linger)
+
+    def close(self, linger: float | None = None) -> None:
+        """Send what is pending (waiting at most ``linger`` s) and close the publishers."""
+        self.reset(linger)
+
+
+class _ExtensionSettings:
+    """The extension's client settings: its first app's, or the defaults before that.
+
+    Kept in the one attribute a ``LazyZibrato`` keeps across a reset.
+    """
+
+    def __init__(self) -> None:
+        self.settings: FlaskSettings | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dict[str, Any]:
+        settings = self.settings or read_settings(DEFAULTS)
+        return {"publisher": clients.client_for(settings).publisher, "level": settings.level}
+
+    def adopt(self, extension: Zibrato, settings: FlaskSettings) -> None:
+        """Take the first app's settings; a client started with the defaults starts again."""
+        with self.lock:
+            if self.settings is not None:
+                return
+            self.settings = settings
+        if extension.started and extension.publisher is not clients.client_for(settings).publisher:
+            self.unbind(extension)
+
+    def unbind(self, extension: Zibrato) -> None:
+        """Forget the client (not its publisher, which the process shares)."""
+        state = extension.__dict__
+        state.clear()
+        state["_settings"] = self
+
+
+def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
+    """Find Flask-SQLAlchemy's engines now, and again when the app's contexts open.
+
+    ``db.init_app(app)`` may come after ``zibrato.init_app(app)`` in a factory, and a
+    factory may push an app context before either; so the engines are looked for at each
+    app context until Flask-SQLAlchemy is there or the app serves requests. From then on,
+    new binds are found after each request (:meth:`AppState.check_engines`).
+    """
+    state.check_engines()
+
+    def on_context(sender: Flask, **extra: Any) -> None:
+        state.check_engines()
+        if "sqlalchemy" in sender.extensions or current_request.get() is not None:
+            appcontext_pushed.disconnect(on_context)  # from every sender: forgotten
+
+    appcontext_pushed.connect(on_context, sender=app, weak=False)
