@@ -110,9 +110,11 @@
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
       legend: { live: true },
+      // The first legend is set after the constructor returns: show the newest values then.
+      hooks: { ready: [showLatest] },
       axes: [
         Object.assign({}, AXIS),
-        Object.assign({}, AXIS, { size: 56, values: (u, values) => values.map(format) }),
+        Object.assign({}, AXIS, { size: 56, values: (u, values) => tickLabels(values, format === msAxis) }),
       ],
       series: [
         {},
@@ -146,6 +148,24 @@
   }
 
   const msAxis = (v) => (v === null ? "" : fmtMs(v).replace(" ms", "").replace(" s", "s"));
+
+  // An axis reads in one unit, with the decimals its step needs ("0", "0.5s", "1.0s"; not
+  // "0.00", "500", "1.00s"): durations in ms, or in s once a tick reaches a second.
+  function tickLabels(values, durations) {
+    const ticks = values.filter((v) => v !== null && v !== undefined);
+    const inSeconds = durations && Math.max(0, ...ticks.map(Math.abs)) >= 1;
+    const scale = durations && !inSeconds ? 1000 : 1;
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) * scale : 1;
+    let decimals = 0;
+    while (decimals < 3 && Math.abs(step * 10 ** decimals - Math.round(step * 10 ** decimals)) > 1e-6) {
+      decimals += 1;
+    }
+    return values.map((v) => {
+      if (v === null || v === undefined) return "";
+      if (!durations && Math.abs(v) >= 1e4) return fmtNumber(v);
+      return (v * scale).toFixed(decimals) + (inSeconds ? "s" : "");
+    });
+  }
 
   // -- the route table ------------------------------------------------------------------
   function flatten(route) {
@@ -343,11 +363,12 @@
       name: metric.name, type: metric.type, stat: stat, tag: tag ? [tag] : [], window: chartWindow(),
     });
     const durations = metric.type === "timer" && DURATION_STATS.has(stat);
-    draw("explorer", answer.t, answer.lines.map((line, i) => ({
-      label: distinctLabel(line, answer.lines),
-      values: line.values,
-      color: COLORS.palette[i % COLORS.palette.length],
-    })), durations ? msAxis : fmtNumber);
+    // In label order, so that a refresh that reranks the same lines keeps each one's colour.
+    const lines = answer.lines
+      .map((line) => ({ label: distinctLabel(line, answer.lines), values: line.values }))
+      .sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+    lines.forEach((line, i) => { line.color = COLORS.palette[i % COLORS.palette.length]; });
+    draw("explorer", answer.t, lines, durations ? msAxis : fmtNumber);
     const unit = durations ? " (ms)" : stat === "rate" ? " (per second)" : "";
     $("explorer-note").textContent = metric.name + " · " + stat + unit +
       (answer.more ? " · " + answer.more + " more series not shown: filter by a tag" : "");
