@@ -10,57 +10,25 @@ included. Every address is an option, so tests run it on ports the system picks 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from demo_site import prepare
 from demo_site.children import Child, stop_all
-from demo_site.paths import DATA_ENV, data_dir
+from demo_site.options import CONSOLE_EVERY, DemoSettings, parse_settings
+from demo_site.paths import DATA_ENV
 from demo_site.sites import WebSite
 from zibrato import backends
-from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.backends.dashboard import DashboardBackend
-from zibrato.backends.httpserver import parse_listen
-from zibrato.cli import Parser, bind_endpoint_arg, seconds_arg
 from zibrato.client import PUBLISH_ENV
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 
 NAME = "zibrato demo"
-SECONDS_ENV = "ZIBRATO_DEMO_SECONDS"
-DEFAULT_FLUSH = 5.0
-DEFAULT_RATE = 20.0
-DEFAULT_WORKERS = 2
-CONSOLE_EVERY = 3  # the console prints a summary every third flush: a glance, not a log
 # The console's short summary: what the traffic got, what raised, the 2013-API metrics.
 CONSOLE_NAMES = "demo.traffic.requests,http.server.exceptions,shop.report.*"
 EXIT_INTERRUPTED = 130
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Everything one run of the demo needs: addresses, pace, and the data folder."""
-
-    data: Path
-    frontend: str = DEFAULT_FRONTEND
-    backend_address: str = DEFAULT_BACKEND
-    django_listen: str = "127.0.0.1:8000"
-    flask_listen: str = "127.0.0.1:8001"
-    dashboard_listen: str = "127.0.0.1:8050"
-    prometheus_listen: str = "127.0.0.1:9102"
-    flush: float = DEFAULT_FLUSH
-    workers: int = DEFAULT_WORKERS
-    rate: float = DEFAULT_RATE
-    seconds: float = 0.0
-
-    @property
-    def logs(self) -> Path:
-        return self.data / "logs"
 
 
 def backend_specs(settings: DemoSettings) -> list[dict[str, Any]]:
@@ -123,6 +91,8 @@ class DemoRunner(Runner):
                 self.children.append(site.start(env))
             for site in self.sites:
                 site.wait_until_answering(self.stop_event)
+            if self.stop_event.is_set():  # Ctrl-C while the sites were starting
+                return frontend, backend_address
             traffic = Child(
                 "traffic",
                 [
@@ -168,116 +138,8 @@ class DemoRunner(Runner):
         return lines
 
 
-# -- command line ------------------------------------------------------------------------
-def _listen(value: str) -> str:
-    try:
-        parse_listen(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
-    return int(value)
-
-
-def _rate(value: str) -> float:
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = 0.0
-    if not 0 < rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of requests per second, not {value!r}")
-    return rate
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value or 0)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds (0: run until stopped), from --seconds or "
-            f"${SECONDS_ENV}, not {value!r}"
-        )
-    return seconds
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="python -m demo_site.run",
-        description="Run the Zibrato demo: broker, dashboard, prometheus, console, the "
-        "Django and Flask demo sites and their traffic, until Ctrl-C.",
-    )
-    add = parser.add_argument
-    add(
-        "--frontend",
-        type=bind_endpoint_arg,
-        default=DEFAULT_FRONTEND,
-        help="where publishers connect (default: %(default)s)",
-    )
-    add(
-        "--backend-address",
-        type=bind_endpoint_arg,
-        default=DEFAULT_BACKEND,
-        help="where backends connect (default: %(default)s)",
-    )
-    defaults = DemoSettings(data=Path())
-    for key, what in (
-        ("django", "the Django shop"),
-        ("flask", "the Flask warehouse"),
-        ("dashboard", "the dashboard"),
-        ("prometheus", "prometheus' /metrics"),
-    ):
-        add(
-            f"--{key}-listen",
-            type=_listen,
-            default=getattr(defaults, f"{key}_listen"),
-            metavar="HOST:PORT",
-            help=f"where {what} listens (default: %(default)s)",
-        )
-    add(
-        "--flush",
-        type=seconds_arg,
-        default=DEFAULT_FLUSH,
-        metavar="SECONDS",
-        help="flush interval of the dashboard and prometheus (default: %(default)s); "
-        f"the console prints every {CONSOLE_EVERY} flushes",
-    )
-    add(
-        "--workers",
-        type=_count,
-        default=DEFAULT_WORKERS,
-        help="gunicorn worker processes per site (default: %(default)s)",
-    )
-    add(
-        "--rate",
-        type=_rate,
-        default=DEFAULT_RATE,
-        help="requests per second of demo traffic (default: %(default)s)",
-    )
-    add(
-        "--seconds",
-        type=_seconds,
-        default=os.environ.get(SECONDS_ENV, "0"),
-        help=f"stop after N seconds (default: ${SECONDS_ENV}, else never)",
-    )
-    add(
-        "--data",
-        type=Path,
-        default=data_dir(),
-        metavar="DIR",
-        help=f"the databases, history and logs (default: ${DATA_ENV}, else %(default)s)",
-    )
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = DemoSettings(**{**vars(args), "data": args.data.resolve()})
+    settings = parse_settings(argv)
     try:
         if not prepare.is_current(settings.data):
             print(f"{NAME}: preparing the demo databases in {settings.data} (once)", flush=True)

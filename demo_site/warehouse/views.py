@@ -75,6 +75,8 @@ def sync() -> dict[str, int]:
     """Restock a product from the supplier, who times out one time in five."""
     product_id = request.form.get("product", type=int)
     quantity = request.form.get("quantity", 1, type=int)
+    if product_id is None:
+        abort(400, "name a product: product=ID")
     time.sleep(random.uniform(*SUPPLIER_DELAY))
     if random.random() < TIMEOUT_RATE:
         raise SupplierTimeout(f"no answer about product {product_id}")
