@@ -90,9 +90,41 @@
   }
 
   // -- charts ---------------------------------------------------------------------------
+  // Time ticks on one line (uPlot's second line of dates overlapped its neighbours):
+  // seconds only when ticks are closer than a minute, the date where a day starts.
+  function timeTicks(u, splits, axis, space, incr) {
+    const clock = incr < 60 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" }
+      : { hour: "2-digit", minute: "2-digit" };
+    let day = null;
+    return splits.map((ts) => {
+      const when = new Date(ts * 1000);
+      const date = when.toLocaleDateString([], { month: "short", day: "numeric" });
+      const newDay = date !== day && (day !== null || incr >= 3600);
+      day = date;
+      if (incr >= 86400) return date;
+      const time = when.toLocaleTimeString([], clock);
+      return newDay ? date + " " + time : time;
+    });
+  }
+
+  // A stretch without flushes (the backend was stopped) breaks every line instead of
+  // drawing a slope across it: a null point is put in the middle of each such gap.
+  function breakGaps(data) {
+    const t = data[0];
+    if (t.length < 3) return data;
+    const steps = t.slice(1).map((ts, i) => ts - t[i]).sort((a, b) => a - b);
+    const usual = steps[Math.floor(steps.length / 2)];
+    const gap = (i) => i > 0 && t[i] - t[i - 1] > 3 * usual;
+    if (!t.some((ts, i) => gap(i))) return data;
+    return data.map((values, n) => values.flatMap((v, i) => {
+      if (!gap(i)) return [v];
+      return [n === 0 ? (t[i - 1] + t[i]) / 2 : null, v];
+    }));
+  }
+
   function draw(key, t, lines, format) {
     const target = $("chart-" + key);
-    const data = [t, ...lines.map((line) => line.values)];
+    const data = breakGaps([t, ...lines.map((line) => line.values)]);
     const labels = lines.map((line) => line.label).join("\u0000");
     const existing = state.charts[key];
     state.points[key] = lines.map((line) => line.values.filter((v) => v !== null).length);
@@ -113,7 +145,7 @@
       // The first legend is set after the constructor returns: show the newest values then.
       hooks: { ready: [showLatest] },
       axes: [
-        Object.assign({}, AXIS),
+        Object.assign({}, AXIS, { space: 70, values: timeTicks }),
         Object.assign({}, AXIS, { size: 56, values: (u, values) => tickLabels(values, format === msAxis) }),
       ],
       series: [
