@@ -20,6 +20,7 @@ import argparse
 import random
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,12 +107,18 @@ class Shopper:
     def run(self) -> None:
         visits = [(site, visit) for site in self.sites for visit in site.visits]
         weights = [visit.weight for _, visit in visits]
+        due = time.monotonic()
         try:
             while not self.stop.is_set():
                 site, visit = self.random.choices(visits, weights)[0]
-                ok = self.visit(site, visit)
-                pause = self.random.expovariate(self.rate) if ok else RETRY_PAUSE
-                self.stop.wait(pause)
+                if not self.visit(site, visit):
+                    self.stop.wait(RETRY_PAUSE)
+                    due = time.monotonic()
+                    continue
+                # Visits are due at random times of a steady rate, whatever each one took,
+                # but a shopper that fell behind (a slow page) does not rush to catch up.
+                due = max(due + self.random.expovariate(self.rate), time.monotonic() - 1.0)
+                self.stop.wait(max(0.0, due - time.monotonic()))
         finally:
             self.session.close()
 
