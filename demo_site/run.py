@@ -105,8 +105,7 @@ class DemoRunner(Runner):
                 log_path=self.settings.logs / "traffic.log",
                 env=env,
             )
-            # First in the list: it stops first, so the sites' last requests are whole ones.
-            self.children.insert(0, traffic)
+            self.children.append(traffic)
             traffic.start()
         except BaseException:
             self.stop()
