@@ -134,15 +134,17 @@ def test_view_time_excludes_the_middleware_before_it(
     client.get("/slow/view/")
     request = only(metrics, REQUEST).value
     view = only(metrics, VIEW).value
+    # Sleeps may overshoot on a loaded machine; what must hold is that the view's time
+    # leaves out the 30 ms spent in the middleware before it.
     assert request >= 0.080
-    assert 0.050 <= view < 0.080
+    assert view >= 0.050
     assert request - view >= 0.030
 
 
 def test_async_view_time_excludes_the_middleware_before_it(metrics: CapturedMetrics) -> None:
     async_to_sync(AsyncClient().get)("/slow/async/")
-    assert only(metrics, REQUEST).value >= 0.080
-    assert 0.050 <= only(metrics, VIEW).value < 0.080
+    request, view = only(metrics, REQUEST).value, only(metrics, VIEW).value
+    assert request >= 0.080 and view >= 0.050 and request - view >= 0.030
 
 
 def test_slow_raising_view_records_both_times_with_the_error(metrics: CapturedMetrics) -> None:
@@ -150,7 +152,8 @@ def test_slow_raising_view_records_both_times_with_the_error(metrics: CapturedMe
     assert response.status_code == 500
     request = only(metrics, REQUEST)
     view = only(metrics, VIEW)
-    assert request.value >= 0.080 and 0.050 <= view.value < 0.080
+    assert request.value >= 0.080 and view.value >= 0.050
+    assert request.value - view.value >= 0.030
     assert request.tags["error.type"] == view.tags["error.type"] == "ValueError"
 
 
