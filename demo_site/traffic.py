@@ -7,7 +7,7 @@
 
 Each shopper (a thread with its own HTTP session) picks pages at random, weighted like a
 shop's traffic: the N+1 list often, the fixed one sometimes, the slow and the failing
-pages now and then. It stops on SIGINT or SIGTERM after the requests in flight.
+pages now and then. It stops on SIGINT or SIGTERM, giving requests in flight half a second.
 
 It also shows the plain client in a script: every response is counted in
 ``demo.traffic.requests`` (tags ``site`` and ``status``) by a ``Zibrato`` publishing to
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -28,10 +27,12 @@ from typing import Any
 import requests
 
 from zibrato import Zibrato
+from zibrato.runner import stop_on_signals
 
 SHOPPERS = 4
 REQUEST_TIMEOUT = 3.0  # longer than the slowest page (the recommendations' cap, 2 s)
 RETRY_PAUSE = 0.5
+STOP_GRACE = 0.5  # seconds the shoppers get to finish their requests when told to stop
 COUNTER = "demo.traffic.requests"
 
 
@@ -171,14 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.flask:
         sites.append(flask_warehouse(args.flask))
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     client = Zibrato(source="traffic")
     shoppers = [
         threading.Thread(
             target=Shopper(sites, rate=args.rate / SHOPPERS, client=client, stop=stop).run,
             name=f"shopper-{number}",
+            daemon=True,
         )
         for number in range(SHOPPERS)
     ]
@@ -186,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shopper.start()
     stop.wait(args.seconds or None)
     stop.set()
+    # A shopper waiting for a page that will never come (its server stopped first) is
+    # left behind: the process ends without it.
+    deadline = time.monotonic() + STOP_GRACE
     for shopper in shoppers:
-        shopper.join()
+        shopper.join(max(0.0, deadline - time.monotonic()))
     client.close()
     return 0
 
