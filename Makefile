@@ -59,6 +59,7 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/django_compare.py 3 1000 3
 	$(BIN)/python bench/django_profile.py 1500 3
 	$(BIN)/python bench/flask_request_overhead.py
+	$(BIN)/python bench/web_bytecodes.py flask django
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \
@@ -67,6 +68,12 @@ bench: $(VENV)/.bench-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# The fault suite at full size (docs/reliability.md): R1 20 restarts, R2 a 10 s freeze,
+# 100 forks and exits, 1 000 000 series, a 60 s soak. `make test` runs it CI-sized.
+.PHONY: soak
+soak: venv
+	ZIBRATO_SOAK=1 $(BIN)/python -m pytest tests/reliability -o timeout=1800 -p no:cacheprovider
 
 # A week of dashboard history replayed into SQLite (about 30 minutes; figures in docs/performance.md).
 bench-history: $(VENV)/.bench-stamp

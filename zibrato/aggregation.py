@@ -14,8 +14,16 @@ counter adds ``value / rate``; a timer or distribution keeps its value once but 
 values kept, as when the aggregator samples itself); gauges and sets ignore the rate.
 
 Memory grows with series, not events: series are capped (overflow counted), and a
-timer keeps at most ``max_values`` values per interval; beyond that its count, sum,
-min, max and stddev stay exact and its percentiles come from a uniform sample.
+timer keeps at most ``max_values`` values per interval, and all timers together at most
+``MAX_KEPT_VALUES``; beyond that its count, sum, min, max and stddev stay exact and its
+percentiles come from a uniform sample. Series named ``zibrato.*`` (health reports, such
+as ``zibrato.publisher.dropped``) have a reserve of their own, ``HEALTH_SERIES_RESERVE``,
+beyond the cap, so a flood of series cannot hide the report of it.
+
+Nothing an event holds can raise out of :meth:`Aggregator.add_events`: an event that
+fails in an unexpected way is skipped and counted (``invalid_event``). Statistics whose
+exact value lies beyond the float range (the sum of two timers of 1e308 s) are ``inf``;
+the others (count, min, max, mean, median, stddev, percentiles) stay exact.
 """
 
 from __future__ import annotations
@@ -33,11 +41,18 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (90, 95, 99)
 DEFAULT_MAX_SERIES = 10_000
 DEFAULT_MAX_VALUES = 100_000
 DEFAULT_MAX_SET_MEMBERS = 10_000
+# Values kept per interval across all timers and distributions (about 32 MB of floats).
+MAX_KEPT_VALUES = 1_000_000
+HEALTH_PREFIX = "zibrato."
+# Health series admitted beyond ``max_series``: publishers' drop reports, backends' own.
+HEALTH_SERIES_RESERVE = 1_000
 
 COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
 SET = "set"
 _SET_KIND = int(Kind.SET)
 _INF = math.inf
+# Characters of tag text the cache of valid tag sets may hold (tag sets reach 16 kB each).
+_CACHE_CHARS = 4_000_000
 
 TagsKey = tuple[tuple[str, str], ...]
 # (type, name, source, publisher tags, event tags); tag order is made canonical at rollup
@@ -136,10 +151,13 @@ class Aggregator:
         self._good_names: set[str] = set()
         # tags as given -> tags sorted by key, for tag sets already seen valid
         self._good_tags: dict[TagsKey, TagsKey] = {}
+        self._good_tags_chars = 0
         self._reset()
         self._gauge_memory: dict[_RawKey, float] = {}
 
     def _reset(self) -> None:
+        self._health_series = 0
+        self._kept_values = 0
         self._counters: dict[_RawKey, float] = {}
         self._gauges: dict[_RawKey, float] = {}
         self._values: dict[_RawKey, list[float]] = {}
@@ -148,7 +166,7 @@ class Aggregator:
 
     @property
     def series_count(self) -> int:
-        """How many series the current interval holds."""
+        """How many series the current interval holds (health series included)."""
         return len(self._counters) + len(self._gauges) + len(self._values) + len(self._sets)
 
     # -- folding events in ---------------------------------------------------------
@@ -167,78 +185,94 @@ class Aggregator:
         batch_tags: TagsKey = (),
     ) -> None:
         """Fold raw ``(kind, name, value, source, tags[, rate])`` events in (validating each)."""
-        counters, values, max_values = self._counters, self._values, self.max_values
+        counters, values = self._counters, self._values
+        # A timer keeps its values while both its own and the global allowance last.
+        room = MAX_KEPT_VALUES - self._kept_values
+        max_values = self.max_values
         good_names, good_tags = self._good_names, self._good_tags
         for event in events:
             try:
-                kind, name, value, event_source, tags = event
-                weight = 1.0
-            except (TypeError, ValueError):
-                sampled = self._unpack_sampled(event)
-                if sampled is None:
-                    continue
-                kind, name, value, event_source, tags, weight = sampled
-            if not (
-                type(value) is int or (type(value) is float and -_INF < value < _INF)
-            ) and not _text_member(kind, value):
-                self._reject("invalid_value")
-                continue
-            if name not in good_names and not self._admit_name(name):
-                continue
-            if tags is None:
-                tags_key: TagsKey = ()
-            elif type(tags) is dict:
                 try:
-                    tags_key = good_tags[tuple(tags.items())]
-                except KeyError:
-                    admitted = self._admit_tags(tags)
-                    if admitted is None:
+                    kind, name, value, event_source, tags = event
+                    weight = 1.0
+                except (TypeError, ValueError):
+                    sampled = self._unpack_sampled(event)
+                    if sampled is None:
                         continue
-                    tags_key = admitted
-                except TypeError:  # unhashable tag values
+                    kind, name, value, event_source, tags, weight = sampled
+                if not (
+                    type(value) is int or (type(value) is float and -_INF < value < _INF)
+                ) and not _text_member(kind, value):
+                    self._reject("invalid_value")
+                    continue
+                try:
+                    known = name in good_names
+                except TypeError:  # unhashable: a msgpack map or array
+                    known = False
+                if not known and not self._admit_name(name):
+                    continue
+                if tags is None:
+                    tags_key: TagsKey = ()
+                elif type(tags) is dict:
+                    try:
+                        tags_key = good_tags[tuple(tags.items())]
+                    except KeyError:
+                        admitted = self._admit_tags(tags)
+                        if admitted is None:
+                            continue
+                        tags_key = admitted
+                    except TypeError:  # unhashable tag values
+                        self._reject("invalid_tags")
+                        continue
+                else:
                     self._reject("invalid_tags")
                     continue
-            else:
-                self._reject("invalid_tags")
-                continue
-            if event_source is None:
-                event_source = source
-            elif type(event_source) is not str or protocol.check_name(event_source):
-                self._reject("invalid_source")
-                continue
-            if kind == 0:
-                key = (COUNTER, name, event_source, batch_tags, tags_key)
-                try:
-                    counters[key] += value
-                except KeyError:
-                    if self._admit_series():
-                        counters[key] = value
-            elif kind == 3 or kind == 4:
-                key = (
-                    TIMER if kind == 3 else DISTRIBUTION,
-                    name,
-                    event_source,
-                    batch_tags,
-                    tags_key,
-                )
-                try:
-                    kept = values[key]
-                except KeyError:
-                    if not self._admit_series():
-                        continue
-                    kept = values[key] = []
-                if len(kept) < max_values:
-                    kept.append(value)
+                if event_source is None:
+                    event_source = source
+                elif type(event_source) is not str or protocol.check_name(event_source):
+                    self._reject("invalid_source")
+                    continue
+                if type(kind) is not int:  # 0.0 == 0 and True == 1, but neither is a kind
+                    self._reject("invalid_kind")
+                elif kind == 0:
+                    key = (COUNTER, name, event_source, batch_tags, tags_key)
+                    try:
+                        counters[key] += value
+                    except KeyError:
+                        if self._admit_series(name):
+                            counters[key] = value
+                elif kind == 3 or kind == 4:
+                    key = (
+                        TIMER if kind == 3 else DISTRIBUTION,
+                        name,
+                        event_source,
+                        batch_tags,
+                        tags_key,
+                    )
+                    try:
+                        kept = values[key]
+                    except KeyError:
+                        if not self._admit_series(name):
+                            continue
+                        kept = values[key] = []
+                    if len(kept) < max_values and (room > 0 or not kept):
+                        kept.append(value)
+                        room -= 1
+                    else:
+                        self._sample(key, kept, value)
+                    if weight != 1.0:
+                        self._weigh(key, value, weight - 1.0)
+                elif kind == 1 or kind == 2:
+                    self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
+                elif kind == _SET_KIND:
+                    self._add_member((SET, name, event_source, batch_tags, tags_key), value)
                 else:
-                    self._sample(key, kept, value)
-                if weight != 1.0:
-                    self._weigh(key, value, weight - 1.0)
-            elif kind == 1 or kind == 2:
-                self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
-            elif kind == _SET_KIND:
-                self._add_member((SET, name, event_source, batch_tags, tags_key), value)
-            else:
-                self._reject("invalid_kind")
+                    self._reject("invalid_kind")
+            except (TypeError, ValueError):  # something in the event no check foresaw
+                self._reject("invalid_event")
+            except Exception:  # whatever else: this event alone is lost, counted
+                self._reject("internal_error")
+        self._kept_values = MAX_KEPT_VALUES - room
 
     def _unpack_sampled(self, event: Any) -> tuple[Any, ...] | None:
         """Unpack a client-sampled event; return it with a counter's value scaled up and
@@ -267,7 +301,7 @@ class Aggregator:
             return
         members = self._sets.get(key)
         if members is None:
-            if not self._admit_series():
+            if not self._admit_series(key[1]):
                 return
             members = self._sets[key] = set()
         # 42 and "42" are one member, as in statsd, where every member is text.
@@ -279,7 +313,7 @@ class Aggregator:
 
     def _gauge(self, key: _RawKey, kind: int, value: float) -> None:
         gauges = self._gauges
-        if key not in gauges and not self._admit_series():
+        if key not in gauges and not self._admit_series(key[1]):
             return
         if kind == Kind.GAUGE_DELTA:
             previous = gauges.get(key)
@@ -300,8 +334,13 @@ class Aggregator:
             kept[slot], value = value, kept[slot]
         extra.add(value)
 
-    def _admit_series(self) -> bool:
-        if self.series_count < self.max_series:
+    def _admit_series(self, name: str) -> bool:
+        # Health series have a reserve of their own: a flood cannot push them out.
+        if name.startswith(HEALTH_PREFIX):
+            if self._health_series < HEALTH_SERIES_RESERVE:
+                self._health_series += 1
+                return True
+        elif self.series_count - self._health_series < self.max_series:
             return True
         self.dropped_series += 1
         return False
@@ -320,8 +359,11 @@ class Aggregator:
         if not protocol.valid_tags(tags):
             self._reject("invalid_tags")
             return None
-        if len(self._good_tags) > 4 * self.max_series:
-            self._good_tags.clear()
+        size = sum(len(key) + len(value) for key, value in tags.items())
+        self._good_tags_chars += size
+        if len(self._good_tags) > 4 * self.max_series or self._good_tags_chars > _CACHE_CHARS:
+            self._good_tags.clear()  # a flood of distinct (or huge) tag sets: start over
+            self._good_tags_chars = size
         canonical = tuple(sorted(tags.items()))
         self._good_tags[tuple(tags.items())] = canonical
         return canonical
@@ -415,16 +457,17 @@ def distribution_stats(
 ) -> dict[str, float]:
     """Return count, sum, min, max, mean, median, stddev, sum_squares and percentiles.
 
-    ``ordered`` must be sorted. ``stddev`` is the population standard deviation.
+    ``ordered`` must be sorted. ``stddev`` is the population standard deviation. A
+    statistic whose exact value is beyond the float range is ``inf`` (with its sign).
     """
     count: float = len(ordered)
-    total = math.fsum(ordered)
     lowest, highest = ordered[0], ordered[-1]
-    mean = total / count
-    # Scaled by the largest magnitude so that squaring huge values cannot overflow.
-    scale = max(abs(lowest), abs(highest)) or 1.0
-    squares = math.fsum(((v - mean) / scale) ** 2 for v in ordered)
-    sum_squares = math.fsum(v * v for v in ordered)
+    try:
+        total = math.fsum(ordered)
+        sum_squares = math.fsum(v * v for v in ordered)
+    except OverflowError:  # an intermediate sum left the float range
+        total, sum_squares = _scaled_sum(ordered), _INF
+    mean, squares, scale = _mean_and_squares(ordered, total)
     for extra in sampled:
         # Fold in the values that were only sampled: exact moments still hold.
         count += extra.count
@@ -432,9 +475,11 @@ def distribution_stats(
         sum_squares += extra.sum_squares
         lowest, highest = min(lowest, extra.min), max(highest, extra.max)
     if count != len(ordered):
-        mean = total / count
-        scale = 1.0
-        squares = max(0.0, sum_squares - count * mean * mean)
+        overall = total / count
+        spread = sum_squares - count * overall * overall
+        if math.isfinite(spread) and math.isfinite(overall):
+            mean, scale, squares = overall, 1.0, max(0.0, spread) * len(ordered) / count
+        # else: moments overflowed; the mean and stddev of the kept values stand in.
     if type(count) is float and count.is_integer():
         count = int(count)  # client-sampled weights that add up to whole events
     stats: dict[str, float] = {
@@ -444,12 +489,38 @@ def distribution_stats(
         "max": highest,
         "mean": mean,
         "median": quantile(ordered, 50),
-        "stddev": scale * math.sqrt(squares / count),
+        "stddev": scale * math.sqrt(squares / len(ordered)),
         "sum_squares": sum_squares,
     }
     for pct in percentiles:
         stats[percentile_key(pct)] = quantile(ordered, pct)
     return stats
+
+
+def _mean_and_squares(ordered: Sequence[float], total: float) -> tuple[float, float, float]:
+    """Return the mean, the sum of squared deviations divided by scale², and the scale.
+
+    Deviations are divided by the largest magnitude, so that squaring cannot overflow.
+    """
+    count = len(ordered)
+    scale = float(max(abs(ordered[0]), abs(ordered[-1]))) or 1.0
+    if math.isfinite(total):
+        mean = total / count
+        try:
+            return mean, math.fsum(((v - mean) / scale) ** 2 for v in ordered), scale
+        except OverflowError:
+            pass
+    # The sum (or a deviation) overflowed: work on values divided by the scale, all <= 1.
+    units = [v / scale for v in ordered]
+    mean_unit = math.fsum(units) / count
+    squares = math.fsum((u - mean_unit) ** 2 for u in units)
+    return mean_unit * scale, squares, scale
+
+
+def _scaled_sum(values: Sequence[float]) -> float:
+    """Return the sum of ``values``; ``inf`` (signed) when it is beyond the float range."""
+    scale = float(max(abs(v) for v in values)) or 1.0
+    return math.fsum(v / scale for v in values) * scale  # a float product overflows to inf
 
 
 def quantile(ordered: Sequence[float], pct: float) -> float:
@@ -458,4 +529,7 @@ def quantile(ordered: Sequence[float], pct: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     fraction = position - low
-    return ordered[low] + (ordered[high] - ordered[low]) * fraction
+    result = ordered[low] + (ordered[high] - ordered[low]) * fraction
+    if not math.isfinite(result):  # the difference of two huge values overflowed
+        result = ordered[low] * (1 - fraction) + ordered[high] * fraction
+    return result

@@ -18,6 +18,7 @@ import zmq
 from zibrato import protocol
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.errors import AddressInUse, ConfigError
+from zibrato.security import apply_handshake_policy
 
 
 class Broker:
@@ -49,6 +50,7 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._control_address = f"inproc://zibrato-broker-{id(self):x}"
         self._sockets: list[zmq.Socket[Any]] = []
+        self.failure: str | None = None  # why forwarding stopped, if not by stop()
 
     def bind(self) -> tuple[str, str]:
         """Bind both sides; return the addresses actually bound (port 0 resolved)."""
@@ -56,8 +58,10 @@ class Broker:
             xsub = self._socket(zmq.XSUB)
             xsub.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
             xsub.setsockopt(zmq.RCVHWM, self.hwm)
+            apply_handshake_policy(xsub)
             xpub = self._socket(zmq.XPUB)
             xpub.setsockopt(zmq.SNDHWM, self.hwm)
+            apply_handshake_policy(xpub)
             self.frontend_address = _bind(xsub, self.frontend_address)
             self.backend_address = _bind(xpub, self.backend_address)
             control = self._socket(zmq.PAIR)
@@ -84,6 +88,9 @@ class Broker:
             zmq.proxy_steerable(xsub, xpub, None, control)
         except zmq.ContextTerminated:
             pass
+        except BaseException as exc:
+            self.failure = f"forwarding stopped: {type(exc).__name__}: {exc}"
+            raise
         finally:
             for sock in self._sockets:
                 sock.close(linger=0)

@@ -32,6 +32,7 @@ MAX_EVENTS_PER_BATCH = 4096
 MAX_NAME_LENGTH = 255
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 255
+MAX_PUBLISHER_LENGTH = 64
 MAX_MEMBER_LENGTH = 255
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -139,6 +140,7 @@ def decode(frames: Sequence[bytes]) -> Batch:
     _, publisher, seq, sent_before, timestamp, source, tags, events = body
     if not (
         isinstance(publisher, str)
+        and 0 < len(publisher) <= MAX_PUBLISHER_LENGTH
         and _is_count(seq)
         and _is_count(sent_before)
         and type(timestamp) in (int, float)

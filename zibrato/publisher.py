@@ -5,12 +5,12 @@ and safe for any number of threads). A daemon thread wakes every ``interval`` se
 (sooner when a level's backlog passes ``wake_threshold``), drains the deques into
 batches, checks them, and sends them through the :class:`~zibrato.link.BrokerLink`.
 Whatever is not delivered is counted by reason in ``dropped`` and reported as the
-counter ``zibrato.publisher.dropped``.
+counter ``zibrato.publisher.dropped``; that includes what ZeroMQ still held when
+``close()``'s linger ran out (``linger_expired``), which is then no longer counted as sent.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
-from zibrato import levels, protocol
+from zibrato import levels, lifecycle, protocol
 from zibrato.addresses import DEFAULT_FRONTEND
 from zibrato.link import BrokerLink
 from zibrato.protocol import Event, Kind
@@ -34,6 +34,8 @@ _COUNTER = int(Kind.COUNTER)
 _TIMER = int(Kind.TIMER)
 _INF = float("inf")
 _MAX_REMEMBERED = 10_000
+# How long a client waits for any broker before it says (once) that none answers.
+NO_BROKER_WARNING_AFTER = 3.0
 
 
 class CaptureSink(Protocol):
@@ -88,6 +90,7 @@ class Publisher:
         self.filtered_events = 0
         self._unpublished_drops: dict[str, int] = {}
         self._warned: set[str] = set()
+        self._warned_no_broker = False
         self._valid_names: set[str] = set()
         self._valid_tags: set[tuple[tuple[str, str], ...]] = set()
         self._lock = threading.Lock()  # guards the socket and the sequence numbers
@@ -96,9 +99,7 @@ class Publisher:
         self._closed = False
         self._abandoned = False
         self._reset_process_state()
-        _install_process_hooks()
-        _register_multiprocessing_hooks(self)
-        _live.add(self)
+        lifecycle.track(self)
         self._start_thread()
 
     # -- process state, renewed in a forked child ---------------------------------
@@ -111,7 +112,8 @@ class Publisher:
         self._link = BrokerLink(self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold)
         self._thread: threading.Thread | None = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Renew what belongs to one process (lifecycle calls it in a forked child)."""
         # The child must not send what the parent had buffered (the parent does), must
         # not touch the parent's socket, and gets a fresh lock, identity and thread.
         for queue in self.queues.values():
@@ -142,13 +144,14 @@ class Publisher:
         if not self._wake.is_set():
             self._wake.set()
 
-    def reject(self, reason: str, detail: str, count: int = 1) -> None:
-        """Count events that were not recorded; log the first of each reason."""
+    def reject(self, reason: str, detail: str, count: int = 1, *, warn: bool = True) -> None:
+        """Count events that were not recorded; log the first of each reason (if ``warn``)."""
         with self._drops_lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
             self._unpublished_drops[reason] = self._unpublished_drops.get(reason, 0) + count
-            first = reason not in self._warned
-            self._warned.add(reason)
+            first = warn and reason not in self._warned
+            if first:
+                self._warned.add(reason)
         if first:
             log.warning(
                 "zibrato: dropped a metric (%s): %s; further drops are counted "
@@ -170,18 +173,42 @@ class Publisher:
             return
         self._drain(self.startup_hold if timeout is None else timeout)
 
+    @property
+    def queued_events(self) -> int:
+        """Events counted as sent that ZeroMQ has not written to the broker connection yet."""
+        return self._link.queued_events
+
     def close(self, linger: float | None = None) -> None:
-        """Send what is pending with a bounded wait, then release the socket."""
+        """Send what is pending with a bounded wait, then release the socket.
+
+        What ZeroMQ still holds when the linger runs out is thrown away: it moves from
+        ``sent_events`` to ``dropped["linger_expired"]`` and is logged once.
+        """
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close(self.linger if linger is None else linger)
+        finally:
+            lifecycle.forget(self)
+
+    def send_now(self, timeout: float) -> None:
+        """Send what is pending and wait until ZeroMQ has written it (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._link.wait_written(deadline)
+            finally:
+                self._lock.release()
+
+    def _close(self, linger: float) -> None:
         self._wake.set()
-        linger = self.linger if linger is None else linger
         deadline = time.monotonic() + linger
         self._drain(linger, final=True)
         if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
-                self._link.close(max(0.0, deadline - time.monotonic()))
+                self._close_link(max(0.0, deadline - time.monotonic()), linger)
             finally:
                 self._lock.release()
         else:
@@ -191,10 +218,22 @@ class Publisher:
             thread = self._thread
             if (thread is None or not thread.is_alive()) and self._lock.acquire(timeout=0.05):
                 try:
-                    self._link.close(0.0)
+                    self._close_link(0.0, linger)
                 finally:
                     self._lock.release()
-        _live.discard(self)
+        self._warn_no_broker(closing=True)
+
+    def _close_link(self, wait: float, linger: float) -> None:
+        """Close the link (the lock is held); count what ZeroMQ still held as not sent."""
+        unsent = self._link.close(wait)
+        if unsent:
+            self.sent_events -= unsent
+            self.reject(
+                "linger_expired",
+                f"{unsent} events were still queued in ZeroMQ for {self.address} when the "
+                f"{linger:g} s linger ran out (the broker is down, frozen or too slow)",
+                unsent,
+            )
 
     # -- the background side -------------------------------------------------------
     def _is_closed(self) -> bool:
@@ -212,7 +251,7 @@ class Publisher:
                 log.exception("zibrato: publisher failed to send a batch")
         with self._lock:
             if self._abandoned:  # close() could not wait for us: the socket is ours to close
-                self._link.close(0.0)
+                self._close_link(0.0, self.linger)
 
     def _drain(self, wait: float, final: bool = False) -> None:
         """Send every pending event; wait up to ``wait`` s for the broker's subscriptions.
@@ -234,6 +273,8 @@ class Publisher:
                 self._link.read_subscriptions(deadline)
                 if self._link.holding() and not final:
                     return  # keep the events: the broker has not told us its subscribers yet
+            else:
+                self._link.poll_events()
             for level, queue in self.queues.items():
                 while queue:
                     events = _take(queue, self.batch_size)
@@ -242,8 +283,27 @@ class Publisher:
                     except Exception as exc:  # never raise into flush()/close() callers
                         self.reject("send_failed", f"{type(exc).__name__}: {exc}", len(events))
             self._send_drop_report(sink)
+            if not final:
+                self._warn_no_broker(closing=False)
         finally:
             self._lock.release()
+
+    def _warn_no_broker(self, *, closing: bool) -> None:
+        """Say once that no broker answers, a few seconds in (or at close, if sooner)."""
+        if self._warned_no_broker or not self.dropped.get("no_broker"):
+            return
+        if not closing and self._link.connected_for() < NO_BROKER_WARNING_AFTER:
+            return
+        self._warned_no_broker = True
+        refused = f" ({self._link.refused})" if self._link.refused else ""
+        log.warning(
+            "zibrato: no broker answers at %s%s; start one with `zibrato run` (or point "
+            "ZIBRATO_PUBLISH at one). Until one answers, events are dropped and counted "
+            "as %s{reason=no_broker}",
+            self.address,
+            refused,
+            DROPPED_METRIC,
+        )
 
     def _has_pending(self) -> bool:
         return any(self.queues.values()) or bool(self._unpublished_drops)
@@ -274,14 +334,18 @@ class Publisher:
         events = self._checked(events)
         if not events:
             return
+        link = self._link
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
-        elif level in self._link.subscribed:
+        elif level in link.subscribed:
             self._send_frames(level, events, send_deadline)
-        elif self._link.error is not None:
-            self.reject("invalid_address", self._link.error, len(events))
-        elif final and not self._link.ever_subscribed:
-            self.reject("no_broker", f"no broker answered at {self.address}", len(events))
+        elif link.error is not None:
+            self.reject("invalid_address", link.error, len(events))
+        elif not link.ever_subscribed and not link.handshakes:
+            # No broker has ever answered (the startup hold is over): the events are lost.
+            self.reject(
+                "no_broker", f"no broker answered at {self.address}", len(events), warn=False
+            )
         else:
             self.filtered_events += len(events)
             if level in self._link.ever_subscribed:
@@ -303,7 +367,7 @@ class Publisher:
             self._send_frames(level, events[:half], deadline)
             self._send_frames(level, events[half:], deadline)
             return
-        if not self._link.send(frames, deadline):
+        if not self._link.send(frames, len(events), deadline):
             self.reject(
                 "send_queue_full", "the ZeroMQ send queue to the broker is full", len(events)
             )
@@ -424,7 +488,8 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
 
 
 # -- process-wide plumbing ---------------------------------------------------------
-_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+# Every publisher of this process (zibrato.testing reads it), as lifecycle tracks them.
+_live: weakref.WeakSet[Publisher] = lifecycle.live  # type: ignore[assignment]
 _capture_sink: CaptureSink | None = None
 
 
@@ -441,42 +506,3 @@ def flush_all(timeout: float = 0.0, *, release_held: bool = False) -> None:
     """
     for publisher in list(_live):
         publisher._drain(timeout, final=release_held)
-
-
-def _at_exit() -> None:
-    for publisher in list(_live):
-        try:
-            publisher.close()
-        except Exception:
-            log.debug("zibrato: error while closing a publisher at exit", exc_info=True)
-
-
-def _after_fork_in_child() -> None:
-    for publisher in list(_live):
-        publisher._after_fork_in_child()
-
-
-def _register_multiprocessing_hooks(publisher: Publisher) -> None:
-    # multiprocessing children leave through os._exit(), skipping atexit, and clear the
-    # finalizers they inherit; an after-fork hook of theirs registers a fresh finalizer
-    # in each child, so what the child recorded still goes out when it exits.
-    import multiprocessing.util as mp_util
-
-    mp_util.register_after_fork(publisher, _finalize_in_child)
-
-
-def _finalize_in_child(publisher: Publisher) -> None:
-    import multiprocessing.util as mp_util
-
-    mp_util.Finalize(publisher, publisher.close, exitpriority=-100)
-
-
-_hooks_installed = False
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed
-    if not _hooks_installed:
-        _hooks_installed = True
-        atexit.register(_at_exit)
-        os.register_at_fork(after_in_child=_after_fork_in_child)

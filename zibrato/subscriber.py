@@ -15,6 +15,7 @@ import zmq
 from zibrato import levels, protocol
 from zibrato.addresses import DEFAULT_BACKEND
 from zibrato.protocol import Batch, DecodeError
+from zibrato.security import apply_handshake_policy
 
 log = logging.getLogger("zibrato")
 
@@ -81,6 +82,7 @@ class Subscriber:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
+        apply_handshake_policy(self._socket)
         for name in levels.at_or_above(self.level):
             self._socket.setsockopt(zmq.SUBSCRIBE, levels.topic(name))
         self._socket.connect(connect)

@@ -3,23 +3,30 @@
 The Django and Flask adapters record the same names with the same tags (OpenTelemetry's
 semantic conventions), so one dashboard serves both. This module holds those names, the
 rules that keep tag values bounded (a route template or ``<unmatched>``, never a raw path;
-an unknown HTTP method becomes ``_OTHER``), and the per-request database accounting
-(queries, time and duplicated SQL text per request), so no adapter writes them twice.
+an unknown HTTP method or SQL operation becomes ``_OTHER``), the rule that says what is
+an error, and the tag dictionaries, built once per combination. What one request
+accumulates and how it is recorded is in :mod:`zibrato.web_requests`.
+
+The error rule (``docs/web-metrics.md``), framework-free part: an exception that is an
+error (each adapter says which are not: the framework's own answers below 500, such as
+``Http404`` or ``abort(404)``) tags the request with ``error.type`` = its class's
+qualified name and adds one to ``http.server.exceptions``; a response with a 5xx status
+and no such exception carries ``error.type`` = the status code, and counts no exception.
 
 >>> request_method("get"), request_method("BREW")
 ('GET', '_OTHER')
->>> tally = QueryTally()
->>> for _ in range(3):
-...     tally.add("shop", "SELECT * FROM item WHERE id = ?", 0.001)
->>> tally.queries, tally.duplicates
-(3, 2)
+>>> operation_name("  (SELECT 1) UNION (SELECT 2)"), operation_name("frobnicate")
+('SELECT', '_OTHER')
+>>> tags = TagCache().request("items/<int:pk>/", "GET", 503, None, False)
+>>> tags.request["error.type"], tags.error is None
+('503', True)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from zibrato.client import Zibrato
+from zibrato.protocol import MAX_TAG_LENGTH
 
 # -- metric names (DESIGN §4) ----------------------------------------------------------------
 REQUEST_DURATION = "http.server.request.duration"
@@ -30,8 +37,9 @@ DB_REQUEST_DURATION = "db.client.request.duration"
 DB_REQUEST_DUPLICATES = "db.client.request.duplicates"
 DB_OPERATION_DURATION = "db.client.operation.duration"
 
-# -- their levels ----------------------------------------------------------------------------
+# -- their levels (the adapters' defaults for the request and per-request DB metrics) ---------
 REQUEST_LEVEL = "info"
+DB_REQUEST_LEVEL = "info"
 EXCEPTIONS_LEVEL = "error"
 DB_OPERATION_LEVEL = "debug"
 
@@ -46,21 +54,30 @@ DB_OPERATION = "db.operation.name"
 # -- bounded tag values ----------------------------------------------------------------------
 UNMATCHED_ROUTE = "<unmatched>"
 OTHER = "_OTHER"
+# The HTTP methods OpenTelemetry knows (RFC 9110, PATCH and QUERY); any other is _OTHER,
+# so that a client cannot make up tag values.
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
+# The first word of a statement, as db.operation.name; anything else is _OTHER.
 KNOWN_OPERATIONS = frozenset(
     (
         "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "REPLACE", "WITH",
         "CREATE", "ALTER", "DROP", "TRUNCATE", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT",
         "RELEASE", "SET", "SHOW", "EXPLAIN", "PRAGMA", "CALL", "EXEC", "EXECUTE", "COPY",
-        "VACUUM", "ANALYZE", "GRANT", "REVOKE", "LOCK",
+        "VACUUM", "ANALYZE", "GRANT", "REVOKE", "LOCK", "DECLARE", "FETCH", "CLOSE",
     )
 )  # fmt: skip
+# Enough of a statement to hold its first word after any indentation and parentheses:
+# the operation is read from this slice, never from a whole (maybe huge) statement.
+_OPERATION_PREFIX = 32
 
-# Distinct SQL texts remembered per request to spot duplicates; past this, a request that
-# runs ever-new statements stops growing memory and its later duplicates go uncounted.
-MAX_DISTINCT_STATEMENTS = 10_000
+# Tag combinations cached per TagCache (routes x methods x statuses x errors, namespaces):
+# bounded values, but a cap all the same; past it, tags are built afresh each time.
+MAX_CACHED_TAGS = 10_000
+# SQL texts whose operation tags are cached per namespace; past this the cache starts
+# again (an application runs few distinct statements, and the hot ones come back).
+MAX_CACHED_STATEMENTS = 4096
 
 
 def request_method(method: str) -> str:
@@ -74,54 +91,18 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
-def operation_name(statement: str) -> str:
+def operation_name(statement: object) -> str:
     """Return the SQL operation (``SELECT``, ``INSERT``...) of a statement, else ``_OTHER``."""
-    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    if not isinstance(statement, str):
+        return OTHER
+    words = statement[:_OPERATION_PREFIX].lstrip(" \t\r\n(").split(None, 1)
     word = words[0].upper() if words else ""
     return word if word in KNOWN_OPERATIONS else OTHER
 
 
-class QueryTally:
-    """Count the queries of one unit of work (a request, a command): per namespace, and
-    how many repeated a SQL text already run in that unit (the N+1 signal).
-
-    Framework adapters add every query with :meth:`add` and, when the unit ends, call
-    :meth:`record` once.
-    """
-
-    __slots__ = ("_seen", "duplicates", "namespaces", "queries")
-
-    def __init__(self) -> None:
-        self.queries = 0
-        self.duplicates = 0
-        # namespace -> [queries, seconds]
-        self.namespaces: dict[str, list[float]] = {}
-        self._seen: set[tuple[str, str]] = set()
-
-    def add(self, namespace: str, statement: str, seconds: float) -> None:
-        """Count one query of ``namespace`` that took ``seconds``."""
-        self.queries += 1
-        totals = self.namespaces.get(namespace)
-        if totals is None:
-            self.namespaces[namespace] = [1, seconds]
-        else:
-            totals[0] += 1
-            totals[1] += seconds
-        key = (namespace, statement)
-        if key in self._seen:
-            self.duplicates += 1
-        elif len(self._seen) < MAX_DISTINCT_STATEMENTS:
-            self._seen.add(key)
-
-    def record(self, client: Zibrato, tags: TagCache, route: str | None) -> None:
-        """Record the unit's queries, DB time (per namespace) and duplicates, once."""
-        for namespace, (queries, seconds) in self.namespaces.items():
-            namespaced = tags.database(route, namespace)
-            client.observe(DB_REQUEST_QUERIES, queries, level=REQUEST_LEVEL, tags=namespaced)
-            client.timing(DB_REQUEST_DURATION, seconds, level=REQUEST_LEVEL, tags=namespaced)
-        client.observe(
-            DB_REQUEST_DUPLICATES, self.duplicates, level=REQUEST_LEVEL, tags=tags.route(route)
-        )
+def bounded(value: str) -> str:
+    """Return ``value`` cut to the longest tag value the wire protocol accepts."""
+    return value if len(value) <= MAX_TAG_LENGTH else value[:MAX_TAG_LENGTH]
 
 
 class TagCache:
@@ -133,10 +114,12 @@ class TagCache:
     namespaces), and the cache stops growing at ``limit`` entries (then builds afresh).
     """
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = MAX_CACHED_TAGS) -> None:
         self.limit = limit
         self._request: dict[tuple[str, str, str | int | None, str | None, bool], RequestTags] = {}
-        self._other: dict[tuple[str | None, ...], Mapping[str, str]] = {}
+        self._routes: dict[str | None, RouteTags] = {}
+        self._operations: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._statements: dict[str, dict[object, Mapping[str, str]]] = {}
 
     def request(
         self,
@@ -150,70 +133,107 @@ class TagCache:
 
         ``method`` and ``status`` may be given as they come (``"get"``, ``"200 OK"`` or
         ``200``): they are normalised when a combination is first seen. ``error`` is the
-        request's ``error.type`` (or None); the view's timer carries it only when
-        ``view_failed`` (the view raised, not a hook after it). No status with an error
-        means the exception propagated out of the app: tagged 500, what a server answers.
+        request's ``error.type`` from an exception (or None); the view's timer carries it
+        only when ``view_failed`` (the view raised, not a hook after it). No status with
+        an error means the exception propagated out of the app: tagged 500, what a
+        server answers.
         """
         key = (route, method, status, error, view_failed)
         found = self._request.get(key)
         if found is None:
             code = str(status)[:3] if status is not None else None if error is None else "500"
-            found = RequestTags.build(route, request_method(method), code, error, view_failed)
+            found = RequestTags.build(
+                self.route(route), request_method(method), code, error, view_failed
+            )
             if len(self._request) < self.limit:
                 self._request[key] = found
         return found
 
-    def route(self, route: str | None) -> Mapping[str, str]:
-        """Return ``{http.route: route}`` (no tags outside a request)."""
-        return self._cached(("route", route), {} if route is None else {ROUTE: route})
+    def route(self, route: str | None) -> RouteTags:
+        """Return the tags of one route's metrics (``None``: a unit of work outside a request)."""
+        found = self._routes.get(route)
+        if found is None:
+            found = RouteTags(None if route is None else bounded(route))
+            if len(self._routes) < self.limit:
+                self._routes[route] = found
+        return found
 
-    def database(self, route: str | None, namespace: str) -> Mapping[str, str]:
-        """Return the tags of a unit's per-namespace database metrics."""
-        tags = {DB_NAMESPACE: namespace}
-        if route is not None:
-            tags = {ROUTE: route, **tags}
-        return self._cached(("database", route, namespace), tags)
+    def operation(self, namespace: str, statement: object) -> Mapping[str, str]:
+        """Return the tags of one query's operation timer (cached by the SQL text)."""
+        by_statement = self._statements.get(namespace)
+        if by_statement is None:
+            by_statement = self._statements[namespace] = {}
+        try:
+            found = by_statement.get(statement)
+        except TypeError:  # an unhashable statement object
+            return self._operation(namespace, operation_name(statement))
+        if found is None:
+            found = self._operation(namespace, operation_name(statement))
+            if len(by_statement) >= MAX_CACHED_STATEMENTS:
+                by_statement.clear()
+            by_statement[statement] = found
+        return found
 
-    def operation(self, namespace: str, statement: str) -> Mapping[str, str]:
-        """Return the tags of one query's operation timer."""
-        operation = operation_name(statement)
-        return self._cached(
-            ("operation", namespace, operation), {DB_NAMESPACE: namespace, DB_OPERATION: operation}
-        )
+    def _operation(self, namespace: str, operation: str) -> Mapping[str, str]:
+        key = (namespace, operation)
+        found = self._operations.get(key)
+        if found is None:
+            found = {DB_NAMESPACE: bounded(namespace), DB_OPERATION: operation}
+            if len(self._operations) < self.limit:
+                self._operations[key] = found
+        return found
 
-    def _cached(self, key: tuple[str | None, ...], tags: Mapping[str, str]) -> Mapping[str, str]:
-        found = self._other.get(key)
-        if found is not None:
-            return found
-        if len(self._other) < self.limit:
-            self._other[key] = tags
-        return tags
+
+class RouteTags:
+    """The tags of one route's database metrics (or of a unit of work without a route)."""
+
+    __slots__ = ("_databases", "route")
+
+    def __init__(self, route: str | None) -> None:
+        self.route: Mapping[str, str] = {} if route is None else {ROUTE: route}
+        self._databases: dict[str, Mapping[str, str]] = {}
+
+    def database(self, namespace: str) -> Mapping[str, str]:
+        """Return the tags of this route's per-request metrics of one ``db.namespace``."""
+        found = self._databases.get(namespace)
+        if found is None:
+            found = {**self.route, DB_NAMESPACE: bounded(namespace)}
+            if len(self._databases) < MAX_CACHED_TAGS:
+                self._databases[namespace] = found
+        return found
 
 
 class RequestTags:
     """The tags of one kind of request: for the request timer, the view timer, the error."""
 
-    __slots__ = ("error", "request", "view")
+    __slots__ = ("db", "error", "request", "view")
 
     def __init__(
-        self, request: Mapping[str, str], view: Mapping[str, str], error: Mapping[str, str] | None
+        self,
+        request: Mapping[str, str],
+        view: Mapping[str, str],
+        error: Mapping[str, str] | None,
+        db: RouteTags,
     ) -> None:
         self.request = request
         self.view = view
         self.error = error
+        self.db = db
 
     @classmethod
     def build(
-        cls, route: str, method: str, status: str | None, error: str | None, view_failed: bool
+        cls, route: RouteTags, method: str, status: str | None, error: str | None, view_failed: bool
     ) -> RequestTags:
         """Return the tags for a request to ``route`` that ended with ``status``/``error``."""
-        view = {ROUTE: route, METHOD: method}
+        view = {**route.route, METHOD: method}
         request = dict(view)
         if status is not None:
             request[STATUS] = status
         if error is None:
-            return cls(request, view, None)
+            if status is not None and status.startswith("5"):
+                request[ERROR_TYPE] = status  # a server error without an exception
+            return cls(request, view, None, route)
         request[ERROR_TYPE] = error
         if view_failed:
             view = {**view, ERROR_TYPE: error}
-        return cls(request, view, {ROUTE: route, ERROR_TYPE: error})
+        return cls(request, view, {**route.route, ERROR_TYPE: error}, route)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 
-from zibrato import levels
+from zibrato import levels, web
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.backends import build
 from zibrato.client import PUBLISH_ENV
@@ -44,9 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # Tags added to every event of this process.
     "TAGS": {},
     # Level of http.server.request.duration and http.server.view.duration.
-    "REQUEST_LEVEL": "info",
+    "REQUEST_LEVEL": web.REQUEST_LEVEL,
     # Level of the per-request database metrics (db.client.request.*).
-    "DB_LEVEL": "info",
+    "DB_LEVEL": web.DB_REQUEST_LEVEL,
     # Regexes searched in request.path_info: matching requests are not measured.
     "EXCLUDE_PATHS": [],
     # Where `manage.py zibrato_broker` binds for publishers and for backends.
@@ -57,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     # Count post_save / post_delete per model.
     "MODEL_SIGNALS": True,
 }
+# The ENGINE Django puts in place when DATABASES is empty: no database at all.
+_NO_DATABASE_ENGINE = "django.db.backends.dummy"
 # A broker bound to every interface is reached on loopback from the same host.
 _WILDCARD_HOSTS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
 
@@ -83,6 +86,8 @@ class RequestPlan:
     db_level: str
     exclude: re.Pattern[str] | None
     model_signals: bool
+    # Where a request without queries records 0 queries; None: the project has no database.
+    db_namespace: str | None
 
 
 @functools.cache
@@ -94,7 +99,16 @@ def request_plan() -> RequestPlan:
         db_level=_level(config, "DB_LEVEL"),
         exclude=_exclude_pattern(config.get("EXCLUDE_PATHS")),
         model_signals=bool(config.get("MODEL_SIGNALS")),
+        db_namespace=_default_namespace(),
     )
+
+
+def _default_namespace() -> str | None:
+    """Return the ``default`` alias if it is a real database, else None."""
+    databases = getattr(settings, "DATABASES", None)
+    default = databases.get(DEFAULT_DB_ALIAS) if isinstance(databases, Mapping) else None
+    engine = default.get("ENGINE") if isinstance(default, Mapping) else None
+    return DEFAULT_DB_ALIAS if engine and engine != _NO_DATABASE_ENGINE else None
 
 
 def clear_caches() -> None:

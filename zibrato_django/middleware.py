@@ -6,40 +6,32 @@ adapts nothing). Responses and exceptions pass through untouched; a streaming re
 body is neither consumed nor wrapped, so its time is the time to the response object
 (the first byte), not to the last. A failure inside Zibrato is counted and logged once
 (:mod:`zibrato_django.failures`), never raised into the request.
+
+What it records, and which exceptions are errors, is the shared schema of
+:mod:`zibrato.web` (``docs/web-metrics.md``); this module only reads it off Django.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.db import DEFAULT_DB_ALIAS
-from django.http import HttpRequest, HttpResponseBase
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 from django.urls import ResolverMatch
 
-from zibrato.protocol import MAX_TAG_LENGTH
+from zibrato import web
+from zibrato.web_requests import RequestRecorder, RequestState, current_request
 from zibrato_django import failures, zibrato
 from zibrato_django.conf import RequestPlan, request_plan
-from zibrato_django.request_state import AliasTally, RequestState, current_request
 
-REQUEST_METRIC = "http.server.request.duration"
-VIEW_METRIC = "http.server.view.duration"
-EXCEPTIONS_METRIC = "http.server.exceptions"
-EXCEPTIONS_LEVEL = "error"
-QUERIES_METRIC = "db.client.request.queries"
-DB_DURATION_METRIC = "db.client.request.duration"
-DUPLICATES_METRIC = "db.client.request.duplicates"
-
-UNMATCHED = "<unmatched>"
-OTHER_METHOD = "_OTHER"
-# The standard HTTP methods (RFC 9110 and PATCH), as OpenTelemetry names them; any other
-# method is _OTHER so that a client cannot make up tag values.
-KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
-_NO_QUERIES = {DEFAULT_DB_ALIAS: AliasTally()}
+# Django's own ways of answering with a status below 500 (django.core.handlers.exception):
+# answers, not errors.
+ANSWERS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
 
 Response = HttpResponseBase
 
@@ -68,12 +60,13 @@ class ZibratoMiddleware:
         state = RequestState()
         token = current_request.set(state)
         start = perf_counter()
+        response = None
         try:
             response = self.get_response(request)
         finally:
             end = perf_counter()
             current_request.reset(token)
-        record(plan, request, response, state, end - start, end)
+            record(plan, request, response, state, end - start, end)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Response:
@@ -84,12 +77,13 @@ class ZibratoMiddleware:
         state = RequestState()
         token = current_request.set(state)
         start = perf_counter()
+        response = None
         try:
             response = await get_response(request)
         finally:
             end = perf_counter()
             current_request.reset(token)
-        record(plan, request, response, state, end - start, end)
+            record(plan, request, response, state, end - start, end)
         return response
 
     def process_view(
@@ -104,8 +98,10 @@ class ZibratoMiddleware:
         """Note when and how the view failed; Django goes on handling the exception."""
         state = current_request.get()
         if state is not None:
-            state.view_end = perf_counter()
-            state.error_type = type(exception).__qualname__
+            if state.view_start is not None:
+                state.view = perf_counter() - state.view_start
+            if not isinstance(exception, ANSWERS):
+                state.note_error(web.error_type(exception), in_view=True)
 
     async def _aprocess_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
@@ -114,6 +110,21 @@ class ZibratoMiddleware:
 
     async def _aprocess_exception(self, request: HttpRequest, exception: Exception) -> None:
         self.process_exception(request, exception)
+
+
+def note_unhandled(sender: object, **kwargs: Any) -> None:
+    """Note an exception Django answers with a 500 (a ``got_request_exception`` receiver).
+
+    Django sends it for the view's errors (already noted by ``process_exception``) and for
+    those of a middleware listed after Zibrato's, never for its own 4xx answers.
+    """
+    try:
+        state = current_request.get()
+        exception = sys.exc_info()[1]
+        if state is not None and exception is not None and not isinstance(exception, ANSWERS):
+            state.note_error(web.error_type(exception), in_view=False)
+    except Exception as exc:
+        failures.report("django_middleware", exc)
 
 
 def _plan_for(request: HttpRequest) -> RequestPlan | None:
@@ -134,63 +145,42 @@ def record(
     request: HttpRequest,
     response: Any,
     state: RequestState,
-    duration: float,
+    seconds: float,
     end: float,
 ) -> None:
-    """Record one request's metrics (built into locals, handed over at the end)."""
+    """Record one request's metrics, at once (no response: the exception propagated)."""
     try:
-        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
-        key = (route_of(request.resolver_match), method, response.status_code, state.error_type)
-        tags = _tag_sets.get(key)
-        if tags is None:
-            if len(_tag_sets) >= MAX_TAG_SETS:
-                _tag_sets.clear()
-            tags = _tag_sets[key] = TagSet(*key)
-        level = plan.request_level
-        timing = zibrato.timing
-        timing(REQUEST_METRIC, duration, level=level, tags=tags.request)
-        if state.view_start:
-            view_time = (state.view_end or end) - state.view_start
-            timing(VIEW_METRIC, view_time, level=level, tags=tags.view)
-        if tags.exception is not None:
-            zibrato.incr(EXCEPTIONS_METRIC, level=EXCEPTIONS_LEVEL, tags=tags.exception)
-        observe = zibrato.observe
-        db_level = plan.db_level
-        duplicates = 0
-        for alias, tally in (state.aliases or _NO_QUERIES).items():
-            db_tags = tags.database.get(alias) or tags.for_alias(alias)
-            observe(QUERIES_METRIC, tally.count, level=db_level, tags=db_tags)
-            timing(DB_DURATION_METRIC, tally.seconds, level=db_level, tags=db_tags)
-            duplicates += tally.duplicates
-        observe(DUPLICATES_METRIC, duplicates, level=db_level, tags=tags.route)
+        state.route = route_of(request.resolver_match)
+        if response is not None:
+            state.status = response.status_code
+        if state.view is None and state.view_start is not None:
+            # No hook runs when a view returns: its time ends when the response is back.
+            state.view = end - state.view_start
+        _recorder(plan).record(state, request.method or "", seconds)
     except Exception as exc:
         failures.report("django_middleware", exc)
 
 
-class TagSet:
-    """Every tags dict one kind of request needs, built once and never mutated after."""
-
-    __slots__ = ("database", "exception", "request", "route", "view")
-
-    def __init__(self, route: str, method: str, status: int, error: str | None) -> None:
-        self.route = {"http.route": route}
-        self.view = {"http.route": route, "http.request.method": method}
-        self.request = {**self.view, "http.response.status_code": str(status)}
-        self.exception: dict[str, str] | None = None
-        if error is not None:
-            self.view["error.type"] = self.request["error.type"] = error
-            self.exception = {"http.route": route, "error.type": error}
-        self.database: dict[str, dict[str, str]] = {}
-
-    def for_alias(self, alias: str) -> dict[str, str]:
-        """Return (and remember) the tags of one database alias's per-request metrics."""
-        tags = self.database[alias] = {**self.route, "db.namespace": alias}
-        return tags
+# Tags per kind of request, shared by every request (bounded: see TagCache).
+_tags = web.TagCache()
+# The recorder of the settings in force and of the shared client (both can change).
+_current: tuple[RequestPlan, RequestRecorder] | None = None
 
 
-# Tag sets per (route, method, status, error): a few per route. Bounded: cleared when full.
-_tag_sets: dict[tuple[str, str, int, str | None], TagSet] = {}
-MAX_TAG_SETS = 4096
+def _recorder(plan: RequestPlan) -> RequestRecorder:
+    """Return the recorder for ``plan``'s levels and the shared client as it is now."""
+    global _current
+    current = _current
+    if current is None or current[0] is not plan or current[1].publisher is not zibrato.publisher:
+        recorder = RequestRecorder(
+            zibrato,
+            tags=_tags,
+            request_level=plan.request_level,
+            db_level=plan.db_level,
+            namespace=plan.db_namespace,
+        )
+        current = _current = (plan, recorder)
+    return current[1]
 
 
 def route_of(match: ResolverMatch | None) -> str:
@@ -200,11 +190,8 @@ def route_of(match: ResolverMatch | None) -> str:
     view's dotted name when the pattern is empty; ``<unmatched>`` when nothing resolved.
     """
     if match is None:
-        return UNMATCHED
-    route = match.route
-    if not route:
-        route = view_path(match.func)
-    return route if len(route) <= MAX_TAG_LENGTH else route[:MAX_TAG_LENGTH]
+        return web.UNMATCHED_ROUTE
+    return match.route or view_path(match.func)
 
 
 def view_path(view: Callable[..., Any]) -> str:

@@ -34,8 +34,9 @@ from flask import (
 
 from zibrato import web
 from zibrato.client import Zibrato
-from zibrato.web import QueryTally, TagCache
-from zibrato_flask.request_metrics import HOOK_FAILED, current_request
+from zibrato.web import TagCache
+from zibrato.web_requests import QueryTally, current_request
+from zibrato_flask.request_metrics import HOOK_FAILED
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -84,6 +85,26 @@ def flask_sqlalchemy_engines(app_extensions: Mapping[str, Any], app: object) -> 
     return engines if isinstance(engines, Mapping) else {}
 
 
+class PlainEngines:
+    """The engines one extension instrumented with ``instrument_engine``: the first one's
+    namespace is the default of that extension's apps (told weakly, as apps come and go)."""
+
+    def __init__(self) -> None:
+        self.first_namespace: str | None = None
+        self._apps: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+    def on_add(self, app_state: AppState) -> None:
+        """Call ``app_state.update_db_namespace()`` when the first engine is added."""
+        self._apps.add(app_state)
+
+    def add(self, namespace: str) -> None:
+        """Note an instrumented engine's namespace (the first one is the default)."""
+        if self.first_namespace is None:
+            self.first_namespace = namespace
+            for app_state in list(self._apps):
+                app_state.update_db_namespace()
+
+
 class EngineHooks:
     """The listeners of one engine: time each query, add it to its unit of work."""
 
@@ -115,9 +136,13 @@ class EngineHooks:
         seconds = end - starts.pop()
         client = None
         try:
-            tally, client = current_unit()
-            if tally is not None:
-                tally.add(self.namespace, statement, seconds)
+            state = current_request.get()
+            if state is not None:
+                state.add_query(self.namespace, statement, seconds)
+            else:
+                tally, client = context_unit()
+                if tally is not None:
+                    tally.add(self.namespace, statement, seconds)
             client = client or self.client()
             client.timing(
                 web.DB_OPERATION_DURATION,
@@ -131,13 +156,8 @@ class EngineHooks:
             )
 
 
-def current_unit() -> tuple[QueryTally | None, Zibrato | None]:
-    """Return the tally of the request or app context this query runs in, and its client."""
-    state = current_request.get()
-    if state is not None:
-        if state.tally is None:
-            state.tally = QueryTally()
-        return state.tally, None
+def context_unit() -> tuple[QueryTally | None, Zibrato | None]:
+    """Return the tally of the app context (not a request) a query runs in, and its client."""
     if has_request_context():
         # A request without state: an excluded path, a request context pushed by hand,
         # a streamed body running after its request was recorded. Nothing to count into.
@@ -172,8 +192,8 @@ def record_context(sender: Flask, exc: BaseException | None = None, **extra: Any
     app_state: AppState | None = sender.extensions.get("zibrato")
     if tally is None or app_state is None:
         return
-    client = app_state.client()
+    recorder = app_state.recorder()
     try:
-        tally.record(client, app_state.tags, None)
+        recorder.record_unit(tally)
     except Exception as failure:
-        client.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")
+        recorder.publisher.reject(HOOK_FAILED, f"queries not recorded: {failure!r}")

@@ -14,16 +14,11 @@ from zibrato.client import Zibrato as Client
 from zibrato.instruments import Counter, Timer
 from zibrato.shared import LazyZibrato
 from zibrato.web import TagCache
+from zibrato.web_requests import RequestRecorder, current_request
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer
-from zibrato_flask.request_metrics import (
-    Recorder,
-    current_request,
-    note_unhandled,
-    request_timer,
-    view_timer,
-)
+from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
 from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
 
 if TYPE_CHECKING:
@@ -35,25 +30,46 @@ EXTENSION_KEY = "zibrato"
 class AppState:
     """One app's Zibrato state, kept in ``app.extensions["zibrato"]``."""
 
-    def __init__(self, app: Flask, settings: FlaskSettings) -> None:
+    def __init__(
+        self, app: Flask, settings: FlaskSettings, plain_engines: database.PlainEngines
+    ) -> None:
         self.settings = settings
         self.tags = TagCache()
         # This app's client and buffers once made; None again when the process's
         # publishers are closed (clients.close_all), so that the next request makes new.
-        self.current_recorder: Recorder | None = None
+        self.current_recorder: RequestRecorder | None = None
         clients.on_close(self)
         # Flask-SQLAlchemy keeps its engines per app, and we count those we have seen.
         self._extensions = app.extensions
         self._app_ref = weakref.ref(app)
         self._engines_seen = 0
+        # The app's default db.namespace: Flask-SQLAlchemy's default bind, else the first
+        # engine its extension instruments (None: no database, no per-request DB metrics).
+        # An attribute kept up to date, since every request reads it.
+        self._bind_namespace: str | None = None
+        self._plain_engines = plain_engines
+        self.db_namespace: str | None = plain_engines.first_namespace
+        plain_engines.on_add(self)
 
-    def recorder(self) -> Recorder:
+    def recorder(self) -> RequestRecorder:
         """Return this app's client and its buffers (the process's shared publisher)."""
         recorder = self.current_recorder
         if recorder is None:
-            recorder = Recorder.for_client(clients.client_for(self.settings))
+            recorder = RequestRecorder(
+                clients.client_for(self.settings),
+                tags=self.tags,
+                request_level=self.settings.request_level,
+                db_level=self.settings.db_level,
+                namespace=self.db_namespace,
+            )
             self.current_recorder = recorder
         return recorder
+
+    def update_db_namespace(self) -> None:
+        """Find where a request without queries records 0 again (None: no database)."""
+        self.db_namespace = self._bind_namespace or self._plain_engines.first_namespace
+        if self.current_recorder is not None:
+            self.current_recorder.namespace = self.db_namespace
 
     def forget_client(self) -> None:
         """Drop the client, closed by ``clients.close_all``: the next use makes a new one."""
@@ -71,9 +87,14 @@ class AppState:
         engines = database.flask_sqlalchemy_engines(self._extensions, app)
         if len(engines) == self._engines_seen:
             return
+        namespaces = {}
         for bind_key, engine in list(engines.items()):
-            database.instrument(engine, database.namespace_of(engine, bind_key), self.client)
+            namespaces[bind_key] = database.namespace_of(engine, bind_key)
+            database.instrument(engine, namespaces[bind_key], self.client)
         self._engines_seen = len(engines)
+        # The default bind (key None), else the first bind configured.
+        self._bind_namespace = namespaces.get(None) or next(iter(namespaces.values()), None)
+        self.update_db_namespace()
 
 
 class Zibrato(LazyZibrato):
@@ -115,7 +136,7 @@ class Zibrato(LazyZibrato):
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, copy.deepcopy(value))
         settings = read_settings(app.config)
-        state = AppState(app, settings)
+        state = AppState(app, settings, self._settings.plain_engines)
         app.extensions[EXTENSION_KEY] = state
         app.wsgi_app = request_timer(app.wsgi_app, state)  # type: ignore[method-assign,assignment]
         app.dispatch_request = view_timer(app.dispatch_request)  # type: ignore[method-assign]
@@ -127,9 +148,13 @@ class Zibrato(LazyZibrato):
     def instrument_engine(self, engine: Engine, *, namespace: str | None = None) -> None:
         """Count ``engine``'s queries per request (``db.namespace``: given, else its database).
 
-        Flask-SQLAlchemy's engines are instrumented without this call.
+        Flask-SQLAlchemy's engines are instrumented without this call. The first engine
+        given here is the default ``db.namespace`` of this extension's apps that have no
+        Flask-SQLAlchemy: where their requests without queries record 0.
         """
-        database.instrument(engine, namespace or database.namespace_of(engine), lambda: self)
+        namespace = namespace or database.namespace_of(engine)
+        database.instrument(engine, namespace, lambda: self)
+        self._settings.plain_engines.add(namespace)
 
     # -- the client: instruments made before init_app wait for its settings ----------------
     def timer(
@@ -184,13 +209,15 @@ class Zibrato(LazyZibrato):
 
 
 class _ExtensionSettings:
-    """The extension's client settings: its first app's, or the defaults before that.
+    """The extension's client settings: its first app's, or the defaults before that;
+    and the plain engines it instrumented.
 
     Kept in the one attribute a ``LazyZibrato`` keeps across a reset.
     """
 
     def __init__(self) -> None:
         self.settings: FlaskSettings | None = None
+        self.plain_engines = database.PlainEngines()
         self.lock = threading.Lock()
 
     def __call__(self) -> dict[str, Any]:

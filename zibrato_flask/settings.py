@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zibrato import backends, levels
+from zibrato import backends, levels, web
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.client import PUBLISH_ENV
 from zibrato.errors import ConfigError
@@ -21,6 +21,8 @@ from zibrato.errors import ConfigError
 DEFAULTS: Mapping[str, Any] = {
     "ZIBRATO_PUBLISH": None,  # $ZIBRATO_PUBLISH, else the broker frontend below
     "ZIBRATO_LEVEL": levels.DEFAULT_THRESHOLD,
+    "ZIBRATO_REQUEST_LEVEL": web.REQUEST_LEVEL,  # the request and view timers
+    "ZIBRATO_DB_LEVEL": web.DB_REQUEST_LEVEL,  # the per-request database metrics
     "ZIBRATO_SOURCE": None,
     "ZIBRATO_TAGS": None,
     "ZIBRATO_EXCLUDE_PATHS": (),
@@ -36,6 +38,8 @@ class FlaskSettings:
 
     publish: str
     level: str
+    request_level: str
+    db_level: str
     source: str | None
     tags: tuple[tuple[str, str], ...]
     exclude_paths: tuple[str, ...]
@@ -66,6 +70,10 @@ def read_settings(config: Mapping[str, Any]) -> FlaskSettings:
     return FlaskSettings(
         publish=publish,
         level=_checked("ZIBRATO_LEVEL", config["ZIBRATO_LEVEL"], levels.normalize),
+        request_level=_checked(
+            "ZIBRATO_REQUEST_LEVEL", config["ZIBRATO_REQUEST_LEVEL"], levels.normalize
+        ),
+        db_level=_checked("ZIBRATO_DB_LEVEL", config["ZIBRATO_DB_LEVEL"], levels.normalize),
         source=_source(config["ZIBRATO_SOURCE"]),
         tags=_tags(config["ZIBRATO_TAGS"]),
         exclude_paths=_exclude_paths(config["ZIBRATO_EXCLUDE_PATHS"]),

@@ -173,7 +173,7 @@ def test_console_shows_health_when_asked_and_losses_always() -> None:
         assert f"zibrato.backend.{name} " not in text, name
         assert f"zibrato.backend.{name} " in shown.getvalue(), name
     header = HEADER.match(shown.getvalue().splitlines()[0])
-    assert header and header["n"] == "7"  # hits, bad_events and five health series
+    assert header and header["n"] == "8"  # hits, bad_events and six health series
 
 
 def test_console_shows_hostile_names_and_tags_safely() -> None:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from django_support import (
     BROKER_LINE,
-    SiteProcess,
     free_port,
     manage,
     site_env,
     wait_for_records,
 )
+from process_support import SiteProcess
 
 ROUTE = "shop/<str:region>/shelves/<slug:slug>/"
 REQUEST_IN_A_SUBPROCESS = (

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zibrato.testing import CapturedMetrics
-from zibrato_django.db import OPERATIONS, OTHER_OPERATION, operation_name
-from zibrato_django.request_state import RequestState
+from zibrato.web import KNOWN_OPERATIONS, OTHER, operation_name
+from zibrato.web_requests import RequestState
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 
@@ -145,10 +145,10 @@ def test_concurrent_requests_in_threads_keep_their_own_tallies(
         ("  (SELECT 1) UNION (SELECT 2)", "SELECT"),
         ('insert into "t" values (1)', "INSERT"),
         ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH"),
-        ("", "OTHER"),
-        ("frobnicate everything", "OTHER"),
-        (b"SELECT 1", "OTHER"),
-        (None, "OTHER"),
+        ("", "_OTHER"),
+        ("frobnicate everything", "_OTHER"),
+        (b"SELECT 1", "_OTHER"),
+        (None, "_OTHER"),
     ],
 )
 def test_operation_names_are_bounded(sql: object, name: str) -> None:
@@ -180,7 +180,7 @@ def test_connections_that_exist_before_the_app_is_ready_get_the_hook(
 
 @given(st.one_of(st.text(), st.binary(), st.none(), st.integers()))
 def test_any_statement_gives_a_known_operation_name(sql: object) -> None:
-    assert operation_name(sql) in OPERATIONS | {OTHER_OPERATION}
+    assert operation_name(sql) in KNOWN_OPERATIONS | {OTHER}
 
 
 @given(st.lists(st.sampled_from(["SELECT 1", "SELECT 2", "INSERT x", b"raw"]), max_size=30))
@@ -188,7 +188,7 @@ def test_duplicates_are_the_queries_whose_text_ran_before(statements: list[objec
     state = RequestState()
     for sql in statements:
         state.add_query("default", sql, 0.001)
-    tally = state.aliases.get("default")
+    tally = state.tally
     texts = [sql for sql in statements if isinstance(sql, str)]
     assert (tally.duplicates if tally else 0) == len(texts) - len(set(texts))
-    assert (tally.count if tally else 0) == len(statements)
+    assert (tally.queries if tally else 0) == len(statements)

@@ -11,7 +11,7 @@ from django.test import AsyncClient, Client, override_settings
 from django_support import only, tags_of
 
 from zibrato.testing import CapturedMetrics
-from zibrato_django.middleware import UNMATCHED
+from zibrato.web import UNMATCHED_ROUTE as UNMATCHED
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 
@@ -75,12 +75,19 @@ def test_unresolved_path_is_unmatched_and_never_reaches_a_view(
     assert not metrics.filter(VIEW)
 
 
-def test_a_view_raising_http404_keeps_its_route(client: Client, metrics: CapturedMetrics) -> None:
+def test_a_view_raising_http404_keeps_its_route_and_is_no_error(
+    client: Client, metrics: CapturedMetrics
+) -> None:
+    # Http404 is Django's way of answering 404: a response, not a server error (OTel).
     assert client.get("/items/999999/").status_code == 404
     event = only(metrics, REQUEST)
-    assert event.tags["http.route"] == "items/<int:pk>/"
-    assert event.tags["error.type"] == "Http404"
-    assert only(metrics, VIEW).tags["error.type"] == "Http404"
+    assert tags_of(event, *KEYS) == {
+        "http.route": "items/<int:pk>/",
+        "http.request.method": "GET",
+        "http.response.status_code": "404",
+    }
+    assert "error.type" not in only(metrics, VIEW).tags
+    assert not metrics.filter(EXCEPTIONS)
 
 
 def test_raising_view_records_request_view_and_exception_with_error_type(
@@ -118,13 +125,87 @@ def test_raising_view_records_request_view_and_exception_with_error_type(
     }
 
 
-def test_permission_denied_is_a_403_with_its_error_type(
+@pytest.mark.parametrize(("path", "status"), [("/denied/", "403"), ("/suspicious/", "400")])
+def test_djangos_own_answers_below_500_are_no_errors(
+    client: Client, metrics: CapturedMetrics, path: str, status: str
+) -> None:
+    # PermissionDenied and SuspiciousOperation: Django answers 403 and 400.
+    assert str(client.get(path).status_code) == status
+    event = only(metrics, REQUEST)
+    assert event.tags["http.response.status_code"] == status
+    assert "error.type" not in event.tags
+    assert "error.type" not in only(metrics, VIEW).tags
+    assert not metrics.filter(EXCEPTIONS)
+
+
+def test_a_5xx_response_without_an_exception_carries_its_status_as_error_type(
     client: Client, metrics: CapturedMetrics
 ) -> None:
-    assert client.get("/denied/").status_code == 403
+    assert client.get("/unavailable/").status_code == 503
     event = only(metrics, REQUEST)
-    assert event.tags["http.response.status_code"] == "403"
-    assert event.tags["error.type"] == "PermissionDenied"
+    assert event.tags["http.response.status_code"] == event.tags["error.type"] == "503"
+    assert "error.type" not in only(metrics, VIEW).tags
+    assert not metrics.filter(EXCEPTIONS), "no exception was raised"
+
+
+def test_a_later_middleware_that_raises_is_an_error_of_the_request_not_the_view(
+    metrics: CapturedMetrics,
+) -> None:
+    response = Client(raise_request_exception=False).get("/fail/after/")
+    assert response.status_code == 500
+    event = only(metrics, REQUEST)
+    assert tags_of(event, *KEYS) == {
+        "http.route": "fail/after/",
+        "http.request.method": "GET",
+        "http.response.status_code": "500",
+        "error.type": "LookupError",
+    }
+    assert "error.type" not in only(metrics, VIEW).tags, "the view itself succeeded"
+    assert only(metrics, EXCEPTIONS).tags == {
+        "http.route": "fail/after/",
+        "error.type": "LookupError",
+    }
+
+
+def test_under_asgi_a_later_middleware_that_raises_is_an_error_too(
+    metrics: CapturedMetrics,
+) -> None:
+    # Django answers it in a sync_to_async thread, which carries the request's state.
+    response = async_to_sync(AsyncClient(raise_request_exception=False).get)("/fail/after/")
+    assert response.status_code == 500
+    assert only(metrics, REQUEST).tags["error.type"] == "LookupError"
+    assert metrics.total(EXCEPTIONS, tags={"error.type": "LookupError"}) == 1
+
+
+def test_an_exception_that_propagates_is_recorded_as_a_500(metrics: CapturedMetrics) -> None:
+    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True), pytest.raises(ValueError):
+        Client().get("/boom/")
+    event = only(metrics, REQUEST)
+    assert event.tags["http.response.status_code"] == "500"
+    assert event.tags["error.type"] == "ValueError"
+    assert metrics.total(EXCEPTIONS) == 1
+
+
+def test_head_requests_are_measured_under_their_route(
+    client: Client, shelves: list[int], metrics: CapturedMetrics
+) -> None:
+    response = client.head(f"/items/{shelves[0]}/")
+    assert (response.status_code, response.content) == (200, b"")
+    assert tags_of(only(metrics, REQUEST), *KEYS) == {
+        "http.route": "items/<int:pk>/",
+        "http.request.method": "HEAD",
+        "http.response.status_code": "200",
+    }
+    assert only(metrics, VIEW).tags["http.request.method"] == "HEAD"
+
+
+def test_a_405_from_the_view_keeps_its_route(client: Client, metrics: CapturedMetrics) -> None:
+    assert client.post("/get-only/").status_code == 405
+    assert tags_of(only(metrics, REQUEST), *KEYS) == {
+        "http.route": "get-only/",
+        "http.request.method": "POST",
+        "http.response.status_code": "405",
+    }
 
 
 def test_view_time_excludes_the_middleware_before_it(

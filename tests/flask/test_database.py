@@ -305,13 +305,44 @@ def test_a_plain_engine_takes_one_call(tmp_path: Path, metrics: CapturedMetrics)
     other.dispose()
 
 
-def test_requests_without_queries_record_no_database_metrics(
+def test_requests_without_queries_record_zero_for_the_default_bind(
     library: tuple[Flask, SQLAlchemy], metrics: CapturedMetrics
 ) -> None:
+    # So that queries-per-request percentiles count the requests that ran none.
     app, _ = library
     metrics.clear()
     app.test_client().get("/items/1")
-    assert metrics.filter(QUERIES) == metrics.filter(DUPLICATES) == []
+    tags = {"http.route": "/items/<int:pk>", "db.namespace": "library.db"}
+    assert only(metrics, QUERIES).value == 0 and only(metrics, QUERIES).tags == tags
+    assert only(metrics, DB_TIME).value == 0 and only(metrics, DB_TIME).tags == tags
+    assert only(metrics, DUPLICATES).value == 0
+    assert metrics.filter(OPERATION) == []
+
+
+def test_a_plain_engine_is_the_default_namespace_of_its_extensions_apps(
+    metrics: CapturedMetrics,
+) -> None:
+    engine = sa.create_engine("sqlite://")
+    zibrato = Zibrato()
+    app = build_shop()
+    zibrato.init_app(app)
+    app.test_client().get("/items/1")
+    assert metrics.filter(QUERIES) == [], "no database yet: no per-request DB metrics"
+    zibrato.instrument_engine(engine, namespace="cache")
+    zibrato.instrument_engine(sa.create_engine("sqlite://"), namespace="second")
+    app.test_client().get("/items/2")
+    assert only(metrics, QUERIES).tags == {"http.route": "/items/<int:pk>", "db.namespace": "cache"}
+    assert only(metrics, QUERIES).value == 0
+    engine.dispose()
+
+
+def test_the_db_level_setting(tmp_path: Path, metrics: CapturedMetrics) -> None:
+    app = build_shop({"ZIBRATO_DB_LEVEL": "debug"})
+    Zibrato(app).instrument_engine(engine := sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
+    app.test_client().get("/items/1")
+    assert only(metrics, QUERIES).level == only(metrics, DUPLICATES).level == "debug"
+    assert only(metrics, web.REQUEST_DURATION).level == "info"
+    engine.dispose()
 
 
 def test_a_failure_inside_zibrato_never_reaches_the_query(

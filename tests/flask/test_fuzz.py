@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from zibrato import web
 from zibrato.errors import ConfigError
 from zibrato.testing import capture
+from zibrato.web_requests import QueryTally
 from zibrato_flask import Zibrato
 from zibrato_flask.settings import DEFAULTS
 
@@ -81,7 +82,7 @@ def test_any_setting_is_accepted_or_one_clear_error(key: str, value: Any) -> Non
 @given(statement=st.text(max_size=60))
 def test_any_sql_text_gets_a_bounded_operation_name(statement: str) -> None:
     assert web.operation_name(statement) in web.KNOWN_OPERATIONS | {web.OTHER}
-    tally = web.QueryTally()
+    tally = QueryTally()
     tally.add("db", statement, 0.001)
     tally.add("db", statement, 0.001)
     assert (tally.queries, tally.duplicates) == (2, 1)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask, Response, stream_with_context
+from flask import Flask, Response, abort, stream_with_context
 from flask_support import MakeApp, only
 
 from zibrato import web
@@ -39,31 +39,36 @@ def test_blueprint_routes_carry_their_prefix(make_app: MakeApp, metrics: Capture
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status", "method_tag"),
-    [
-        ("GET", "/no/such/page-42", "404", "GET"),
-        ("DELETE", "/items/9", "405", "DELETE"),
-        ("BREW", "/items/9", "405", "_OTHER"),
-        ("PROPFIND", "/secret-path", "404", "_OTHER"),
-    ],
+    ("method", "path", "method_tag"),
+    [("GET", "/no/such/page-42", "GET"), ("PROPFIND", "/secret-path", "_OTHER")],
 )
 def test_unmatched_requests_never_tag_the_raw_path(
-    make_app: MakeApp,
-    metrics: CapturedMetrics,
-    method: str,
-    path: str,
-    status: str,
-    method_tag: str,
+    make_app: MakeApp, metrics: CapturedMetrics, method: str, path: str, method_tag: str
 ) -> None:
     response = make_app().test_client().open(path, method=method)
-    assert str(response.status_code) == status
+    assert response.status_code == 404
     assert only(metrics, REQUEST).tags == {
         "http.route": "<unmatched>",
         "http.request.method": method_tag,
-        "http.response.status_code": status,
+        "http.response.status_code": "404",
     }
     assert metrics.filter(VIEW) == [], "no view ran"
     assert not any(path in str(event.tags) for event in metrics.events)
+
+
+@pytest.mark.parametrize(("method", "method_tag"), [("DELETE", "DELETE"), ("BREW", "_OTHER")])
+def test_a_405_is_tagged_with_the_rule_that_matched_its_path(
+    make_app: MakeApp, metrics: CapturedMetrics, method: str, method_tag: str
+) -> None:
+    # As in Django, where a 405 comes from the view of the pattern that matched.
+    response = make_app().test_client().open("/items/9", method=method)
+    assert response.status_code == 405
+    assert only(metrics, REQUEST).tags == {
+        "http.route": "/items/<int:pk>",
+        "http.request.method": method_tag,
+        "http.response.status_code": "405",
+    }
+    assert metrics.filter(VIEW) == [], "no view ran"
 
 
 def test_a_raising_view_records_error_type_and_counts_the_exception(
@@ -113,6 +118,72 @@ def test_an_http_answer_below_500_is_not_an_error(
     assert "error.type" not in request.tags
     assert metrics.filter(web.EXCEPTIONS) == []
     assert "error.type" not in only(metrics, VIEW).tags
+
+
+@pytest.mark.parametrize(("path", "status"), [("/answers/404", "404"), ("/answers/400", "400")])
+def test_flasks_own_answers_below_500_are_no_errors(
+    make_app: MakeApp, metrics: CapturedMetrics, path: str, status: str
+) -> None:
+    app = make_app()
+
+    @app.route("/answers/<int:code>")
+    def answer(code: int) -> str:
+        abort(code)
+
+    assert str(app.test_client().get(path).status_code) == status
+    request = only(metrics, REQUEST)
+    assert request.tags["http.route"] == "/answers/<int:code>"
+    assert request.tags["http.response.status_code"] == status
+    assert "error.type" not in request.tags and "error.type" not in only(metrics, VIEW).tags
+    assert metrics.filter(web.EXCEPTIONS) == []
+
+
+def test_an_http_exception_of_500_is_an_error(make_app: MakeApp, metrics: CapturedMetrics) -> None:
+    app = make_app()
+
+    @app.route("/unavailable")
+    def unavailable() -> str:
+        abort(503)
+
+    assert app.test_client().get("/unavailable").status_code == 503
+    request = only(metrics, REQUEST)
+    assert request.tags["error.type"] == only(metrics, VIEW).tags["error.type"]
+    assert request.tags["error.type"] == "ServiceUnavailable"
+    assert only(metrics, web.EXCEPTIONS).tags["error.type"] == "ServiceUnavailable"
+
+
+def test_a_5xx_response_without_an_exception_carries_its_status_as_error_type(
+    make_app: MakeApp, metrics: CapturedMetrics
+) -> None:
+    app = make_app()
+
+    @app.route("/busy")
+    def busy() -> tuple[str, int]:
+        return "try later", 503
+
+    assert app.test_client().get("/busy").status_code == 503
+    request = only(metrics, REQUEST)
+    assert request.tags["http.response.status_code"] == request.tags["error.type"] == "503"
+    assert "error.type" not in only(metrics, VIEW).tags
+    assert metrics.filter(web.EXCEPTIONS) == [], "no exception was raised"
+
+
+def test_head_requests_are_measured_under_their_route(
+    make_app: MakeApp, metrics: CapturedMetrics
+) -> None:
+    response = make_app().test_client().head("/items/5")
+    assert (response.status_code, response.data) == (200, b"")
+    assert only(metrics, REQUEST).tags == {
+        "http.route": "/items/<int:pk>",
+        "http.request.method": "HEAD",
+        "http.response.status_code": "200",
+    }
+    assert only(metrics, VIEW).tags["http.request.method"] == "HEAD"
+
+
+def test_request_level_setting(make_app: MakeApp, metrics: CapturedMetrics) -> None:
+    make_app(ZIBRATO_REQUEST_LEVEL="warning").test_client().get("/items/1")
+    assert only(metrics, REQUEST).level == only(metrics, VIEW).level == "warning"
 
 
 def test_a_failing_after_request_still_records(

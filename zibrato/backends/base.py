@@ -3,14 +3,20 @@
 A subclass implements only :meth:`Backend.emit` (how one rollup is sent) and, if it
 has options, declares them in ``options``. Receiving runs on one thread and flushing on
 another, so a slow or failing target never stops the backend from receiving.
+
+Neither thread dies of what it receives: an unexpected exception costs the batch (or the
+flush) it came from, is counted in ``internal_errors`` by reason and logged once, and the
+thread goes on. Should a thread end anyway, :attr:`Backend.failure` says why and
+:meth:`Backend.healthy` turns false, so that whoever runs the backend can exit non-zero.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +35,7 @@ from zibrato.aggregation import (
     Series,
     summarize,
 )
+from zibrato.protocol import Batch
 from zibrato.subscriber import Subscriber
 
 log = logging.getLogger("zibrato")
@@ -96,10 +103,12 @@ class Backend:
         self._threads: list[threading.Thread] = []
         self._subscriber: Subscriber | None = None
         self._interval_start = time.monotonic()
-        self._warned: set[str] = set()
+        self._warned: set[object] = set()
         # health, cumulative since start
         self.flushes = 0
         self.target_errors = 0
+        self.internal_errors: dict[str, int] = {}
+        self.failure: str | None = None  # why a thread of ours ended, if one did
         self.last_flush_seconds = 0.0
         self._reported: dict[tuple[str, str], float] = {}
 
@@ -137,10 +146,16 @@ class Backend:
         self._interval_start = time.monotonic()
         self._threads = [
             threading.Thread(
-                target=self._receive_loop, name=f"zibrato-{self.kind}-recv", daemon=True
+                target=self._guarded,
+                args=(self._receive_loop,),
+                name=f"zibrato-{self.kind}-recv",
+                daemon=True,
             ),
             threading.Thread(
-                target=self._flush_loop, name=f"zibrato-{self.kind}-flush", daemon=True
+                target=self._guarded,
+                args=(self._flush_loop,),
+                name=f"zibrato-{self.kind}-flush",
+                daemon=True,
             ),
         ]
         for thread in self._threads:
@@ -170,21 +185,62 @@ class Backend:
         stop.wait()
         self.stop()
 
+    def healthy(self) -> bool:
+        """Whether every thread of this backend is running (or was stopped on purpose)."""
+        if self.failure is not None:
+            return False
+        return self.stop_event.is_set() or all(thread.is_alive() for thread in self._threads)
+
+    def _guarded(self, loop: Callable[[], None]) -> None:
+        """Run one of our threads; if it ends by an exception, record it as the failure."""
+        try:
+            loop()
+        except BaseException as exc:  # the thread ends here: say so, once, loudly
+            self.failure = f"{threading.current_thread().name} died: {type(exc).__name__}: {exc}"
+            log.critical("zibrato %s backend: %s", self.kind, self.failure, exc_info=True)
+
+    def count_internal_error(self, reason: str, exc: BaseException) -> None:
+        """Count an unexpected exception that cost one batch or one flush; log it once."""
+        self.internal_errors[reason] = self.internal_errors.get(reason, 0) + 1
+        if ("internal", reason) not in self._warned:
+            self._warned.add(("internal", reason))
+            log.error(
+                "zibrato %s backend: %s (%s: %s); carrying on, further ones are counted in "
+                "zibrato.backend.internal_errors{reason=%s}",
+                self.kind,
+                reason.replace("_", " "),
+                type(exc).__name__,
+                exc,
+                reason,
+                exc_info=True,
+            )
+
+    def _take_in(self, batch: Batch) -> None:
+        try:
+            with self._lock:
+                self.aggregator.add(batch)
+        except Exception as exc:  # the aggregator never raises; if it does, lose one batch
+            self.count_internal_error("batch_failed", exc)
+
     def _receive_loop(self) -> None:
         subscriber = self._subscriber
         assert subscriber is not None
-        aggregator, lock = self.aggregator, self._lock
         while not self.stop_event.is_set():
-            batch = subscriber.receive(timeout=0.1)
-            while batch is not None:
-                with lock:
-                    aggregator.add(batch)
-                batch = subscriber.receive_ready()
+            try:
+                batch = subscriber.receive(timeout=0.1)
+                while batch is not None:
+                    self._take_in(batch)
+                    batch = subscriber.receive_ready()
+            except zmq.ContextTerminated:
+                return
+            except Exception as exc:
+                self.count_internal_error("receive_failed", exc)
+                self.stop_event.wait(0.1)  # not a hot loop if it keeps failing
         # Stopping: take in what has already arrived (briefly), so the final flush has it.
         deadline = time.monotonic() + 0.2
-        while time.monotonic() < deadline and (batch := subscriber.receive(0.02)) is not None:
-            with lock:
-                aggregator.add(batch)
+        with contextlib.suppress(zmq.ZMQError):
+            while time.monotonic() < deadline and (batch := subscriber.receive(0.02)) is not None:
+                self._take_in(batch)
 
     def _flush_loop(self) -> None:
         next_flush = time.monotonic() + self.flush_interval
@@ -192,12 +248,18 @@ class Backend:
             next_flush += self.flush_interval
             if next_flush < time.monotonic():  # a flush overran: do not try to catch up
                 next_flush = time.monotonic() + self.flush_interval
-            self.flush()
+            self._guarded_flush()
         # Wait for the receiver to finish its last batch, then emit what is left.
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(0.5)
-        self.flush()
+        self._guarded_flush()
+
+    def _guarded_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # flush() contains its failures; if not, lose one interval
+            self.count_internal_error("flush_failed", exc)
 
     def flush(self) -> Rollup:
         """Close the current interval now, emit its rollup, and return it."""
@@ -254,6 +316,8 @@ class Backend:
             totals[name, ""] = total
         for reason, count in (sub.bad_messages if sub else {}).items():
             totals["bad_messages", reason] = count
+        for reason, count in self.internal_errors.items():
+            totals["internal_errors", reason] = count
         series = []
         for (name, reason), total in totals.items():
             delta = total - self._reported.get((name, reason), 0)
@@ -272,6 +336,7 @@ class Backend:
         for name, value in (
             ("series", agg.series_count),
             ("flush_seconds", self.last_flush_seconds),
+            ("healthy", 1 if self.healthy() else 0),
         ):
             series.append(
                 Series(

@@ -20,9 +20,12 @@ is not delivered by then stays buffered for the next flush (and a ``Retry-After`
 than that holds sending until it has passed). A 400 splits the batch in halves until the
 rejected points are isolated: those are dropped and counted (``rejected_measurements``),
 the rest delivered. 401 and 403 are not retried: logged once, counted, and sending stops
-until the next flush. The buffer holds at most ``max_buffer`` measurements; beyond that the
-oldest are dropped and counted (``dropped_measurements``). The token is sent only as the
-basic-auth password, never in the URL, and never appears in logs, errors or the repr.
+until the next flush. A redirect (30x) is not followed either, as requests would turn
+the POST into a GET without the measurements: it is a counted failure whose message
+names the new address, and the measurements stay buffered. The buffer holds at most
+``max_buffer`` measurements; beyond that the oldest are dropped and counted
+(``dropped_measurements``). The token is sent only as the basic-auth password, never in
+the URL, and never appears in logs, errors or the repr.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -81,6 +84,10 @@ class LibratoAuthError(LibratoError):
 
 class LibratoRejected(LibratoError):
     """Librato rejected a measurement (400); it is dropped."""
+
+
+class LibratoRedirected(LibratoError):
+    """Librato answered with a redirect (30x), which is not followed."""
 
 
 class LibratoRequestError(LibratoError):
@@ -176,6 +183,8 @@ class LibratoBackend(Backend):
         backoff_base: float = 0.5,
         backoff_cap: float = 10.0,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], bool] | None = None,
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -203,6 +212,10 @@ class LibratoBackend(Backend):
         self._session = session if session is not None else requests.Session()
         self._owns_session = session is None
         self._rng = rng or random.Random()
+        # Injected for tests: the clock of deadlines and backoff, and the pause between
+        # retries (returns True when the backend is stopping).
+        self._clock = clock
+        self._pause = pause if pause is not None else self.stop_event.wait
         self._buffer: deque[Measurement] = deque()
         self._not_before = 0.0  # monotonic time before which Retry-After forbids sending
         self.sent_measurements = 0
@@ -237,9 +250,9 @@ class LibratoBackend(Backend):
         budget = self.flush_interval * 0.9
         if self.stop_event.is_set():
             budget = min(budget, 1.0)
-        deadline = time.monotonic() + budget
+        deadline = self._clock() + budget
         self._enqueue(rollup)
-        if time.monotonic() < self._not_before:
+        if self._clock() < self._not_before:
             return
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(MAX_PER_POST, len(self._buffer)))]
@@ -294,7 +307,7 @@ class LibratoBackend(Backend):
         body = json.dumps({"gauges": batch}, allow_nan=False, separators=(",", ":")).encode()
         attempt = 0
         while True:
-            timeout = min(self.timeout, deadline - time.monotonic())
+            timeout = min(self.timeout, deadline - self._clock())
             if timeout <= 0:
                 return _Outcome.GIVE_UP
             result = self._attempt(body, timeout)
@@ -302,20 +315,28 @@ class LibratoBackend(Backend):
                 return result
             delay = max(result, self._backoff(attempt))
             attempt += 1
-            if time.monotonic() + delay >= deadline:
-                self._not_before = time.monotonic() + result  # honour Retry-After later
+            if self._clock() + delay >= deadline:
+                self._not_before = self._clock() + result  # honour Retry-After later
                 return _Outcome.GIVE_UP
-            if self.stop_event.wait(delay):
+            if self._pause(delay):
                 return _Outcome.GIVE_UP
 
     def _attempt(self, body: bytes, timeout: float) -> _Outcome | float:
         """Make one request: an outcome, or the Retry-After delay (0 if none) to retry."""
         endpoint = f"{self.url}/v1/metrics"
         try:
+            # A redirect is never followed: requests would turn the POST into a GET without
+            # the measurements (and count them as sent).
             with self._session.post(
-                endpoint, data=body, auth=self._auth, headers=_HEADERS, timeout=timeout
+                endpoint,
+                data=body,
+                auth=self._auth,
+                headers=_HEADERS,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 status, retry_after = response.status_code, response.headers.get("Retry-After")
+                location = response.headers.get("Location", "")
         except requests.Timeout:
             self._failed(LibratoTimeout(f"{endpoint} did not answer within {timeout:.3g} s"))
             return 0.0
@@ -327,6 +348,16 @@ class LibratoBackend(Backend):
             return _Outcome.GIVE_UP
         if 200 <= status < 300:
             return _Outcome.SENT
+        if 300 <= status < 400:
+            self._failed(
+                LibratoRedirected(
+                    f"{endpoint} answered HTTP {status}, a redirect to "
+                    f"{self._scrub(location)[:200]!r}; redirects are not followed (the POST "
+                    "would become a GET without the measurements): set the url option to "
+                    "the address that accepts the POST. Measurements stay buffered"
+                )
+            )
+            return _Outcome.GIVE_UP
         if status == 400:
             return _Outcome.BAD_REQUEST
         if status in (401, 403):
@@ -352,7 +383,7 @@ class LibratoBackend(Backend):
         self.last_error = error
         self.count_target_error(error)
 
-    def _scrub(self, exc: BaseException) -> str:
+    def _scrub(self, exc: BaseException | str) -> str:
         """Return the message of ``exc`` with any secret masked (it may quote the request)."""
         text = str(exc)
         for secret in self._secrets:

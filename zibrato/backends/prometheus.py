@@ -7,9 +7,13 @@ digit gets a ``_`` in front. Counters are exposed as ``NAME_total`` (type counte
 sanitised name (distributions are histograms with no unit; a set is a gauge of its
 number of distinct members in the last interval that recorded any). Tags become labels (names
 sanitised to ``[a-zA-Z_][a-zA-Z0-9_]*``, a leading ``__`` shortened to ``_``, a tag ``le``
-on a histogram renamed ``exported_le``), the series source becomes the label ``source``
-(it wins over a tag of that name). Series that end up with the same name and labels are
-merged: counters and histograms add up, a gauge keeps the last value.
+on a histogram renamed ``exported_le``), the series source becomes the label ``source``.
+Within one series no value is lost to a clash of label names: when two tags map to one
+label name (``a.b`` and ``a_b``), or a tag is called ``source`` on a series with a source,
+the first (the source, then the tags sorted by key) keeps the name and the next get
+``_2``, ``_3``...: ``{"a.b": "x", "a_b": "y"}`` is exposed as ``a_b="x",a_b_2="y"``.
+Different series that end up with the same name and labels are merged: counters and
+histograms add up, a gauge keeps the last value.
 
 Counters are running totals since the backend started (a rollup holds per-interval sums).
 Histogram buckets are cumulative over all time. When the aggregator sampled a timer's
@@ -20,7 +24,8 @@ A name that is already exposed with another type (a counter ``x`` and a gauge
 ``x_total``; a gauge ``x_count`` next to a histogram ``x``) keeps its first type; the other
 series are skipped and counted (``name_conflicts`` and the backend's target errors). The
 exposition holds at most ``max_series`` series; the least recently updated are dropped
-(``evicted_series``).
+(``evicted_series``). Health series (``zibrato.*``) are never dropped for ordinary ones:
+they have a reserve of their own (``HEALTH_SERIES_RESERVE``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
+from zibrato.aggregation import (
+    COUNTER,
+    GAUGE,
+    HEALTH_PREFIX,
+    HEALTH_SERIES_RESERVE,
+    SET,
+    TIMER,
+    Rollup,
+    Series,
+)
 from zibrato.backends.base import Backend, Option
 from zibrato.backends.httpserver import HttpServer, Request, Response
 
@@ -92,6 +106,21 @@ def label_name(tag: str, *, histogram: bool = False) -> str:
     if name.startswith("__"):  # reserved for Prometheus itself
         name = "_" + name.lstrip("_")
     return "exported_le" if histogram and name == "le" else name
+
+
+def series_labels(series: Series, *, histogram: bool = False) -> Labels:
+    """Return the labels of ``series``, sorted; a clash of label names gets ``_2``, ``_3``..."""
+    labels: dict[str, str] = {}
+    if series.source is not None:
+        labels["source"] = series.source
+    for tag, value in sorted(series.tags.items()):
+        name = label_name(tag, histogram=histogram)
+        unique, number = name, 1
+        while unique in labels:
+            number += 1
+            unique = label_name(f"{name}_{number}")  # "_" + "_2" must not become "__2"
+        labels[unique] = value
+    return tuple(sorted(labels.items()))
 
 
 def escape_label_value(value: str) -> str:
@@ -203,7 +232,10 @@ class PrometheusBackend(Backend):
         self.evicted_series = 0
         self._families: dict[str, _Family] = {}
         self._claims: set[str] = set()
+        # Least recently updated first; health series apart, so that they are never
+        # evicted to make room for ordinary ones.
         self._recency: OrderedDict[tuple[str, Labels], None] = OrderedDict()
+        self._health_recency: OrderedDict[tuple[str, Labels], None] = OrderedDict()
         self._exposition_lock = threading.Lock()
         self._body = b""
 
@@ -244,19 +276,16 @@ class PrometheusBackend(Backend):
             for series in rollup.series:
                 self._update(series)
             while len(self._recency) > self.max_exposed_series:
-                self._evict_oldest()
+                self._evict_oldest(self._recency)
+            while len(self._health_recency) > HEALTH_SERIES_RESERVE:
+                self._evict_oldest(self._health_recency)
             self._body = render(self._families.values())
 
     def _update(self, series: Series) -> None:
         family = self._family(series)
         if family is None:
             return
-        labels: dict[str, str] = {}
-        for tag, value in sorted(series.tags.items()):
-            labels[label_name(tag, histogram=family.type == "histogram")] = value
-        if series.source is not None:
-            labels["source"] = series.source
-        key = tuple(sorted(labels.items()))
+        key = series_labels(series, histogram=family.type == "histogram")
         state = family.series.get(key)
         if series.type == COUNTER:
             previous = state if isinstance(state, float | int) else 0
@@ -268,8 +297,10 @@ class PrometheusBackend(Backend):
                 bounds = self.buckets if series.type == TIMER else self.distribution_buckets
                 state = family.series[key] = _Histogram(bounds, [0] * len(bounds))
             state.observe(series)
-        self._recency[family.name, key] = None
-        self._recency.move_to_end((family.name, key))
+        health = series.name.startswith(HEALTH_PREFIX)
+        recency = self._health_recency if health else self._recency
+        recency[family.name, key] = None
+        recency.move_to_end((family.name, key))
 
     def _family(self, series: Series) -> _Family | None:
         name = metric_name(series.name, series.type)
@@ -293,10 +324,11 @@ class PrometheusBackend(Backend):
         )
         return None
 
-    def _evict_oldest(self) -> None:
-        (name, labels), _ = self._recency.popitem(last=False)
-        family = self._families[name]
-        del family.series[labels]
+    def _evict_oldest(self, recency: OrderedDict[tuple[str, Labels], None]) -> None:
+        (name, labels), _ = recency.popitem(last=False)
+        family = self._families.get(name)
+        if family is None or family.series.pop(labels, None) is None:
+            return  # already gone with the other recency list
         self.evicted_series += 1
         if not family.series:
             del self._families[name]

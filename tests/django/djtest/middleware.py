@@ -1,4 +1,4 @@
-"""Two ordinary middlewares that sit behind Zibrato's in the test site."""
+"""Ordinary middlewares that sit behind Zibrato's in the test site."""
 
 import time
 from collections.abc import Callable
@@ -28,6 +28,18 @@ def early_return(
         if request.path == "/early/":
             return HttpResponse("answered by a middleware", status=202)
         return get_response(request)
+
+    return middleware
+
+
+def fail_after(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[..., HttpResponse]:
+    """Fail after /fail/after/'s view succeeded: an error that is not the view's."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if request.path == "/fail/after/":
+            raise LookupError("the middleware failed")
+        return response
 
     return middleware
 

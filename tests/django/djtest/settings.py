@@ -35,6 +35,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "djtest.middleware.slow_paths",
     "djtest.middleware.early_return",
+    "djtest.middleware.fail_after",
     "djtest.middleware.sabotage",
 ]
 DATABASES = {

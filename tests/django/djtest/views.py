@@ -4,10 +4,11 @@ import os
 import time
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.views import View
+from django.views.decorators.http import require_GET
 
 from djtest.models import Item, Note, Shelf
 
@@ -61,6 +62,24 @@ def slow_boom(request: HttpRequest) -> HttpResponse:
 
 def denied(request: HttpRequest) -> HttpResponse:
     raise PermissionDenied("no")
+
+
+def missing(request: HttpRequest) -> HttpResponse:
+    raise Http404("no such thing")
+
+
+def suspicious(request: HttpRequest) -> HttpResponse:
+    raise SuspiciousOperation("a made-up header")
+
+
+def unavailable(request: HttpRequest) -> HttpResponse:
+    """A 503 without any exception: a server error all the same."""
+    return HttpResponse("try later", status=503)
+
+
+@require_GET
+def get_only(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("got")
 
 
 def stream(request: HttpRequest) -> StreamingHttpResponse:

@@ -1,0 +1,149 @@
+"""R3 for any web adapter: gunicorn ``--preload``, every worker's events arrive, none twice.
+
+:func:`every_workers_events_arrive_once` runs a real broker subprocess and a real
+gunicorn (4 workers of the given class) serving a site whose own code records a metric
+at import, so that under ``--preload`` the client exists in the master before it forks.
+It serves requests concurrently, counts the request metrics that reach a real
+subscriber per worker pid (from each batch's publisher id) against the pids the
+responses name, stops gunicorn gracefully, and checks that nothing arrived twice, that
+the import-time metric came from the master alone, and that every worker is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from process_support import SiteProcess
+
+from zibrato import Zibrato
+from zibrato.subscriber import Subscriber
+
+REQUESTS = 120
+CONCURRENCY = 12
+PROBE = "tests.r3.probe"
+BROKER_READY = r"publishers connect to (tcp://\S+); subscribers connect to (tcp://\S+)"
+
+
+class Received:
+    """Events from a real subscriber on the broker, as (publisher pid, name, tags, value)."""
+
+    def __init__(self, address: str) -> None:
+        self.subscriber = Subscriber(address, level="debug")
+        self.events: list[tuple[int, str, dict[str, str], float]] = []
+
+    def poll(self, timeout: float) -> None:
+        batch = self.subscriber.receive(timeout)
+        while batch is not None:
+            pid = int(batch.publisher.split("-")[0], 16)
+            for _kind, name, value, _source, tags in batch.events:
+                self.events.append((pid, name, dict(tags or {}), value))
+            batch = self.subscriber.receive_ready()
+
+    def named(self, name: str) -> list[tuple[int, str, dict[str, str], float]]:
+        return [event for event in self.events if event[1] == name]
+
+    def per_pid(self, route: str) -> Counter[int]:
+        """Return how many request timers of ``route`` each publisher pid sent."""
+        return Counter(
+            pid
+            for pid, _, tags, _ in self.named("http.server.request.duration")
+            if tags.get("http.route") == route
+        )
+
+    def poll_until(self, done: Callable[[], bool], *, seconds: float) -> None:
+        """Receive until ``done()`` or for ``seconds`` at most."""
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            self.poll(0.1)
+
+    def ready(self, frontend: str, timeout: float = 20.0) -> None:
+        """Publish probes until one comes back: the broker knows our subscription."""
+        probe = Zibrato(publish=frontend)
+        try:
+            deadline = time.monotonic() + timeout
+            while not self.named(PROBE):
+                assert time.monotonic() < deadline, "no probe came back through the broker"
+                probe.incr(PROBE)
+                probe.flush(timeout=0.1)
+                self.poll(0.05)
+        finally:
+            probe.close()
+
+
+def fetch(url: str) -> int:
+    """Return the pid a worker answered."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return int(response.read())
+
+
+def every_workers_events_arrive_once(
+    *,
+    app: str,
+    env: Callable[[str], Mapping[str, str]],
+    worker_class: str,
+    path: str,
+    route: str,
+    loaded: str,
+) -> None:
+    """Serve ``path`` (which answers the worker's pid) through gunicorn; check R3.
+
+    ``app`` is gunicorn's APP_MODULE, ``env(frontend)`` the environment that makes the
+    site publish to the broker, ``route`` the ``http.route`` of ``path`` and ``loaded``
+    the metric the site records at import. Every process it starts is stopped and
+    reaped before it returns (the newest first).
+    """
+    with contextlib.ExitStack() as stack:
+        addresses = "--frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0"
+        broker = started(stack, ["-m", "zibrato", "broker", *addresses.split()], os.environ)
+        frontend, backend = broker.wait_line(BROKER_READY).groups()
+        received = Received(backend)
+        stack.callback(received.subscriber.close)
+        received.ready(frontend)
+        options = f"--preload --workers 4 --threads 4 --worker-class {worker_class}"
+        options += " --bind 127.0.0.1:0 --graceful-timeout 5"
+        gunicorn = started(stack, ["-m", "gunicorn", *options.split(), app], env(frontend))
+        port = gunicorn.wait_line(r"Listening at: http://127\.0\.0\.1:(\d+)", 30, stderr=True)[1]
+        gunicorn.wait_line(r"Booting worker with pid", 30, stderr=True)
+        url = f"http://127.0.0.1:{port}{path}?sleep=0.02"
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            served = Counter(pool.map(lambda _: fetch(url), range(REQUESTS)))
+        assert sum(served.values()) == REQUESTS
+        if worker_class == "sync":
+            assert len(served) >= 2, f"sync workers share the load: {served}"
+        received.poll_until(lambda: received.per_pid(route) == served, seconds=30)
+        assert received.per_pid(route) == served, f"per worker pid: {received.per_pid(route)}"
+        master = gunicorn.popen.pid
+        assert master not in served  # the workers, not the master, served the requests
+
+        gunicorn.stop()  # SIGTERM: a graceful stop, each worker flushes as it exits
+        received.poll_until(lambda: False, seconds=1.0)
+        assert received.per_pid(route) == served, "an event arrived twice"
+        assert [pid for pid, *_ in received.named(loaded)] == [master]
+        for worker in served:
+            gone(worker)
+
+
+def started(stack: contextlib.ExitStack, args: list[str], env: Mapping[str, str]) -> SiteProcess:
+    """Start ``python ARGS``, to be stopped when ``stack`` closes."""
+    process = SiteProcess([sys.executable, *args], env)
+    stack.callback(process.stop)
+    return process
+
+
+def gone(pid: int, timeout: float = 10.0) -> None:
+    """Fail unless process ``pid`` has exited (and been reaped) within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"worker {pid} still exists after gunicorn stopped"
+        time.sleep(0.05)
