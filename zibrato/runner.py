@@ -156,12 +156,12 @@ def _noted_by_the_wakeup_socket(signum: int, frame: Any) -> None:
 
 
 def _set_on_signal(stop: threading.Event, reader: socket.socket, writer: socket.socket) -> None:
-    # ``writer`` is held here so that its file descriptor stays the wakeup one.
-    with reader, writer:
-        for received in iter(lambda: reader.recv(64), b""):
-            if any(signum in STOP_SIGNALS for signum in received):
-                stop.set()
-                return
+    # ``writer`` is held here, and never closed, so that its file descriptor stays the
+    # wakeup one: closed, its number could be reused by a file that later signals (a second
+    # Ctrl-C) would then be written into. Only the main thread may unset the wakeup fd.
+    for received in iter(lambda: reader.recv(64), b""):
+        if any(signum in STOP_SIGNALS for signum in received):
+            stop.set()
 
 
 def serve(
