@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint bench bench-history clean servers chromium
+.PHONY: venv run test lint bench bench-history clean servers chromium screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[django,flask,test]'
+	$(BIN)/python -m pip install --quiet -e '.[django,flask,test,demo]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -17,12 +17,14 @@ venv: $(STAMP)
 $(BIN)/promtool: | $(STAMP)
 	.ci/get-promtool $(BIN)
 
+# The demo (demo_site/): broker, dashboard, prometheus, console, a Django and a Flask site
+# under gunicorn, and their traffic, until Ctrl-C (ZIBRATO_DEMO_SECONDS=N: N seconds).
 run: venv
-	$(BIN)/python examples/run_demo.py
+	$(BIN)/python -m demo_site.run
 
 lint: venv
-	$(BIN)/ruff check zibrato zibrato_django zibrato_flask tests bench examples
-	$(BIN)/ruff format --check zibrato zibrato_django zibrato_flask tests bench examples
+	$(BIN)/ruff check zibrato zibrato_django zibrato_flask tests bench demo_site
+	$(BIN)/ruff format --check zibrato zibrato_django zibrato_flask tests bench demo_site
 	$(BIN)/mypy
 
 # The real servers the backends are tested against (tests/realservers/): Prometheus,
@@ -37,6 +39,11 @@ chromium:
 
 test: lint $(BIN)/promtool servers chromium
 	$(BIN)/python -m pytest
+
+# README's picture: the dashboard of a running demo, taken by its browser test.
+screenshot: venv chromium
+	ZIBRATO_SCREENSHOT=$(CURDIR)/docs/img/dashboard.png $(BIN)/python -m pytest -q \
+	  tests/demo/test_demo_run.py -k in_a_browser
 
 # Zibrato beside the alternatives, in one run each (figures: docs/performance.md).
 $(VENV)/.bench-stamp: $(STAMP)

@@ -107,7 +107,8 @@ def every_workers_events_arrive_once(
         stack.callback(received.subscriber.close)
         received.ready(frontend)
         options = f"--preload --workers 4 --threads 4 --worker-class {worker_class}"
-        options += " --bind 127.0.0.1:0 --graceful-timeout 5"
+        # No control socket: gunicorn >= 25 shares ~/.gunicorn/gunicorn.ctl between instances.
+        options += " --bind 127.0.0.1:0 --graceful-timeout 5 --no-control-socket"
         gunicorn = started(stack, ["-m", "gunicorn", *options.split(), app], env(frontend))
         port = gunicorn.wait_line(r"Listening at: http://127\.0\.0\.1:(\d+)", 30, stderr=True)[1]
         gunicorn.wait_line(r"Booting worker with pid", 30, stderr=True)

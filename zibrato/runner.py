@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -139,15 +140,41 @@ def _cannot_start(backend: Backend, exc: OSError) -> ConfigError:
 
 
 def stop_on_signals() -> threading.Event:
-    """Return an event that SIGINT or SIGTERM sets (install from the main thread)."""
+    """Return an event that SIGINT or SIGTERM sets (install from the main thread).
+
+    Not from a Python handler: those run only in the main thread, between bytecodes, so a
+    main thread asleep in ``stop.wait()`` never saw a signal that the kernel handed to
+    another thread, and setting the event inside a handler deadlocked on the event's lock
+    when a second signal (Ctrl-C twice) interrupted the first handler. Python's own C
+    handler writes every signal to a wakeup socket, in whichever thread it runs; a watcher
+    thread reads it and sets the event.
+    """
     stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _noted_by_the_wakeup_socket)
+    threading.Thread(
+        target=_set_on_signal, args=(stop, reader, writer), name="zibrato-signals", daemon=True
+    ).start()
     return stop
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _noted_by_the_wakeup_socket(signum: int, frame: Any) -> None:
+    """Do nothing: a Python handler is what makes Python write the signal to the socket."""
+
+
+def _set_on_signal(stop: threading.Event, reader: socket.socket, writer: socket.socket) -> None:
+    # ``writer`` is held here, and never closed, so that its file descriptor stays the
+    # wakeup one: closed, its number could be reused by a file that later signals (a second
+    # Ctrl-C) would then be written into. Only the main thread may unset the wakeup fd.
+    for received in iter(lambda: reader.recv(64), b""):
+        if any(signum in STOP_SIGNALS for signum in received):
+            stop.set()
 
 
 def serve(

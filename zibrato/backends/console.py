@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar, TextIO
 
 from zibrato.aggregation import COUNTER, DISTRIBUTION, GAUGE, SET, TIMER, Rollup, Series
@@ -17,6 +18,7 @@ from zibrato.text import labels, printable
 DEFAULT_WIDTH = 120
 MIN_WIDTH = 60
 HEALTH_PREFIX = "zibrato.backend."
+PIPELINE_PREFIX = "zibrato."  # the pipeline's own series: never hidden by ``names``
 _MIN_LABEL = 24  # the name column never gets narrower than this: numbers give way first
 _GAP = "  "
 # A timer row's unit: the largest whose scale keeps the row's median at 1 or more.
@@ -34,7 +36,9 @@ class ConsoleBackend(Backend):
     past ``width`` columns, and shown safely (see :mod:`zibrato.text`). A flush with
     nothing to show prints nothing. The backend's own ``zibrato.backend.*`` series are
     shown with ``health=True``; without it, only those that count a loss or an error
-    (when non-zero).
+    (when non-zero). ``names`` (comma-separated shell-style patterns, such as
+    ``"http.server.*,orders.*"``) shows only the series whose name matches one, for a
+    short summary; the pipeline's own ``zibrato.*`` series (losses) are shown regardless.
     """
 
     kind = "console"
@@ -51,6 +55,12 @@ class ConsoleBackend(Backend):
             type=int,
             default=DEFAULT_WIDTH,
         ),
+        Option(
+            "names",
+            "show only the series whose name matches one of these comma-separated "
+            "patterns, e.g. 'http.server.*,orders.*' (default: every series)",
+            default=None,
+        ),
     )
 
     def __init__(
@@ -59,6 +69,7 @@ class ConsoleBackend(Backend):
         stream: TextIO | None = None,
         health: bool = False,
         width: int = DEFAULT_WIDTH,
+        names: str | Sequence[str] | None = None,
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -67,19 +78,41 @@ class ConsoleBackend(Backend):
         self.stream = stream
         self.health = health
         self.width = width
+        self.names = name_patterns(names)
         self._write_lock = threading.Lock()
 
     def describe(self) -> str:
+        if self.names:
+            return f"printing a table of {','.join(self.names)} to standard output"
         return "printing a table to standard output"
 
     def emit(self, rollup: Rollup) -> None:
-        series = [s for s in rollup.series if self.health or not _quiet_health(s)]
+        series = [
+            s
+            for s in rollup.series
+            if (self.health or not _quiet_health(s)) and self._named(s.name)
+        ]
         if not series:
             return
         out = self.stream or sys.stdout
         with self._write_lock:
             out.write(render_table(rollup, series, self.width))
             out.flush()
+
+    def _named(self, name: str) -> bool:
+        if not self.names or name.startswith(PIPELINE_PREFIX):
+            return True
+        return any(fnmatchcase(name, pattern) for pattern in self.names)
+
+
+def name_patterns(names: object) -> tuple[str, ...]:
+    """Return the patterns of ``"a.*,b"`` (or of a list of strings); raise ValueError."""
+    if names is None:
+        return ()
+    parts = names.split(",") if isinstance(names, str) else names
+    if not isinstance(parts, list | tuple) or not all(isinstance(p, str) for p in parts):
+        raise ValueError(f"names must be comma-separated patterns like 'orders.*', not {names!r}")
+    return tuple(pattern.strip() for pattern in parts if pattern.strip())
 
 
 def _quiet_health(series: Series) -> bool:

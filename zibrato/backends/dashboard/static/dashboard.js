@@ -90,9 +90,41 @@
   }
 
   // -- charts ---------------------------------------------------------------------------
+  // Time ticks on one line (uPlot's second line of dates overlapped its neighbours):
+  // seconds only when ticks are closer than a minute, the date where a day starts.
+  function timeTicks(u, splits, axis, space, incr) {
+    const clock = incr < 60 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" }
+      : { hour: "2-digit", minute: "2-digit" };
+    let day = null;
+    return splits.map((ts) => {
+      const when = new Date(ts * 1000);
+      const date = when.toLocaleDateString([], { month: "short", day: "numeric" });
+      const newDay = date !== day && (day !== null || incr >= 3600);
+      day = date;
+      if (incr >= 86400) return date;
+      const time = when.toLocaleTimeString([], clock);
+      return newDay ? date + " " + time : time;
+    });
+  }
+
+  // A stretch without flushes (the backend was stopped) breaks every line instead of
+  // drawing a slope across it: a null point is put in the middle of each such gap.
+  function breakGaps(data) {
+    const t = data[0];
+    if (t.length < 3) return data;
+    const steps = t.slice(1).map((ts, i) => ts - t[i]).sort((a, b) => a - b);
+    const usual = steps[Math.floor(steps.length / 2)];
+    const gap = (i) => i > 0 && t[i] - t[i - 1] > 3 * usual;
+    if (!t.some((ts, i) => gap(i))) return data;
+    return data.map((values, n) => values.flatMap((v, i) => {
+      if (!gap(i)) return [v];
+      return [n === 0 ? (t[i - 1] + t[i]) / 2 : null, v];
+    }));
+  }
+
   function draw(key, t, lines, format) {
     const target = $("chart-" + key);
-    const data = [t, ...lines.map((line) => line.values)];
+    const data = breakGaps([t, ...lines.map((line) => line.values)]);
     const labels = lines.map((line) => line.label).join("\u0000");
     const existing = state.charts[key];
     state.points[key] = lines.map((line) => line.values.filter((v) => v !== null).length);
@@ -110,9 +142,11 @@
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
       legend: { live: true },
+      // The first legend is set after the constructor returns: show the newest values then.
+      hooks: { ready: [showLatest] },
       axes: [
-        Object.assign({}, AXIS),
-        Object.assign({}, AXIS, { size: 56, values: (u, values) => values.map(format) }),
+        Object.assign({}, AXIS, { space: 70, values: timeTicks }),
+        Object.assign({}, AXIS, { size: 56, values: (u, values) => tickLabels(values, format === msAxis) }),
       ],
       series: [
         {},
@@ -146,6 +180,24 @@
   }
 
   const msAxis = (v) => (v === null ? "" : fmtMs(v).replace(" ms", "").replace(" s", "s"));
+
+  // An axis reads in one unit, with the decimals its step needs ("0", "0.5s", "1.0s"; not
+  // "0.00", "500", "1.00s"): durations in ms, or in s once a tick reaches a second.
+  function tickLabels(values, durations) {
+    const ticks = values.filter((v) => v !== null && v !== undefined);
+    const inSeconds = durations && Math.max(0, ...ticks.map(Math.abs)) >= 1;
+    const scale = durations && !inSeconds ? 1000 : 1;
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) * scale : 1;
+    let decimals = 0;
+    while (decimals < 3 && Math.abs(step * 10 ** decimals - Math.round(step * 10 ** decimals)) > 1e-6) {
+      decimals += 1;
+    }
+    return values.map((v) => {
+      if (v === null || v === undefined) return "";
+      if (!durations && Math.abs(v) >= 1e4) return fmtNumber(v);
+      return (v * scale).toFixed(decimals) + (inSeconds ? "s" : "");
+    });
+  }
 
   // -- the route table ------------------------------------------------------------------
   function flatten(route) {
@@ -343,11 +395,12 @@
       name: metric.name, type: metric.type, stat: stat, tag: tag ? [tag] : [], window: chartWindow(),
     });
     const durations = metric.type === "timer" && DURATION_STATS.has(stat);
-    draw("explorer", answer.t, answer.lines.map((line, i) => ({
-      label: distinctLabel(line, answer.lines),
-      values: line.values,
-      color: COLORS.palette[i % COLORS.palette.length],
-    })), durations ? msAxis : fmtNumber);
+    // In label order, so that a refresh that reranks the same lines keeps each one's colour.
+    const lines = answer.lines
+      .map((line) => ({ label: distinctLabel(line, answer.lines), values: line.values }))
+      .sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+    lines.forEach((line, i) => { line.color = COLORS.palette[i % COLORS.palette.length]; });
+    draw("explorer", answer.t, lines, durations ? msAxis : fmtNumber);
     const unit = durations ? " (ms)" : stat === "rate" ? " (per second)" : "";
     $("explorer-note").textContent = metric.name + " · " + stat + unit +
       (answer.more ? " · " + answer.more + " more series not shown: filter by a tag" : "");

@@ -1,0 +1,165 @@
+"""``make run``: the whole demo in one command, ``python -m demo_site.run``.
+
+In this process, through the same serve loop as ``zibrato run``: the broker and three
+backends (the dashboard, prometheus, a short console summary). As child processes: the
+Django shop and the Flask warehouse, each under gunicorn with several worker processes,
+and the traffic generator. Prints where everything is and what to open first; Ctrl-C or
+SIGTERM (or ``--seconds`` / ``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush
+included. Every address is an option, so tests run it on ports the system picks (``:0``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from demo_site import prepare
+from demo_site.children import Child, stop_all
+from demo_site.options import CONSOLE_EVERY, DemoSettings, parse_settings
+from demo_site.paths import DATA_ENV
+from demo_site.sites import WebSite
+from zibrato import backends
+from zibrato.backends.dashboard import DashboardBackend
+from zibrato.client import PUBLISH_ENV
+from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
+
+NAME = "zibrato demo"
+# The console's short summary: what the traffic got, what raised, the 2013-API metrics.
+CONSOLE_NAMES = "demo.traffic.requests,http.server.exceptions,shop.report.*"
+EXIT_INTERRUPTED = 130
+
+
+def backend_specs(settings: DemoSettings) -> list[dict[str, Any]]:
+    """Return the backends the demo's broker runs, as ``zibrato.backends.build`` takes them."""
+    return [
+        {
+            "kind": "dashboard",
+            "listen": settings.dashboard_listen,
+            "path": str(settings.data / "dashboard.sqlite3"),
+        },
+        {"kind": "prometheus", "listen": settings.prometheus_listen},
+        {"kind": "console", "names": CONSOLE_NAMES, "flush": settings.flush * CONSOLE_EVERY},
+    ]
+
+
+class DemoRunner(Runner):
+    """The broker and backends (a :class:`~zibrato.runner.Runner`), plus the sites and the
+    traffic as child processes: started after the broker, stopped before it.
+
+    ``stop`` is the event that ends the run: once it is set, start() stops waiting for
+    the sites (a Ctrl-C during startup is not an error).
+    """
+
+    def __init__(self, settings: DemoSettings, *, stop: threading.Event) -> None:
+        parts = backends.build(
+            backend_specs(settings), connect=settings.backend_address, flush=settings.flush
+        )
+        super().__init__(
+            parts, frontend=settings.frontend, backend_address=settings.backend_address
+        )
+        self.settings = settings
+        self.stop_event = stop
+        self.dashboard = next(part for part in parts if isinstance(part, DashboardBackend))
+        self.sites = [
+            WebSite(
+                key="django",
+                title="Django shop",
+                app="demo_site.wsgi:application",
+                listen=settings.django_listen,
+                workers=settings.workers,
+                logs=settings.logs,
+            ),
+            WebSite(
+                key="flask",
+                title="Flask warehouse",
+                app="demo_site.warehouse:create_app()",
+                listen=settings.flask_listen,
+                workers=settings.workers,
+                logs=settings.logs,
+            ),
+        ]
+        self.children: list[Child] = []
+
+    def start(self) -> tuple[str, str]:
+        """Start the broker and backends, then the sites (until they answer), then traffic."""
+        frontend, backend_address = super().start()
+        try:
+            env = {PUBLISH_ENV: frontend, DATA_ENV: str(self.settings.data)}
+            for site in self.sites:
+                self.children.append(site.start(env))
+            for site in self.sites:
+                site.wait_until_answering(self.stop_event)
+            if self.stop_event.is_set():  # Ctrl-C while the sites were starting
+                return frontend, backend_address
+            traffic = Child(
+                "traffic",
+                [
+                    sys.executable,
+                    "-m",
+                    "demo_site.traffic",
+                    f"--rate={self.settings.rate:g}",
+                    *(f"--{site.key}={site.url}" for site in self.sites),
+                ],
+                log_path=self.settings.logs / "traffic.log",
+                env=env,
+            )
+            self.children.append(traffic)
+            traffic.start()
+        except BaseException:
+            self.stop()
+            raise
+        return frontend, backend_address
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop the children (bounded, nothing left behind), then the backends and broker."""
+        stop_all(self.children)
+        super().stop(timeout)
+
+    def describe(self) -> list[str]:
+        lines = super().describe()
+        for site in self.sites:
+            lines.append(
+                f"{site.title}: {site.url} (gunicorn, {site.workers} worker processes; "
+                f"log in {site.log_path})"
+            )
+        lines.append(
+            f"traffic: about {self.settings.rate:g} requests/s to the sites "
+            f"(log in {self.settings.logs / 'traffic.log'})"
+        )
+        lines.append(
+            f"open first: the dashboard, {self.dashboard.url} (routes, charts, the "
+            f"pipeline's health); then the shop, {self.sites[0].url}"
+        )
+        if self.settings.seconds:
+            lines.append(f"stopping by itself after {self.settings.seconds:g} s")
+        return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    try:
+        if not prepare.is_current(settings.data):
+            print(f"{NAME}: preparing the demo databases in {settings.data} (once)", flush=True)
+        prepare.prepare(settings.data)
+    except prepare.PrepareError as exc:
+        print(f"{NAME}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    stop = stop_on_signals()
+    if settings.seconds:
+        timer = threading.Timer(settings.seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        runner = DemoRunner(settings, stop=stop)
+    except ValueError as exc:  # a backend option that cannot work (ConfigError included)
+        print(f"{NAME}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return serve(runner, name=NAME, stop=stop)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

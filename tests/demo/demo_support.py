@@ -1,0 +1,187 @@
+"""Run ``python -m demo_site.run`` as a user would, on ports the system picks, and watch it.
+
+A :class:`DemoRun` starts the runner in a session (process group) of its own, as a
+terminal starts a command, so a test can send SIGINT to the whole group like Ctrl-C does.
+Every process of a run, however deep, carries ``ZIBRATO_DEMO_DATA=<its own folder>`` in
+its environment: :func:`processes_of` finds them all in ``/proc``, orphans included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_ENV = "ZIBRATO_DEMO_DATA"
+READY_TIMEOUT = 120.0  # the first start prepares databases and boots two gunicorns
+STOP_TIMEOUT = 20.0  # a hang detector, not a performance figure
+WAIT = 60.0
+ON_RANDOM_PORTS = (
+    "--frontend=tcp://127.0.0.1:0",
+    "--backend-address=tcp://127.0.0.1:0",
+    "--django-listen=127.0.0.1:0",
+    "--flask-listen=127.0.0.1:0",
+    "--dashboard-listen=127.0.0.1:0",
+    "--prometheus-listen=127.0.0.1:0",
+)
+URLS = {
+    "dashboard": r"dashboard backend: serving (http://\S+/) ",
+    "prometheus": r"prometheus backend: serving (http://\S+/metrics) ",
+    "django": r"Django shop: (http://\S+/) ",
+    "flask": r"Flask warehouse: (http://\S+/) ",
+}
+RUNNING = "zibrato demo: running; Ctrl-C to stop"
+
+
+def copy_prepared(prepared: Path, data: Path) -> Path:
+    """Copy prepared databases (and their stamp) into a fresh data folder; return it."""
+    data.mkdir(parents=True, exist_ok=True)
+    for name in ("shop.sqlite3", "warehouse.sqlite3", "prepared.stamp"):
+        shutil.copy2(prepared / name, data / name)
+    return data.resolve()
+
+
+class DemoRun:
+    """``python -m demo_site.run ARGS`` in its own process group; its output is collected."""
+
+    def __init__(self, *args: str, data: Path, env: dict[str, str] | None = None) -> None:
+        self.data = data.resolve()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "demo_site.run", *args, f"--data={self.data}"],
+            cwd=ROOT,
+            env={**os.environ, DATA_ENV: str(self.data), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert self.popen.stdout is not None and self.popen.stderr is not None
+        self._readers = [
+            threading.Thread(target=_read, args=(self.popen.stdout, self.stdout), daemon=True),
+            threading.Thread(target=_read, args=(self.popen.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.running_at: float | None = None  # time.time() when it said it was running
+
+    def __repr__(self) -> str:
+        return (
+            f"<demo rc={self.popen.poll()} stdout={self.stdout[-30:]} stderr={self.stderr[-30:]}"
+            f" logs={self.log_tails()}>"
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tails(self) -> dict[str, list[str]]:
+        tails = {}
+        for log in sorted((self.data / "logs").glob("*.log")):
+            with contextlib.suppress(OSError):
+                tails[log.name] = log.read_text(errors="replace").splitlines()[-8:]
+        return tails
+
+    def wait_line(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """Return the match of the first stdout line that ``pattern`` is found in."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.stdout[:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.popen.poll() is not None and not self._readers[0].is_alive():
+                raise AssertionError(f"the demo exited before printing {pattern!r}: {self!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout} s: {self!r}")
+            time.sleep(0.05)
+
+    def wait_running(self, timeout: float = READY_TIMEOUT) -> dict[str, str]:
+        """Wait for "running; Ctrl-C to stop"; return the URLs it printed by part."""
+        self.wait_line(re.escape(RUNNING), timeout)
+        self.running_at = time.time()
+        return {part: self.wait_line(pattern, 1)[1] for part, pattern in URLS.items()}
+
+    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Return the exit status once the runner exits (failing after ``timeout`` s)."""
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout} s: {self!r}") from None
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        """Leave nothing behind, whatever state the run is in (the test's cleanup)."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(STOP_TIMEOUT)
+        for pid in processes_of(self.data):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(STOP_TIMEOUT)
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _read(stream: IO[str], sink: list[str]) -> None:
+    with contextlib.suppress(ValueError):  # closed under us during cleanup
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+
+
+def processes_of(data: Path) -> dict[int, str]:
+    """Return ``{pid: command line}`` of the live processes of the run that uses ``data``."""
+    marker = f"{DATA_ENV}={data}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                continue  # a zombie has exited; only its parent's wait is pending
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return found
+
+
+def get_json(url: str, **params: Any) -> Any:
+    with requests.get(url, params=params, timeout=10) as response:
+        assert response.status_code == 200, (url, response.status_code, response.text[:500])
+        return response.json()
+
+
+def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+    """Return ``fetch()`` once ``done`` holds for it; fail after ``WAIT`` s."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {WAIT} s waiting for {what}: {result!r}")
+        time.sleep(0.25)
