@@ -1,6 +1,7 @@
 """CURVE security for brokers reachable beyond loopback: key files, and who may connect.
 
-``zibrato keys DIR`` writes a keys directory in ZeroMQ's certificate format::
+``zibrato keys DIR`` (:mod:`zibrato.keygen`) writes a keys directory in ZeroMQ's
+certificate format::
 
     DIR/broker.key          the broker's public key: every client needs it
     DIR/broker.key_secret   the broker's key pair: never leaves the broker's host
@@ -22,10 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from zmq.utils import z85
 
 from zibrato.addresses import is_loopback
 from zibrato.errors import ConfigError
+from zibrato.text import printable
 
 log = logging.getLogger("zibrato")
 
@@ -46,9 +45,6 @@ CLIENT = "client"
 AUTHORIZED = "authorized"
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
-KEY_FILE_MODE = 0o600
-KEYS_DIR_MODE = 0o700
-_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _Z85_KEY_LENGTH = 40
 
 PathLike = str | os.PathLike[str]
@@ -121,8 +117,8 @@ def broker_keys(curve: BrokerKeys | object) -> BrokerKeys:
     )
     if not authorized:
         raise ConfigError(
-            f"{folder} holds no client keys, so the broker would refuse everybody: run "
-            f"`zibrato keys {root}` or copy each client's public .key file there"
+            f"{shown_path(folder)} holds no client keys, so the broker would refuse everybody: run "
+            f"`zibrato keys {shown_path(root)}` or copy each client's public .key file there"
         )
     return BrokerKeys(public=public, secret=secret, authorized=authorized, directory=str(root))
 
@@ -144,7 +140,8 @@ def _keys_dir(curve: object) -> Path:
     root = Path(curve)
     if not root.is_dir():
         raise ConfigError(
-            f"{root} is not a directory of CURVE keys: create one with `zibrato keys {root}`"
+            f"{shown_path(root)} is not a directory of CURVE keys: create one with "
+            f"`zibrato keys {shown_path(root)}`"
         )
     return root
 
@@ -153,23 +150,31 @@ def _read_key_file(path: Path, *, secret: bool, fix: str = "") -> tuple[bytes, b
     """Return (public, secret) Z85 keys from one certificate file; ``fix`` says what to do."""
     fix = (
         fix
-        or f"create keys with `zibrato keys {path.parent}` (or copy them from where they were made)"
+        or f"create keys with `zibrato keys {shown_path(path.parent)}` (or copy them from where "
+        "they were made)"
     )
     if not path.is_file():
-        raise ConfigError(f"{path} is missing: {fix}")
+        raise ConfigError(f"{shown_path(path)} is missing: {fix}")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except OSError as exc:
-        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); {fix}") from None
+        raise ConfigError(
+            f"cannot read {shown_path(path)} ({exc.strerror or exc}); {fix}"
+        ) from None
     except (ValueError, IndexError):
         raise ConfigError(
-            f"{path} is not a ZeroMQ certificate (no public-key line); {fix}"
+            f"{shown_path(path)} is not a ZeroMQ certificate (no public-key line); {fix}"
         ) from None
     if not _is_z85_key(public) or (secret and not _is_z85_key(secret_key)):
-        raise ConfigError(f"{path} holds a malformed CURVE key; {fix}")
+        raise ConfigError(f"{shown_path(path)} holds a malformed CURVE key; {fix}")
     if secret:
         _warn_if_exposed(path)
     return public, secret_key
+
+
+def shown_path(path: PathLike) -> str:
+    """Return ``path`` fit for a one-line message (a newline in a name is escaped)."""
+    return printable(os.fspath(path))
 
 
 def _is_z85_key(key: bytes | None) -> bool:
@@ -187,128 +192,15 @@ def _warn_if_exposed(path: Path) -> None:
         )
 
 
-# -- writing keys ----------------------------------------------------------------------------
-def write_keys(
-    directory: PathLike, *, client: str | None = None, force: bool = False
-) -> list[Path]:
-    """Write a broker key pair and a client key pair into ``directory``; return the files.
-
-    Without ``client``: ``broker.*``, ``client.*`` and ``authorized/client.key``, refusing to
-    replace existing keys unless ``force``. With ``client=NAME``: the broker's keys if
-    missing, and a ready-to-copy ``NAME/`` folder whose public key goes to
-    ``authorized/NAME.key`` (``force`` replaces NAME's keys only). Every file is mode 0600;
-    directories we create are 0700.
-    """
-    root = Path(directory)
-    if client is not None and (not _CLIENT_NAME.fullmatch(client) or client == AUTHORIZED):
-        raise ConfigError(
-            f"{client!r} is not a usable client name: letters, digits, '.', '_' or '-' "
-            f"(at most 64), not {AUTHORIZED!r}"
-        )
-    broker_files = [root / f"{BROKER}{suffix}" for suffix in (PUBLIC_SUFFIX, SECRET_SUFFIX)]
-    client_dir = root if client is None else root / client
-    client_files = [client_dir / f"{CLIENT}{suffix}" for suffix in (PUBLIC_SUFFIX, SECRET_SUFFIX)]
-    ours = broker_files + client_files if client is None else client_files
-    existing = [path for path in ours if path.exists()]
-    if existing and not force:
-        names = ", ".join(str(path) for path in existing)
-        raise ConfigError(
-            f"keys exist already ({names}): keep them, or pass --force to replace them "
-            "(then every client needs the new files)"
-        )
-    try:
-        return _write_key_files(
-            root, client, client_dir, broker_files, replace_broker=client is None
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write keys in {root}: {exc.strerror or exc}; choose a directory you can write"
-        ) from None
-
-
-def _write_key_files(
-    root: Path,
-    client: str | None,
-    client_dir: Path,
-    broker_files: list[Path],
-    *,
-    replace_broker: bool,
-) -> list[Path]:
-    for folder in (root, root / AUTHORIZED, client_dir):
-        _make_private_dir(folder)
-    written: list[Path] = []
-    with tempfile.TemporaryDirectory(dir=root, prefix=".zibrato-keys-") as scratch:
-        # The scratch directory is 0700, so no key is readable by others at any moment.
-        if replace_broker or not all(path.exists() for path in broker_files):
-            written += _install_pair(Path(scratch), BROKER, root)
-        written += _install_pair(Path(scratch), CLIENT, client_dir)
-        public = client_dir / f"{CLIENT}{PUBLIC_SUFFIX}"
-        written.append(
-            _install_copy(
-                public, root / AUTHORIZED / f"{client or CLIENT}{PUBLIC_SUFFIX}", Path(scratch)
-            )
-        )
-        if client is not None:
-            broker_public = root / f"{BROKER}{PUBLIC_SUFFIX}"
-            written.append(
-                _install_copy(broker_public, client_dir / broker_public.name, Path(scratch))
-            )
-    return written
-
-
-def _make_private_dir(folder: Path) -> None:
-    if folder.is_dir():
-        return
-    folder.mkdir(mode=KEYS_DIR_MODE, parents=True)
-    folder.chmod(KEYS_DIR_MODE)
-
-
-def _install_pair(scratch: Path, name: str, target_dir: Path) -> list[Path]:
-    public, secret = zmq.auth.create_certificates(scratch, name)
-    return [_install(Path(path), target_dir / Path(path).name) for path in (public, secret)]
-
-
-def _install_copy(source: Path, target: Path, scratch: Path) -> Path:
-    staged = scratch / f"copy-{target.name}"
-    shutil.copyfile(source, staged)
-    return _install(staged, target)
-
-
-def _install(staged: Path, target: Path) -> Path:
-    staged.chmod(KEY_FILE_MODE)
-    os.replace(staged, target)
-    return target
-
-
-def usage_lines(root: PathLike, client: str | None = None) -> list[str]:
-    """Return how to use the keys ``zibrato keys`` just wrote."""
-    root = Path(root)
-    use = f"then Zibrato(curve=DIR), {CURVE_ENV}=DIR, or --curve DIR for zibrato backend / tail"
-    if client is not None:
-        return [
-            f"copy {root / client} to {client}'s host (broker.key and its own key pair), {use}",
-            f"restart the broker to let {client} in; remove {root / AUTHORIZED / client}"
-            f"{PUBLIC_SUFFIX} and restart to shut it out",
-        ]
-    return [
-        f"on the broker's host: zibrato run --curve {root} (or zibrato broker --curve {root}); "
-        f"it accepts the clients whose public key is in {root / AUTHORIZED}",
-        f"on each client's host: a directory with {BROKER}{PUBLIC_SUFFIX} and "
-        f"{CLIENT}{SECRET_SUFFIX} from {root}, {use}",
-        f"never copy {BROKER}{SECRET_SUFFIX} off the broker's host; one key pair per client "
-        f"host: zibrato keys {root} --client NAME",
-    ]
-
-
 def curve_line(curve: PathLike, *, broker: bool) -> str:
     """Return the startup line that says how a broker (or a backend) uses the keys in ``curve``."""
     root = Path(curve)
     if broker:
         return (
-            f"CURVE on: clients must present a key from {root / AUTHORIZED} and need "
-            f"{root / (BROKER + PUBLIC_SUFFIX)}"
+            f"CURVE on: clients must present a key from {shown_path(root / AUTHORIZED)} and need "
+            f"{shown_path(root / (BROKER + PUBLIC_SUFFIX))}"
         )
-    return f"CURVE on: connecting with {root / (CLIENT + SECRET_SUFFIX)}"
+    return f"CURVE on: connecting with {shown_path(root / (CLIENT + SECRET_SUFFIX))}"
 
 
 # -- policy ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from zibrato.curve import CURVE_ENV
+from zibrato.text import printable
 
 # Drop reasons (zibrato.publisher.dropped{reason}) that CURVE explains.
 CURVE_REFUSED = "curve_refused"  # the broker turned our handshake down (key, mechanism)
@@ -201,7 +202,8 @@ def explain_refusal(
     explanation so far, which a vaguer event does not replace; ``mechanism`` is the one
     the peer asks for (:func:`peer_mechanism`), when it was read.
     """
-    where = f"the broker at {address}"
+    where = f"the broker at {printable(address)}"
+    curve = printable(curve) if curve is not None else None
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         if curve is None:
             return (

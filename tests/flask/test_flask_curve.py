@@ -12,8 +12,9 @@ from flask_support import build_shop
 from test_commands import READY, WAIT, RunCli, flask_zibrato, jsonl_names, request_until
 
 from zibrato import web
-from zibrato.curve import CURVE_ENV, write_keys
+from zibrato.curve import CURVE_ENV
 from zibrato.errors import ConfigError
+from zibrato.keygen import write_keys
 from zibrato_flask import Zibrato, clients
 
 

@@ -37,10 +37,10 @@ from zibrato.curve import (
     client_keys,
     keys_for_broker,
     require_support,
-    write_keys,
 )
 from zibrato.errors import ConfigError
 from zibrato.handshake import peer_mechanism
+from zibrato.keygen import write_keys
 from zibrato.publisher import Publisher
 from zibrato.runner import Runner, serve
 from zibrato.security import apply_handshake_policy
@@ -277,6 +277,18 @@ def test_any_key_file_content_loads_or_is_one_clear_error(tmp_path_factory, cont
     else:
         assert len(loaded.public) == len(loaded.secret) == len(loaded.broker) == 40
         assert loaded.secret.decode() not in repr(loaded)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(max_size=30))
+def test_any_keys_directory_name_is_one_clear_error(name):
+    for loader in (client_keys, broker_keys):
+        try:
+            loader(name)
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and "\r" not in str(exc)
+        else:
+            raise AssertionError(f"{name!r} loaded as keys")
 
 
 # -- delivery and refusal ------------------------------------------------------------------------
