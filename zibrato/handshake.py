@@ -39,8 +39,10 @@ CURVE_KEYS = "curve_keys"  # our own keys cannot be loaded: nothing is connected
 
 # Seconds before connecting again to an address whose peer failed the handshake.
 REFUSED_RETRY = 2.0
-# How long reading a peer's greeting may take (only after a handshake failure).
-GREETING_TIMEOUT = 0.5
+# How long reading a peer's greeting may take (only after a handshake failure): two round
+# trips (connect, greeting) on any sane network. The owner's thread waits that long at
+# most, so it stays short of a client's default linger (0.25 s).
+GREETING_TIMEOUT = 0.2
 
 _WATCHED = (
     zmq.EVENT_CONNECTED
