@@ -25,7 +25,10 @@ from zibrato.curve import client_keys, curve_line
 from zibrato.errors import AddressInUse, ConfigError
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+# How often serve() looks for a part that stopped by itself.
+HEALTH_CHECK_SECONDS = 0.5
 
 
 class Runner:
@@ -107,6 +110,16 @@ class Runner:
             stop.wait()
         finally:
             self.stop()
+
+    def failure(self) -> str | None:
+        """Say which part stopped by itself, and why; ``None`` while every part runs."""
+        if self.broker is not None and self.broker.failure is not None:
+            return f"the broker stopped: {self.broker.failure}"
+        for backend in self.backends:
+            if not backend.healthy():
+                why = backend.failure or "a thread of it ended"
+                return f"the {backend.kind} backend stopped: {why}"
+        return None
 
     def describe(self) -> list[str]:
         """Return one line per part: where publishers and subscribers connect, each backend."""
@@ -190,7 +203,11 @@ def serve(
     Prints where every part listens and how to stop, then, at the end, stops every part
     (backends flush what they aggregated). A :class:`~zibrato.errors.ConfigError` while
     starting (an address in use, a backend that cannot start) is printed as one line on
-    ``err`` and gives exit status 2, with nothing left running.
+    ``err`` and gives exit status 2, with nothing left running. A part that stops by itself
+    while running (a thread ended by a bug: see :meth:`Runner.failure`) is printed as one
+    line on ``err`` too, and gives exit status 1 after the others' final flush, so that a
+    supervisor (systemd, Kubernetes) restarts a pipeline that would otherwise look up but
+    deliver nothing.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -205,8 +222,13 @@ def serve(
         for line in runner.describe():
             print(f"{name}: {line}", file=out)
         print(f"{name}: running; Ctrl-C to stop", file=out, flush=True)
-        stop.wait()
+        failure = None
+        while not stop.wait(HEALTH_CHECK_SECONDS):
+            failure = runner.failure()
+            if failure is not None:
+                print(f"{name}: {failure}; stopping the rest", file=err, flush=True)
+                break
     finally:
         runner.stop()
     print(f"{name}: stopped", file=out, flush=True)
-    return EXIT_OK
+    return EXIT_OK if failure is None else EXIT_FAILED

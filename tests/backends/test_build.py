@@ -105,3 +105,33 @@ def test_serve_turns_an_address_in_use_into_one_line_and_leaves_nothing_running(
         )
     finally:
         first.stop()
+
+
+class _DyingJsonLines(JsonLinesBackend):
+    """A backend with a bug: its flushing thread ends by an exception once it starts."""
+
+    def _flush_loop(self) -> None:
+        raise RuntimeError("a bug in a custom backend")
+
+
+def test_serve_exits_1_with_one_line_when_a_backend_thread_dies(tmp_path: Path) -> None:
+    healthy = JsonLinesBackend(path=str(tmp_path / "ok.jsonl"), flush_interval=60)
+    dying = _DyingJsonLines(path=str(tmp_path / "bad.jsonl"), flush_interval=60)
+    runner = Runner(
+        [healthy, dying], frontend="tcp://127.0.0.1:0", backend_address="tcp://127.0.0.1:0"
+    )
+    stop, out, err = threading.Event(), io.StringIO(), io.StringIO()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(serve(runner, name="t", stop=stop, out=out, err=err))
+    )
+    thread.start()
+    thread.join(10)  # no stop needed: serve() ends by itself
+    stop.set()
+    assert result == [1]
+    assert err.getvalue() == (
+        "t: the jsonl backend stopped: zibrato-jsonl-flush died: "
+        "RuntimeError: a bug in a custom backend; stopping the rest\n"
+    )
+    assert out.getvalue().splitlines()[-1] == "t: stopped"
+    assert (tmp_path / "ok.jsonl").exists()  # the healthy backend's final flush was written
