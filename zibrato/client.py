@@ -294,11 +294,7 @@ class Zibrato:
         tags: Mapping[str, str] | None = None,
     ) -> Timer:
         """Return a timer for ``name``: a decorator, a context manager, or start()/stop()."""
-        try:
-            sink = self._sinks[level]
-        except (KeyError, TypeError):
-            canonical = self._learn_level(level)
-            sink = None if canonical is None else self._sinks[canonical]
+        sink = self._sink(level)
         if rate is None:
             return Timer(sink, name, source, tags)
         return SampledTimer(sink, name, source, tags, rate)
@@ -314,11 +310,7 @@ class Zibrato:
         tags: Mapping[str, str] | None = None,
     ) -> Counter:
         """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
-        try:
-            sink = self._sinks[level]
-        except (KeyError, TypeError):
-            canonical = self._learn_level(level)
-            sink = None if canonical is None else self._sinks[canonical]
+        sink = self._sink(level)
         if rate is None:
             return Counter(sink, name, source, tags, value)
         return SampledCounter(sink, name, source, tags, value, rate)

@@ -1,0 +1,139 @@
+"""Machine instructions per request, bare and instrumented, counted by valgrind: a figure
+that a noisy machine cannot move.
+
+On a shared 2-core machine the CPU time of one Django request varies by ±20 % between
+processes and by tens of µs between batches, more than the overhead being measured. An
+instruction count does not: each configuration runs in a child process under
+``valgrind --tool=callgrind`` (every thread of it counted: the requests, and Zibrato's
+publisher thread checking, encoding and sending what they recorded), twice, with a small
+and a large number of requests; the difference divided by the difference in requests is
+the count per request, with start-up, warm-up and the final flush cancelled out. The
+broker and its draining subscriber run natively in subprocesses (valgrind does not follow
+children). Instructions are not time (a cache miss or a system call costs more than its
+count), so read this beside the timed benchmarks, not instead of them.
+
+Usage: python bench/request_instructions.py [flask] [django] [SMALL LARGE]
+(default: both frameworks, 100 and 600 requests). Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = {
+    "flask": ("bare", "zibrato", "prometheus-flask-exporter"),
+    "django": ("bare", "zibrato", "prometheus", "otel"),
+}
+
+
+# How much slower code runs under callgrind, roughly. The publisher sends a batch every
+# 50 ms: under valgrind that interval would hold this many times fewer requests, and the
+# per-batch work (a ZeroMQ send, its tracker) would be counted this many times over.
+VALGRIND_SLOWDOWN = 50
+
+
+def child(framework: str, mode: str, requests: int) -> None:
+    """Serve ``requests`` requests in-process in one configuration (under valgrind)."""
+    sys.path.insert(0, HERE)
+    from zibrato.publisher import Publisher
+
+    defaults = Publisher.__init__.__kwdefaults__
+    defaults["interval"] *= VALGRIND_SLOWDOWN
+    if framework == "django":
+        import django_request_overhead as django_bench
+
+        finish = django_bench.configure(mode)
+        try:
+            django_bench.measure(mode, requests, 1)  # warm-up included; flushes zibrato
+        finally:
+            finish()
+        return
+    sys.argv[1:] = []  # flask_request_overhead reads its own arguments at import
+    import _zibrato_sink
+    import flask_request_overhead as flask_bench
+
+    publish, stop = _zibrato_sink.start()
+    try:
+        app = flask_bench.make_app()
+        after = None
+        if mode == "zibrato":
+            from zibrato_flask import Zibrato
+
+            app.config["ZIBRATO_PUBLISH"] = publish
+            Zibrato(app)
+            client = app.extensions["zibrato"].client()
+            after = lambda: client.flush(timeout=30.0)  # noqa: E731
+        elif mode == "prometheus-flask-exporter":
+            from prometheus_flask_exporter import PrometheusMetrics
+
+            PrometheusMetrics(app, group_by="url_rule")
+        for count in (300, requests):  # warm-up, then the measured requests
+            for i in range(count):
+                b"".join(app(flask_bench.environ(i), flask_bench.start_response))
+            if after is not None:
+                after()
+    finally:
+        stop()
+
+
+def instructions(framework: str, mode: str, requests: int) -> int:
+    """Return the instructions (all threads) of one child run of ``requests`` requests."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                framework,
+                mode,
+                str(requests),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with open(out) as results:
+            for line in results:
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in callgrind's output for {framework} {mode}")
+
+
+def main(argv: list[str]) -> None:
+    if argv[1:2] == ["--child"]:
+        child(argv[2], argv[3], int(argv[4]))
+        return
+    if shutil.which("valgrind") is None:
+        print("valgrind not found: skipping the instruction counts")
+        return
+    frameworks = [arg for arg in argv[1:] if arg in MODES] or list(MODES)
+    sizes = [int(arg) for arg in argv[1:] if arg.isdigit()] or [100, 600]
+    small, large = sizes
+    runs = [(fw, mode, n) for fw in frameworks for mode in MODES[fw] for n in (small, large)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(runs, pool.map(lambda run: instructions(*run), runs), strict=True))
+    for framework in frameworks:
+        per_request = {
+            mode: (counts[framework, mode, large] - counts[framework, mode, small])
+            / (large - small)
+            for mode in MODES[framework]
+        }
+        bare = per_request["bare"]
+        print(f"{framework}: instructions per request (all threads), {large} - {small} requests:")
+        for mode, count in per_request.items():
+            added = (count / bare - 1) * 100
+            print(f"  {mode:<27} {count / 1000:9.1f} k   {added:+6.1f} % vs bare")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
