@@ -13,15 +13,14 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
+from process_support import SiteProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_ENV = "ZIBRATO_DEMO_DATA"
@@ -53,30 +52,16 @@ def copy_prepared(prepared: Path, data: Path) -> Path:
     return data.resolve()
 
 
-class DemoRun:
+class DemoRun(SiteProcess):
     """``python -m demo_site.run ARGS`` in its own process group; its output is collected."""
 
     def __init__(self, *args: str, data: Path, env: dict[str, str] | None = None) -> None:
         self.data = data.resolve()
-        self.popen = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "demo_site.run", *args, f"--data={self.data}"],
+            {**os.environ, DATA_ENV: str(self.data), **(env or {})},
             cwd=ROOT,
-            env={**os.environ, DATA_ENV: str(self.data), **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
         )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        assert self.popen.stdout is not None and self.popen.stderr is not None
-        self._readers = [
-            threading.Thread(target=_read, args=(self.popen.stdout, self.stdout), daemon=True),
-            threading.Thread(target=_read, args=(self.popen.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
         self.running_at: float | None = None  # time.time() when it said it was running
 
     def __repr__(self) -> str:
@@ -96,21 +81,6 @@ class DemoRun:
                 tails[log.name] = log.read_text(errors="replace").splitlines()[-8:]
         return tails
 
-    def wait_line(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
-        """Return the match of the first stdout line that ``pattern`` is found in."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.stdout[:]:
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.popen.poll() is not None and not self._readers[0].is_alive():
-                raise AssertionError(f"the demo exited before printing {pattern!r}: {self!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout} s: {self!r}")
-            time.sleep(0.05)
-
     def wait_running(self, timeout: float = READY_TIMEOUT) -> dict[str, str]:
         """Wait for "running; Ctrl-C to stop"; return the URLs it printed by part."""
         self.wait_line(re.escape(RUNNING), timeout)
@@ -119,38 +89,17 @@ class DemoRun:
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
         """Return the exit status once the runner exits (failing after ``timeout`` s)."""
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout} s: {self!r}") from None
-        for reader in self._readers:
-            reader.join(timeout)
-        return code
+        return self.finish(timeout)
 
     def kill(self) -> None:
         """Leave nothing behind, whatever state the run is in (the test's cleanup)."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(STOP_TIMEOUT)
-        for pid in processes_of(self.data):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(STOP_TIMEOUT)
-        for reader in self._readers:
-            reader.join(STOP_TIMEOUT)
-        for stream in (self.popen.stdout, self.popen.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _read(stream: IO[str], sink: list[str]) -> None:
-    with contextlib.suppress(ValueError):  # closed under us during cleanup
-        for line in stream:
-            sink.append(line.rstrip("\n"))
+        try:
+            self.stop(STOP_TIMEOUT)
+        finally:
+            # The sites' gunicorns run in sessions of their own: found by the run's marker.
+            for pid in processes_of(self.data):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def processes_of(data: Path) -> dict[int, str]:
