@@ -117,6 +117,15 @@ class DemoRunner(Runner):
         stop_all(self.children)
         super().stop(timeout)
 
+    def failure(self) -> str | None:
+        """Also say when a site or the traffic generator has exited by itself."""
+        for child in self.children:
+            code = child.returncode
+            if code is not None:
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                return f"the {child.name} stopped by itself ({how}; log in {child.log_path})"
+        return super().failure()
+
     def describe(self) -> list[str]:
         lines = super().describe()
         for site in self.sites:

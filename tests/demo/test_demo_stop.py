@@ -6,6 +6,7 @@ that no process it started survives, whatever the signal.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -82,3 +83,27 @@ def test_a_bad_option_is_one_line_and_exit_status_2(
 def test_preparing_again_does_nothing_while_the_stamp_is_current(prepared_data: Path) -> None:
     assert prepare.is_current(prepared_data)
     assert prepare.prepare(prepared_data).ran == ()
+
+
+def test_a_site_that_dies_ends_the_run_with_one_line_and_status_1(start_demo: StartDemo) -> None:
+    run = start_demo()
+    run.wait_running()
+    (master,) = [
+        pid
+        for pid, command in processes_of(run.data).items()
+        if "gunicorn" in command and "warehouse" in command and _parent(pid) == run.pid
+    ]
+    os.kill(master, signal.SIGKILL)
+    assert run.wait(timeout=60) == 1
+    (line,) = [line for line in run.stderr if line.startswith("zibrato demo:")]
+    assert line.startswith(
+        "zibrato demo: the Flask warehouse stopped by itself (killed by signal 9; log in "
+    )
+    assert line.endswith("flask.log); stopping the rest"), line
+    assert run.stdout[-1] == "zibrato demo: stopped"
+    assert processes_of(run.data) == {}
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
