@@ -8,10 +8,12 @@ A message has two frames::
 
 ``events`` is an array of ``[kind, name, value, source, tags]``, or of
 ``[kind, name, value, source, tags, rate]`` for an event the client sampled (recorded with
-probability ``rate``, so it stands for ``1 / rate`` events). See docs/protocol.md for
-the full specification. Decoding never evaluates anything it receives: it is msgpack
-with size limits, and every malformed message raises :class:`DecodeError` with a stable
-``reason`` that subscribers count.
+probability ``rate``, so it stands for ``1 / rate`` events). A value may be an array of
+values: the event then stands for one event per value (a publisher sends a timer's values
+of one batch that way, its name and tags once), and :func:`decode` expands it. See
+docs/protocol.md for the full specification. Decoding never evaluates anything it
+receives: it is msgpack with size limits, and every malformed message raises
+:class:`DecodeError` with a stable ``reason`` that subscribers count.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -150,7 +153,47 @@ def decode(frames: Sequence[bytes]) -> Batch:
         and isinstance(events, tuple)
     ):
         raise DecodeError("header", "malformed batch header")
+    if _has_value_lists(events):
+        events = _expanded(events)
     return Batch(level, publisher, seq, sent_before, float(timestamp), source, tags, events)
+
+
+_third = itemgetter(2)
+
+
+def _has_value_lists(events: tuple[Any, ...]) -> bool:
+    """Whether some event's value is an array (a value list), checked in C for the usual case."""
+    try:
+        return tuple in set(map(type, map(_third, events)))
+    except (TypeError, IndexError, KeyError):  # a malformed event: look event by event
+        return any(
+            type(event) is tuple and len(event) > 2 and type(event[2]) is tuple for event in events
+        )
+
+
+def _expanded(events: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Return ``events`` with each value list turned into one event per value.
+
+    An event ``[kind, name, [v1, v2, ...], source, tags(, rate)]`` stands for the events
+    ``[kind, name, v1, source, tags(, rate)]``, ``[kind, name, v2, ...]``...: a publisher
+    sends a series' values of one batch in one event, so that its name and tags travel
+    (and are checked) once. Each value is then validated as its own event. The batch may
+    not stand for more than ``MAX_EVENTS_PER_BATCH`` events in all.
+    """
+    out: list[Any] = []
+    for event in events:
+        if type(event) is tuple and 5 <= len(event) <= 6 and type(event[2]) is tuple:
+            kind, name, values, *rest = event
+            out.extend([(kind, name, value, *rest) for value in values])
+            if len(out) > MAX_EVENTS_PER_BATCH:
+                break
+        else:
+            out.append(event)
+    if len(out) > MAX_EVENTS_PER_BATCH:
+        raise DecodeError(
+            "size", f"the batch's value lists hold more than {MAX_EVENTS_PER_BATCH} events"
+        )
+    return tuple(out)
 
 
 def _is_count(value: object) -> bool:

@@ -19,6 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from math import isfinite
 from typing import Any, Protocol
 
 from zibrato import levels, lifecycle, protocol
@@ -32,7 +33,10 @@ DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
 _COUNTER = int(Kind.COUNTER)
 _TIMER = int(Kind.TIMER)
+# Kinds whose values of one batch travel as one event per series (a value list).
+_GROUPED_KINDS = frozenset((_TIMER, int(Kind.DISTRIBUTION)))
 _INF = float("inf")
+_NUMBER_TYPES = frozenset((int, float))
 _MAX_REMEMBERED = 10_000
 # How long a client waits for any broker before it says (once) that none answers.
 NO_BROKER_WARNING_AFTER = 3.0
@@ -335,14 +339,14 @@ class Publisher:
         final: bool = False,
         send_deadline: float = 0.0,
     ) -> None:
-        events = self._checked(events)
+        events, wire = self._checked(events)
         if not events:
             return
         link = self._link
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
         elif level in link.subscribed:
-            self._send_frames(level, events, send_deadline)
+            self._send_frames(level, events, send_deadline, wire)
         elif (refusal := link.refusal()) is not None:
             self.reject(*refusal, len(events))  # CURVE: the broker turned us down
         elif link.error is not None:
@@ -359,15 +363,22 @@ class Publisher:
                 # way, so advance the count that lets a returning subscriber see the gap.
                 self._sent_before[level] += len(events)
 
-    def _send_frames(self, level: str, events: Sequence[Event], deadline: float) -> None:
+    def _send_frames(
+        self,
+        level: str,
+        events: Sequence[Event],
+        deadline: float,
+        wire: Sequence[Event] | None = None,
+    ) -> None:
+        """Send ``events`` (checked) as one batch, in their ``wire`` form (value lists)."""
         try:
-            frames = self._encode(level, events)
+            frames = self._encode(level, _on_the_wire(events) if wire is None else wire)
         except (OverflowError, TypeError, ValueError):
             # Something the quick check let through (a huge integer, say): check fully.
             events = self._drop_invalid(events)
             if not events:
                 return
-            frames = self._encode(level, events)
+            frames = self._encode(level, _on_the_wire(events))
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
             self._send_frames(level, events[:half], deadline)
@@ -395,15 +406,19 @@ class Publisher:
             events,
         )
 
-    def _checked(self, events: list[Event]) -> list[Event]:
-        """Return ``events`` without the invalid ones (each counted and logged once).
+    def _checked(self, events: list[Event]) -> tuple[list[Event], list[Event]]:
+        """Return ``events`` without the invalid ones (each counted and logged once), and
+        their wire form: each timer's and distribution's values in one event per series.
 
         Runs on the publisher thread, off the calling thread. Names and tag sets already
-        seen valid are remembered, so the common case costs a few set lookups per event.
+        seen valid are remembered, so the common case costs a few lookups per series and
+        one per event.
         """
-        if self._all_known_valid(events):
-            return events
-        return self._drop_invalid(events)
+        wire = self._wire_if_known_valid(events)
+        if wire is not None:
+            return events, wire
+        events = self._drop_invalid(events)
+        return events, _on_the_wire(events)
 
     def _drop_invalid(self, events: Sequence[Event]) -> list[Event]:
         good = []
@@ -424,32 +439,57 @@ class Publisher:
                 self.reject(reason, f"{event[1]!r} = {event[2]!r}"[:200])
         return good
 
-    def _all_known_valid(self, events: list[Event]) -> bool:
+    def _wire_if_known_valid(self, events: list[Event]) -> list[Event] | None:
+        """Return the wire form of ``events`` if every one is known valid, else None.
+
+        Known valid: its name, source and tags were seen valid before, and its value is a
+        finite number (a timer's never negative). Timers and distributions are grouped
+        per series (kind, name, source, tags object) into value lists as they are checked,
+        so that a series' name and tags are looked up (and later encoded) once per batch.
+        """
         names, tag_sets = self._valid_names, self._valid_tags
+        wire: list[Event] = []
+        series: dict[tuple[Any, ...], list[Any]] = {}
         # The same few dict objects are usually passed call after call (a web adapter's
         # cached tags alternate): check each once per batch, which holds them alive.
         checked_tags: set[int] = set()
         try:
-            for kind, name, value, source, tags in events:
-                # Finite numbers; a timer's duration is never negative (checked here, on
-                # this thread, so that timing() costs its caller nothing more).
-                if not (
-                    (type(value) is int and (kind != _TIMER or value >= 0))
-                    or (
-                        type(value) is float
-                        and (-_INF < value < _INF if kind != _TIMER else 0.0 <= value < _INF)
-                    )
-                ):
-                    return False
+            for event in events:
+                kind, name, value, source, tags = event  # sampled: six fields, checked fully
+                if kind in _GROUPED_KINDS:
+                    key = (kind, name, source, id(tags))
+                    values = series.get(key)
+                    if values is not None:
+                        values.append(value)
+                        continue
+                    series[key] = values = [value]
+                    wire.append((kind, name, values, source, tags))
+                elif (type(value) is int or type(value) is float) and -_INF < value < _INF:
+                    wire.append(event)
+                else:
+                    return None
                 if name not in names or (source is not None and source not in names):
-                    return False
+                    return None
                 if tags is not None and id(tags) not in checked_tags:
                     if _tags_key(tags) not in tag_sets:
-                        return False
+                        return None
                     checked_tags.add(id(tags))
-        except (TypeError, AttributeError, ValueError):  # unhashable, not a mapping, sampled
-            return False
-        return True
+            for index, (kind, name, values, source, tags) in enumerate(wire):
+                if type(values) is not list:
+                    continue
+                # Finite numbers (in C: map and set); a timer's duration is never negative
+                # (checked here, on this thread, so that timing() costs its caller nothing).
+                if not _NUMBER_TYPES.issuperset(map(type, values)) or not all(
+                    map(isfinite, values)
+                ):
+                    return None
+                if kind == _TIMER and min(values) < 0:
+                    return None
+                if len(values) == 1:
+                    wire[index] = (kind, name, values[0], source, tags)
+        except (TypeError, AttributeError, ValueError, OverflowError):
+            return None  # unhashable, not a mapping, sampled, a huge integer
+        return wire
 
     def _remember_valid(self, event: Event) -> None:
         if len(self._valid_names) > _MAX_REMEMBERED or len(self._valid_tags) > _MAX_REMEMBERED:
@@ -486,6 +526,33 @@ def _publisher_defaults(
 
 def _tags_key(tags: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(tags.items())
+
+
+def _on_the_wire(events: Sequence[Event]) -> list[Event]:
+    """Return checked ``events`` with each timer's and distribution's values of the batch in
+    one event per series (kind, name, source, tags object), as :func:`protocol.decode`
+    expands them again. Other events, and sampled ones, go as they are.
+    """
+    wire: list[Event] = []
+    series: dict[tuple[Any, ...], list[Any]] = {}
+    for event in events:
+        kind = event[0]
+        if len(event) == 5 and kind in _GROUPED_KINDS:
+            key = (kind, event[1], event[3], id(event[4]))
+            values = series.get(key)
+            if values is not None:
+                values.append(event[2])
+                continue
+            series[key] = values = [event[2]]
+            wire.append((kind, event[1], values, event[3], event[4]))
+        else:
+            wire.append(event)
+    return [
+        (event[0], event[1], event[2][0], event[3], event[4])
+        if len(event) == 5 and type(event[2]) is list and len(event[2]) == 1
+        else event
+        for event in wire
+    ]
 
 
 def _take(queue: deque[Event], count: int) -> list[Event]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
+import msgpack
 import pytest
+import zmq
 
 from zibrato import Zibrato
 from zibrato.client import PUBLISH_ENV
+from zibrato.publisher import Publisher
 
 
 def test_2013_snippets_verbatim(broker, subscribe, new_client):
@@ -288,3 +292,49 @@ def test_client_as_context_manager_sends_on_exit(broker, subscribe):
         z.incr("closed.on.exit", 3)
     assert collector.wait_names("closed.on.exit")
     assert collector.total("closed.on.exit") == 3
+
+
+def test_a_batchs_timer_values_travel_once_per_series_and_every_value_arrives(
+    broker, subscribe, new_client
+):
+    collector = subscribe()
+    raw = zmq.Context.instance().socket(zmq.SUB)
+    raw.setsockopt(zmq.SUBSCRIBE, b"info")
+    raw.connect(broker.backend)
+    try:
+        # One batch, sent by flush(): the publisher's own timer never fires in between.
+        z = new_client(publisher=Publisher(broker.frontend, interval=60))
+        fast, slow = {"route": "/a"}, {"route": "/b"}  # the same objects, call after call
+        for i in range(300):
+            z.timing("req", 0.001 * i, level="info", tags=fast if i % 3 else slow)
+            z.observe("rows", i % 7, level="info", tags=fast)
+            z.incr("hits", level="info")
+        z.timing("req", 0.5, level="info", tags={"route": "/a"})  # equal, not the same object
+        z.flush(timeout=5)
+        received = collector.wait_for(lambda got: len(got) >= 901, "every value")
+        poller = zmq.Poller()
+        poller.register(raw, zmq.POLLIN)
+        assert poller.poll(5000), "the raw subscriber saw no batch"
+        wire = msgpack.unpackb(raw.recv_multipart()[1])[7]
+    finally:
+        raw.close(linger=0)
+    assert len(received) == 901 and not collector.invalid
+    timings = sorted(event.value for event in received if event.name == "req")
+    assert timings == sorted([0.001 * i for i in range(300)] + [0.5])
+    by_route = Counter(event.tags["route"] for event in received if event.name == "req")
+    assert by_route == {"/a": 201, "/b": 100}
+    assert sum(event.value for event in received if event.name == "rows") == sum(
+        i % 7 for i in range(300)
+    )
+    # On the wire: one event per timer or distribution series, with its values in a list;
+    # counters one by one; a lone value as itself.
+    shapes = Counter((event[1], type(event[2]).__name__) for event in wire)
+    assert shapes == {
+        ("req", "list"): 2,
+        ("rows", "list"): 1,
+        ("hits", "int"): 300,
+        ("req", "float"): 1,
+    }
+    stats = z.stats()
+    assert stats["sent_events"] == 901 and not stats["dropped"]
+    assert collector.subscriber.losses.lost_events == 0  # loss accounting counts values

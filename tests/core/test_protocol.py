@@ -245,3 +245,37 @@ def test_subscriber_counts_garbage_and_keeps_receiving(raw_publisher, caplog):
     }
     bad_logs = [r for r in caplog.records if "ignored a bad message" in r.getMessage()]
     assert len(bad_logs) == 5  # once per reason
+
+
+def test_a_value_list_stands_for_one_event_per_value():
+    events = [
+        [3, "orders.load", [0.1, 0.2, 0.3], None, {"route": "/a"}],
+        [4, "orders.items", [1, 2], "web-2", None, 0.5],  # sampled: each value keeps the rate
+        [0, "orders.placed", 1, None, None],
+    ]
+    batch = protocol.decode([b"info", payload(events=events)])
+    assert batch.events == (
+        (3, "orders.load", 0.1, None, {"route": "/a"}),
+        (3, "orders.load", 0.2, None, {"route": "/a"}),
+        (3, "orders.load", 0.3, None, {"route": "/a"}),
+        (4, "orders.items", 1, "web-2", None, 0.5),
+        (4, "orders.items", 2, "web-2", None, 0.5),
+        (0, "orders.placed", 1, None, None),
+    )
+
+
+def test_a_value_list_is_checked_value_by_value():
+    events = [[3, "orders.load", [0.1, "slow", None, [0.2], -1e400], None, None]]
+    batch = protocol.decode([b"info", payload(events=events)])
+    rejected: dict[str, int] = {}
+    assert list(protocol.valid_events(batch, rejected)) == [(3, "orders.load", 0.1, None, None)]
+    assert rejected == {"invalid_value": 4}
+
+
+def test_value_lists_may_not_stand_for_more_events_than_a_batch_may_hold():
+    events = [[3, "a", [0.1] * 4000, None, None], [3, "b", [0.1] * 97, None, None]]
+    with pytest.raises(DecodeError) as raised:
+        protocol.decode([b"info", payload(events=events)])
+    assert raised.value.reason == "size"
+    events[1][2] = [0.1] * 96  # exactly the limit
+    assert len(protocol.decode([b"info", payload(events=events)]).events) == 4096
