@@ -133,6 +133,7 @@ class BrokerProcess:
         self.popen: subprocess.Popen[str] | None = None
         self.lines: Lines | None = None
         self.restarts = 0
+        self.killed_at = 0.0  # time.time() of the last kill (restart())
 
     @property
     def pid(self) -> int:
@@ -174,8 +175,13 @@ class BrokerProcess:
         stop_process(self.popen)
 
     def restart(self) -> float:
-        """Kill, start again on the same ports; return the time it was ready."""
+        """Kill, start again on the same ports; return the time it was ready.
+
+        ``killed_at`` (wall clock) is when the old broker was gone: a batch that a
+        publisher stamped later can only have come through the new one.
+        """
         self.kill()
+        self.killed_at = time.time()
         self.start()
         self.restarts += 1
         return time.monotonic()
@@ -261,6 +267,8 @@ class Receiver:
     counts: dict[str, int] = field(default_factory=dict)
     # Losses per level: the app records on "info"; drop reports travel on "warning".
     losses: dict[str, LossTracker] = field(default_factory=dict)
+    # The latest send time (the publisher's clock) of any batch received.
+    newest_sent: float = 0.0
 
     def __post_init__(self) -> None:
         self.subscriber = Subscriber(self.address)
@@ -276,6 +284,7 @@ class Receiver:
 
     def _count(self, batch: Batch) -> None:
         self.losses.setdefault(batch.level, LossTracker()).observe(batch)
+        self.newest_sent = max(self.newest_sent, batch.timestamp)
         for event in batch.events:
             name = event[1]
             self.counts[name] = self.counts.get(name, 0) + 1
