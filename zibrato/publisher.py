@@ -443,30 +443,25 @@ class Publisher:
         """Return the wire form of ``events`` if every one is known valid, else None.
 
         Known valid: its name, source and tags were seen valid before, and its value is a
-        finite number (a timer's never negative). Timers and distributions are grouped
-        per series (kind, name, source, tags object) into value lists as they are checked,
-        so that a series' name and tags are looked up (and later encoded) once per batch.
+        finite number (a timer's never negative). Grouped into value lists first, so that
+        a timer's or distribution's name and tags are looked up once per series and batch.
         """
         names, tag_sets = self._valid_names, self._valid_tags
-        wire: list[Event] = []
-        series: dict[tuple[Any, ...], list[Any]] = {}
         # The same few dict objects are usually passed call after call (a web adapter's
         # cached tags alternate): check each once per batch, which holds them alive.
         checked_tags: set[int] = set()
         try:
-            for event in events:
-                kind, name, value, source, tags = event  # sampled: six fields, checked fully
-                if kind in _GROUPED_KINDS:
-                    key = (kind, name, source, id(tags))
-                    values = series.get(key)
-                    if values is not None:
-                        values.append(value)
-                        continue
-                    series[key] = values = [value]
-                    wire.append((kind, name, values, source, tags))
-                elif (type(value) is int or type(value) is float) and -_INF < value < _INF:
-                    wire.append(event)
-                else:
+            wire = _grouped(events)
+            for kind, name, value, source, tags in wire:  # sampled: six fields, checked fully
+                if type(value) is list:  # a series' values (in C: map and set)
+                    if not _NUMBER_TYPES.issuperset(map(type, value)) or not all(
+                        map(isfinite, value)
+                    ):
+                        return None
+                    # Checked here, on this thread, so that timing() costs its caller nothing.
+                    if kind == _TIMER and min(value) < 0:
+                        return None
+                elif not ((type(value) is int or type(value) is float) and -_INF < value < _INF):
                     return None
                 if name not in names or (source is not None and source not in names):
                     return None
@@ -474,22 +469,9 @@ class Publisher:
                     if _tags_key(tags) not in tag_sets:
                         return None
                     checked_tags.add(id(tags))
-            for index, (kind, name, values, source, tags) in enumerate(wire):
-                if type(values) is not list:
-                    continue
-                # Finite numbers (in C: map and set); a timer's duration is never negative
-                # (checked here, on this thread, so that timing() costs its caller nothing).
-                if not _NUMBER_TYPES.issuperset(map(type, values)) or not all(
-                    map(isfinite, values)
-                ):
-                    return None
-                if kind == _TIMER and min(values) < 0:
-                    return None
-                if len(values) == 1:
-                    wire[index] = (kind, name, values[0], source, tags)
-        except (TypeError, AttributeError, ValueError, OverflowError):
+        except (TypeError, AttributeError, ValueError, IndexError, KeyError, OverflowError):
             return None  # unhashable, not a mapping, sampled, a huge integer
-        return wire
+        return _collapsed(wire)
 
     def _remember_valid(self, event: Event) -> None:
         if len(self._valid_names) > _MAX_REMEMBERED or len(self._valid_tags) > _MAX_REMEMBERED:
@@ -533,20 +515,32 @@ def _on_the_wire(events: Sequence[Event]) -> list[Event]:
     one event per series (kind, name, source, tags object), as :func:`protocol.decode`
     expands them again. Other events, and sampled ones, go as they are.
     """
+    return _collapsed(_grouped(events))
+
+
+def _grouped(events: Sequence[Event]) -> list[Event]:
+    """Return ``events`` with each timer's and distribution's values in a list per series
+    (a list even for one value, so that a value that is itself a list stays an error)."""
     wire: list[Event] = []
     series: dict[tuple[Any, ...], list[Any]] = {}
     for event in events:
-        kind = event[0]
-        if len(event) == 5 and kind in _GROUPED_KINDS:
-            key = (kind, event[1], event[3], id(event[4]))
-            values = series.get(key)
-            if values is not None:
-                values.append(event[2])
+        if len(event) == 5:
+            kind, name, value, source, tags = event
+            if kind in _GROUPED_KINDS:
+                key = (kind, name, source, id(tags))
+                values = series.get(key)
+                if values is not None:
+                    values.append(value)
+                else:
+                    series[key] = values = [value]
+                    wire.append((kind, name, values, source, tags))
                 continue
-            series[key] = values = [event[2]]
-            wire.append((kind, event[1], values, event[3], event[4]))
-        else:
-            wire.append(event)
+        wire.append(event)
+    return wire
+
+
+def _collapsed(wire: list[Event]) -> list[Event]:
+    """Return ``wire`` with each series of one value sent as a plain event."""
     return [
         (event[0], event[1], event[2][0], event[3], event[4])
         if len(event) == 5 and type(event[2]) is list and len(event[2]) == 1

@@ -338,3 +338,22 @@ def test_a_batchs_timer_values_travel_once_per_series_and_every_value_arrives(
     stats = z.stats()
     assert stats["sent_events"] == 901 and not stats["dropped"]
     assert collector.subscriber.losses.lost_events == 0  # loss accounting counts values
+
+
+def test_a_value_that_is_itself_a_list_is_refused_not_sent_as_a_value_list(
+    broker, subscribe, new_client
+):
+    collector = subscribe()
+    z = new_client(publish=broker.frontend)
+    z.timing("req", 0.1)
+    z.timing("req", [1, 2])  # type: ignore[arg-type]
+    z.observe("rows", (3, 4))  # type: ignore[arg-type]
+    z.observe("rows", [5])  # type: ignore[arg-type]
+    z.timing("req", 0.2)
+    z.flush(timeout=5)
+    collector.wait_for(
+        lambda got: any(event.name == "zibrato.publisher.dropped" for event in got), "the drops"
+    )
+    measured = [event for event in collector.received if event.name in ("req", "rows")]
+    assert sorted(event.value for event in measured) == [0.1, 0.2]
+    assert z.stats()["dropped"] == {"invalid_value": 3}
