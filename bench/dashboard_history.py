@@ -28,7 +28,7 @@ import time
 from zibrato.aggregation import Rollup, Series, distribution_stats
 from zibrato.backends.dashboard import DashboardBackend
 from zibrato.backends.dashboard.routes import DB_TIME, DUPLICATES, QUERIES, REQUEST, VIEW
-from zibrato.backends.httpserver import Request
+from zibrato.backends.toolkit.httpserver import Request
 
 
 def site_rollup(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from demo_site.paths import DATA_ENV, data_dir
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
-from zibrato.backends.httpserver import parse_listen
+from zibrato.backends.toolkit.httpserver import parse_listen
 from zibrato.cli import Parser, bind_endpoint_arg, seconds_arg
 
 SECONDS_ENV = "ZIBRATO_DEMO_SECONDS"

@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from demo_site.children import Child
-from zibrato.backends.httpserver import base_url, parse_listen
+from zibrato.backends.toolkit.httpserver import base_url, parse_listen
 from zibrato.errors import AddressInUse, ConfigError
 
 THREADS = 4  # per gunicorn worker process: the slow page must not hold up the others

@@ -18,10 +18,10 @@ import zmq
 
 from zibrato import protocol
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
-from zibrato.authenticator import ZapHandler
-from zibrato.curve import BrokerKeys, keys_for_broker
 from zibrato.errors import AddressInUse, ConfigError
-from zibrato.security import apply_handshake_policy
+from zibrato.security.authenticator import ZapHandler
+from zibrato.security.curve import BrokerKeys, keys_for_broker
+from zibrato.security.policy import apply_handshake_policy
 
 
 class Broker:
@@ -45,7 +45,7 @@ class Broker:
         insecure: bool = False,
     ) -> None:
         self.frontend_address = frontend
-        # CURVE keys (zibrato.curve); without them only loopback, unless ``insecure``.
+        # CURVE keys (zibrato.security.curve); without them only loopback, unless ``insecure``.
         self.curve = curve
         self.insecure = insecure
         self._zap: ZapHandler | None = None

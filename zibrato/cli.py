@@ -19,11 +19,11 @@ from zibrato import __version__, backends, levels
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
-from zibrato.curve import CURVE_ENV
-from zibrato.curve import resolve as resolve_curve
 from zibrato.errors import ConfigError
-from zibrato.keygen import usage_lines, write_keys
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
+from zibrato.security.curve import CURVE_ENV
+from zibrato.security.curve import resolve as resolve_curve
+from zibrato.security.keygen import usage_lines, write_keys
 from zibrato.tail import run_tail
 
 COMMAND = "zibrato"

@@ -12,7 +12,6 @@ from typing import Any
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
-from zibrato.curve import resolve as resolve_curve
 from zibrato.instruments import (
     Counter,
     LevelBuffer,
@@ -23,6 +22,7 @@ from zibrato.instruments import (
 )
 from zibrato.protocol import Event, Kind
 from zibrato.publisher import Publisher
+from zibrato.security.curve import resolve as resolve_curve
 
 PUBLISH_ENV = "ZIBRATO_PUBLISH"
 

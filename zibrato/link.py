@@ -24,10 +24,10 @@ from collections import deque
 import zmq
 
 from zibrato import levels
-from zibrato.curve import client_keys
 from zibrato.errors import ConfigError
-from zibrato.handshake import CURVE_KEYS, HandshakeMonitor, Problem
-from zibrato.security import apply_handshake_policy
+from zibrato.security.curve import client_keys
+from zibrato.security.handshake import CURVE_KEYS, HandshakeMonitor, Problem
+from zibrato.security.policy import apply_handshake_policy
 
 
 class BrokerLink:
@@ -50,7 +50,7 @@ class BrokerLink:
         self.address = address
         self.sndhwm = sndhwm
         self.startup_hold = startup_hold
-        self.curve = curve  # a CURVE keys directory (zibrato.curve); None: no CURVE
+        self.curve = curve  # a CURVE keys directory (zibrato.security.curve); None: no CURVE
         self.subscribed: set[str] = set()
         self.ever_subscribed: set[str] = set()
         self.error: str | None = None  # why the address cannot be connected to

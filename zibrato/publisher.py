@@ -77,7 +77,7 @@ class Publisher:
         curve: str | os.PathLike[str] | None = None,
     ) -> None:
         self.address = address
-        self.curve = curve  # a CURVE keys directory (zibrato.curve); None: no CURVE
+        self.curve = curve  # a CURVE keys directory (zibrato.security.curve); None: no CURVE
         self.source, self.tags = _publisher_defaults(source, tags)
         self.buffer_size = buffer_size
         self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)

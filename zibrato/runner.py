@@ -21,8 +21,8 @@ from typing import Any, TextIO
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.backends.base import Backend
 from zibrato.broker import Broker
-from zibrato.curve import client_keys, curve_line
 from zibrato.errors import AddressInUse, ConfigError
+from zibrato.security.curve import client_keys, curve_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,7 +51,7 @@ class Runner:
         curve: str | os.PathLike[str] | None = None,
         insecure: bool = False,
     ) -> None:
-        # CURVE keys directory (zibrato.curve) for the broker and the backends; without
+        # CURVE keys directory (zibrato.security.curve) for the broker and the backends; without
         # it the broker binds only loopback addresses, unless ``insecure``.
         self.curve = curve
         self.broker = (

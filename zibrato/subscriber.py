@@ -15,10 +15,10 @@ import zmq
 
 from zibrato import levels, protocol
 from zibrato.addresses import DEFAULT_BACKEND
-from zibrato.curve import ClientKeys, client_keys
-from zibrato.handshake import HandshakeMonitor
 from zibrato.protocol import Batch, DecodeError
-from zibrato.security import apply_handshake_policy
+from zibrato.security.curve import ClientKeys, client_keys
+from zibrato.security.handshake import HandshakeMonitor
+from zibrato.security.policy import apply_handshake_policy
 
 log = logging.getLogger("zibrato")
 

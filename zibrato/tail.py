@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from zibrato import protocol
-from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
+from zibrato.security.curve import ClientKeys
 from zibrato.subscriber import Subscriber
 from zibrato.text import labels, printable, quoted
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zibrato.shared import LazyZibrato
+from zibrato.framework.lazy import LazyZibrato
 
 
 class _ClientSettings:

@@ -19,8 +19,8 @@ from django.core.checks import CheckMessage, Error, Warning
 from zibrato import levels
 from zibrato.addresses import check_endpoint
 from zibrato.backends import build
-from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
+from zibrato.security.curve import adapter_keywords
 from zibrato_django.conf import DEFAULTS, MIDDLEWARE_PATH, SETTING, backend_specs
 
 LEVEL_KEYS = ("LEVEL", "REQUEST_LEVEL", "DB_LEVEL")

@@ -22,13 +22,14 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
-from zibrato import levels, web
+from zibrato import levels
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.backends import build
 from zibrato.client import PUBLISH_ENV
-from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
+from zibrato.framework import schema
 from zibrato.runner import Runner
+from zibrato.security.curve import adapter_keywords
 
 log = logging.getLogger("zibrato.django")
 
@@ -46,9 +47,9 @@ DEFAULTS: dict[str, Any] = {
     # Tags added to every event of this process.
     "TAGS": {},
     # Level of http.server.request.duration and http.server.view.duration.
-    "REQUEST_LEVEL": web.REQUEST_LEVEL,
+    "REQUEST_LEVEL": schema.REQUEST_LEVEL,
     # Level of the per-request database metrics (db.client.request.*).
-    "DB_LEVEL": web.DB_REQUEST_LEVEL,
+    "DB_LEVEL": schema.DB_REQUEST_LEVEL,
     # Regexes searched in request.path_info: matching requests are not measured.
     "EXCLUDE_PATHS": [],
     # Where `manage.py zibrato_broker` binds for publishers and for backends.

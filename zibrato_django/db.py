@@ -3,7 +3,7 @@
 Every connection of every alias gets one :func:`measure_query` wrapper when it connects
 (``connection_created``), and connections that already exist when the app becomes ready
 get it then. Each query is timed; inside a request (the request state of
-:mod:`zibrato.web_requests`) it is also added to that request's tally, from which the
+:mod:`zibrato.framework.units`) it is also added to that request's tally, from which the
 middleware records ``db.client.request.*`` once at the end. Outside a request
 (management commands, workers, tests that query directly) a query records
 ``db.client.operation.duration`` only.
@@ -18,12 +18,12 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from zibrato import web
-from zibrato.web_requests import current_request
+from zibrato.framework import schema
+from zibrato.framework.units import current_request
 from zibrato_django import failures, zibrato
 
 # The operation tags of every alias and statement, shared by every connection.
-_tags = web.TagCache()
+_tags = schema.TagCache()
 
 
 def measure_query(
@@ -41,9 +41,9 @@ def measure_query(
             if state is not None:
                 state.add_query(alias, sql, elapsed)
             zibrato.timing(
-                web.DB_OPERATION_DURATION,
+                schema.DB_OPERATION_DURATION,
                 elapsed,
-                level=web.DB_OPERATION_LEVEL,
+                level=schema.DB_OPERATION_LEVEL,
                 tags=_tags.operation(alias, sql),
             )
         except Exception as exc:

@@ -8,7 +8,7 @@ body is neither consumed nor wrapped, so its time is the time to the response ob
 (:mod:`zibrato_django.failures`), never raised into the request.
 
 What it records, and which exceptions are errors, is the shared schema of
-:mod:`zibrato.web` (``docs/web-metrics.md``); this module only reads it off Django.
+:mod:`zibrato.framework.schema` (``docs/web-metrics.md``); this module only reads it off Django.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 from django.urls import ResolverMatch
 
-from zibrato import web
-from zibrato.web_requests import RequestRecorder, RequestState, current_request
+from zibrato.framework import schema
+from zibrato.framework.units import RequestRecorder, RequestState, current_request
 from zibrato_django import failures, zibrato
 from zibrato_django.conf import RequestPlan, request_plan
 
@@ -101,7 +101,7 @@ class ZibratoMiddleware:
             if state.view_start is not None:
                 state.view = perf_counter() - state.view_start
             if not isinstance(exception, ANSWERS):
-                state.note_error(web.error_type(exception), in_view=True)
+                state.note_error(schema.error_type(exception), in_view=True)
 
     async def _aprocess_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
@@ -122,7 +122,7 @@ def note_unhandled(sender: object, **kwargs: Any) -> None:
         state = current_request.get()
         exception = sys.exc_info()[1]
         if state is not None and exception is not None and not isinstance(exception, ANSWERS):
-            state.note_error(web.error_type(exception), in_view=False)
+            state.note_error(schema.error_type(exception), in_view=False)
     except Exception as exc:
         failures.report("django_middleware", exc)
 
@@ -162,7 +162,7 @@ def record(
 
 
 # Tags per kind of request, shared by every request (bounded: see TagCache).
-_tags = web.TagCache()
+_tags = schema.TagCache()
 # The recorder of the settings in force and of the shared client (both can change).
 _current: tuple[RequestPlan, RequestRecorder] | None = None
 
@@ -190,7 +190,7 @@ def route_of(match: ResolverMatch | None) -> str:
     view's dotted name when the pattern is empty; ``<unmatched>`` when nothing resolved.
     """
     if match is None:
-        return web.UNMATCHED_ROUTE
+        return schema.UNMATCHED_ROUTE
     return match.route or view_path(match.func)
 
 

@@ -32,10 +32,10 @@ from flask import (
     has_request_context,
 )
 
-from zibrato import web
 from zibrato.client import Zibrato
-from zibrato.web import TagCache
-from zibrato.web_requests import QueryTally, current_request
+from zibrato.framework import schema
+from zibrato.framework.schema import TagCache
+from zibrato.framework.units import QueryTally, current_request
 from zibrato_flask.request_metrics import HOOK_FAILED
 
 if TYPE_CHECKING:
@@ -145,9 +145,9 @@ class EngineHooks:
                     tally.add(self.namespace, statement, seconds)
             client = client or self.client()
             client.timing(
-                web.DB_OPERATION_DURATION,
+                schema.DB_OPERATION_DURATION,
                 seconds,
-                level=web.DB_OPERATION_LEVEL,
+                level=schema.DB_OPERATION_LEVEL,
                 tags=self.tags.operation(self.namespace, statement),
             )
         except Exception as failure:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
+from zibrato.framework.lazy import LazyZibrato
+from zibrato.framework.schema import TagCache
+from zibrato.framework.units import RequestRecorder, current_request
 from zibrato.instruments import Counter, Timer
-from zibrato.shared import LazyZibrato
-from zibrato.web import TagCache
-from zibrato.web_requests import RequestRecorder, current_request
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.deferred import DeferredCounter, DeferredTimer

@@ -5,7 +5,7 @@ Two small pieces, installed on the app by ``init_app``:
 * :func:`request_timer` wraps ``app.wsgi_app`` (Flask's documented place for WSGI
   middleware): it starts the request clock before Flask does anything, notes the status
   that goes to the client and the URL rule, keeps this request's
-  :class:`~zibrato.web_requests.RequestState` in its context variable (for the view timer
+  :class:`~zibrato.framework.units.RequestState` in its context variable (for the view timer
   and the database hooks), and records everything once ``wsgi_app`` is over, in a
   ``finally``: after Flask's teardown, and whether the view, a hook or an error handler
   failed. For a streamed response that is when the response starts (Flask tears a
@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from zibrato import web
-from zibrato.web_requests import RequestState, current_request
+from zibrato.framework import schema
+from zibrato.framework.units import RequestState, current_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from zibrato_flask.extension import AppState
 
 HOOK_FAILED = "flask_hook_failed"
-_UNMATCHED = web.UNMATCHED_ROUTE
+_UNMATCHED = schema.UNMATCHED_ROUTE
 
 
 def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplication:
@@ -131,7 +131,7 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
             if request.routing_exception is None:  # else: 404/405, no view ran
                 state.view = perf_counter() - start
                 if is_error(exc):
-                    state.note_error(web.error_type(exc), in_view=True)
+                    state.note_error(schema.error_type(exc), in_view=True)
             raise
         state.view = perf_counter() - start
         return result
@@ -146,7 +146,7 @@ def note_unhandled(sender: object, exception: BaseException, **extra: Any) -> No
     if state is not None:
         state.route = getattr(request.url_rule, "rule", _UNMATCHED)
         if is_error(exception):
-            state.note_error(web.error_type(exception), in_view=False)
+            state.note_error(schema.error_type(exception), in_view=False)
 
 
 def is_error(exc: BaseException) -> bool:

@@ -13,17 +13,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zibrato import backends, levels, web
+from zibrato import backends, levels
 from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
 from zibrato.client import PUBLISH_ENV
-from zibrato.curve import adapter_keywords
 from zibrato.errors import ConfigError
+from zibrato.framework import schema
+from zibrato.security.curve import adapter_keywords
 
 DEFAULTS: Mapping[str, Any] = {
     "ZIBRATO_PUBLISH": None,  # $ZIBRATO_PUBLISH, else the broker frontend below
     "ZIBRATO_LEVEL": levels.DEFAULT_THRESHOLD,
-    "ZIBRATO_REQUEST_LEVEL": web.REQUEST_LEVEL,  # the request and view timers
-    "ZIBRATO_DB_LEVEL": web.DB_REQUEST_LEVEL,  # the per-request database metrics
+    "ZIBRATO_REQUEST_LEVEL": schema.REQUEST_LEVEL,  # the request and view timers
+    "ZIBRATO_DB_LEVEL": schema.DB_REQUEST_LEVEL,  # the per-request database metrics
     "ZIBRATO_SOURCE": None,
     "ZIBRATO_TAGS": None,
     "ZIBRATO_EXCLUDE_PATHS": (),

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zibrato.aggregation import Aggregator, Rollup, Series, distribution_stats
-from zibrato.backends.merge import merge_rollups
+from zibrato.backends.toolkit.merge import merge_rollups
 
 PERCENTILES = (50, 90, 99.9)
 Event = tuple[int, str, float, None, dict[str, str] | None]

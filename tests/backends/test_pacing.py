@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zibrato.backends.pacing import paced
+from zibrato.backends.toolkit.pacing import paced
 
 
 class FakeTime:

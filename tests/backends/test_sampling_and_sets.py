@@ -24,9 +24,9 @@ from zibrato.backends.console import render_table
 from zibrato.backends.graphite import GraphiteBackend
 from zibrato.backends.jsonl import series_record
 from zibrato.backends.librato import measurement
-from zibrato.backends.merge import merge_rollups
 from zibrato.backends.prometheus import PrometheusBackend
 from zibrato.backends.statsd import StatsdBackend
+from zibrato.backends.toolkit.merge import merge_rollups
 
 NOWHERE = "tcp://127.0.0.1:1"  # rendering only: these backends never start
 SEED = 1126

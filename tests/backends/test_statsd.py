@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series
 from zibrato.backends import load
-from zibrato.backends.naming import format_number, parse_address
 from zibrato.backends.statsd import StatsdBackend, packets
+from zibrato.backends.toolkit.naming import format_number, parse_address
 from zibrato.broker import Broker
 
 WAIT = 5.0  # the longest any test waits for a packet

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from zibrato import Zibrato
-from zibrato.shared import LazyZibrato
+from zibrato.framework.lazy import LazyZibrato
 from zibrato.testing import capture
 
 

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from zibrato.backends.httpserver import BadRequest, HttpServer, Request, Response, parse_listen
+from zibrato.backends.toolkit.httpserver import (
+    BadRequest,
+    HttpServer,
+    Request,
+    Response,
+    parse_listen,
+)
 from zibrato.errors import AddressInUse, ConfigError
 
 

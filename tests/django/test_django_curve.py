@@ -13,8 +13,8 @@ from django.test import override_settings
 from django_support import BROKER_LINE, wait_for_records
 from process_support import SiteProcess
 
-from zibrato.curve import CURVE_ENV
-from zibrato.keygen import write_keys
+from zibrato.security.curve import CURVE_ENV
+from zibrato.security.keygen import write_keys
 from zibrato_django.checks import check_settings
 from zibrato_django.conf import DEFAULTS, build_runner, client_keywords
 

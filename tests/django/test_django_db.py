@@ -14,9 +14,9 @@ from django_support import only
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zibrato.framework.schema import KNOWN_OPERATIONS, OTHER, operation_name
+from zibrato.framework.units import RequestState
 from zibrato.testing import CapturedMetrics
-from zibrato.web import KNOWN_OPERATIONS, OTHER, operation_name
-from zibrato.web_requests import RequestState
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 

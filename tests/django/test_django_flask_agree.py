@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from django.test import Client
 from flask import Flask, Response, abort, request
 
-from zibrato import web
+from zibrato.framework import schema
 from zibrato.testing import CapturedMetrics, RecordedEvent
 from zibrato_flask import Zibrato, clients
 
@@ -110,13 +110,18 @@ def what_was_recorded(metrics: CapturedMetrics, route: str) -> dict[str, Any]:
     """The schema's events of one request, the route checked and left out."""
 
     def reduced(event: RecordedEvent) -> tuple[Any, ...]:
-        assert event.tags.get(web.ROUTE, route) == route, event
-        tags = {k: v for k, v in event.tags.items() if k != web.ROUTE}
+        assert event.tags.get(schema.ROUTE, route) == route, event
+        tags = {k: v for k, v in event.tags.items() if k != schema.ROUTE}
         value = event.value if event.name.startswith("db.") or event.type == "counter" else "t"
         return (event.level, event.type, value, sorted(tags.items()))
 
-    names = (web.REQUEST_DURATION, web.VIEW_DURATION, web.EXCEPTIONS, web.DB_REQUEST_QUERIES)
-    names += (web.DB_REQUEST_DURATION, web.DB_REQUEST_DUPLICATES)
+    names = (
+        schema.REQUEST_DURATION,
+        schema.VIEW_DURATION,
+        schema.EXCEPTIONS,
+        schema.DB_REQUEST_QUERIES,
+    )
+    names += (schema.DB_REQUEST_DURATION, schema.DB_REQUEST_DUPLICATES)
     return {name: sorted(reduced(e) for e in metrics.filter(name)) for name in names}
 
 
@@ -139,12 +144,12 @@ def test_django_and_flask_record_the_same(
     scenario = SCENARIOS[name]
     django, flask = run_django(scenario, metrics), run_flask(flask_app, scenario, metrics)
     assert django == flask
-    assert len(django[web.REQUEST_DURATION]) == 1
-    assert django[web.DB_REQUEST_QUERIES], "0 queries recorded for the default namespace"
+    assert len(django[schema.REQUEST_DURATION]) == 1
+    assert django[schema.DB_REQUEST_QUERIES], "0 queries recorded for the default namespace"
 
 
 def test_a_405_is_tagged_alike(flask_app: Flask, metrics: CapturedMetrics) -> None:
     django = run_django(METHOD_NOT_ALLOWED, metrics)
     flask = run_flask(flask_app, METHOD_NOT_ALLOWED, metrics)
-    assert django[web.REQUEST_DURATION] == flask[web.REQUEST_DURATION]
-    assert len(django[web.VIEW_DURATION]) == 1 and flask[web.VIEW_DURATION] == []
+    assert django[schema.REQUEST_DURATION] == flask[schema.REQUEST_DURATION]
+    assert len(django[schema.VIEW_DURATION]) == 1 and flask[schema.VIEW_DURATION] == []

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from zibrato.framework.schema import KNOWN_METHODS, UNMATCHED_ROUTE
+from zibrato.framework.schema import OTHER as OTHER_METHOD
 from zibrato.testing import CapturedMetrics
-from zibrato.web import KNOWN_METHODS, UNMATCHED_ROUTE
-from zibrato.web import OTHER as OTHER_METHOD
 from zibrato_django.conf import MIDDLEWARE_PATH
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])

@@ -10,8 +10,8 @@ from django.core.signals import got_request_exception
 from django.test import AsyncClient, Client, override_settings
 from django_support import only, tags_of
 
+from zibrato.framework.schema import UNMATCHED_ROUTE as UNMATCHED
 from zibrato.testing import CapturedMetrics
-from zibrato.web import UNMATCHED_ROUTE as UNMATCHED
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask_support import build_shop
 
-from zibrato import web
+from zibrato.framework import schema
 from zibrato_flask import Zibrato
 
 SITE = Path(__file__).with_name("command_site.py")
@@ -82,10 +82,10 @@ def test_the_broker_command_receives_a_real_request_and_stops_cleanly(
     broker.wait_line("flask zibrato broker: running; Ctrl-C to stop", WAIT)
     request_until(
         instrumented(frontend),
-        lambda: web.REQUEST_DURATION in jsonl_names(rollups),
+        lambda: schema.REQUEST_DURATION in jsonl_names(rollups),
         "the request's rollup",
     )
-    assert web.VIEW_DURATION in jsonl_names(rollups)
+    assert schema.VIEW_DURATION in jsonl_names(rollups)
     broker.signal(stop)
     assert broker.finish(WAIT) == 0, broker
     assert broker.stdout[-1] == "flask zibrato broker: stopped"
@@ -138,10 +138,10 @@ def test_tail_prints_a_real_requests_metrics(run_cli: RunCli, broker: Any) -> No
     tail = flask_zibrato(run_cli, "tail", "--json", "--connect", broker.backend)
     request_until(
         instrumented(broker.frontend),
-        lambda: bool(tail.lines_matching(lambda line: web.REQUEST_DURATION in line)),
+        lambda: bool(tail.lines_matching(lambda line: schema.REQUEST_DURATION in line)),
         "a tailed request",
     )
-    (line, *_) = tail.lines_matching(lambda line: web.REQUEST_DURATION in line)
+    (line, *_) = tail.lines_matching(lambda line: schema.REQUEST_DURATION in line)
     record = json.loads(line)
     assert record["tags"]["http.route"] == "/items/<int:pk>" and record["type"] == "timer"
     tail.signal(signal.SIGINT)
@@ -165,7 +165,7 @@ def test_a_forked_worker_publishes_through_its_own_socket(broker: Any, subscribe
     assert worker.exitcode == 0
     app.extensions["zibrato"].client().flush(timeout=5.0)
     collector.wait_for(
-        lambda got: len([e for e in got if e.name == web.REQUEST_DURATION]) == 2, "two requests"
+        lambda got: len([e for e in got if e.name == schema.REQUEST_DURATION]) == 2, "two requests"
     )
-    publishers = {e.publisher for e in collector.named(web.REQUEST_DURATION)}
+    publishers = {e.publisher for e in collector.named(schema.REQUEST_DURATION)}
     assert len(publishers) == 2, "the worker got a socket of its own"

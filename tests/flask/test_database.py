@@ -22,12 +22,12 @@ from flask_support import build_shop, only
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.serving import make_server
 
-from zibrato import web
+from zibrato.framework import schema
 from zibrato.testing import CapturedMetrics
 from zibrato_flask import Zibrato, database
 
-QUERIES, DB_TIME = web.DB_REQUEST_QUERIES, web.DB_REQUEST_DURATION
-DUPLICATES, OPERATION = web.DB_REQUEST_DUPLICATES, web.DB_OPERATION_DURATION
+QUERIES, DB_TIME = schema.DB_REQUEST_QUERIES, schema.DB_REQUEST_DURATION
+DUPLICATES, OPERATION = schema.DB_REQUEST_DUPLICATES, schema.DB_OPERATION_DURATION
 
 
 class Base(DeclarativeBase):
@@ -151,7 +151,7 @@ def test_queries_time_and_duplicates_per_request(
     assert (queries.type, queries.level, queries.tags) == ("distribution", "info", tags)
     assert queries.value == reference.count == 5
     db_time = only(metrics, DB_TIME)
-    assert db_time.tags == tags and 0 < db_time.value < only(metrics, web.REQUEST_DURATION).value
+    assert db_time.tags == tags and 0 < db_time.value < only(metrics, schema.REQUEST_DURATION).value
     duplicates = only(metrics, DUPLICATES)
     assert duplicates.tags == {"http.route": "/authors"}
     assert duplicates.value == 3, "the per-author query ran 4 times: 3 repeats"
@@ -272,7 +272,7 @@ def test_a_failing_query_is_counted_and_its_error_unchanged(
     with pytest.raises(sa.exc.OperationalError, match="no such table"):
         app.test_client().get("/bad-sql")
     assert only(metrics, QUERIES).value == 1
-    assert only(metrics, web.REQUEST_DURATION).tags["error.type"] == "OperationalError"
+    assert only(metrics, schema.REQUEST_DURATION).tags["error.type"] == "OperationalError"
     app.test_client().get("/queries/1")
     assert [e.value for e in metrics.filter(QUERIES)] == [1, 1], "no leftover start time"
 
@@ -341,7 +341,7 @@ def test_the_db_level_setting(tmp_path: Path, metrics: CapturedMetrics) -> None:
     Zibrato(app).instrument_engine(engine := sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
     app.test_client().get("/items/1")
     assert only(metrics, QUERIES).level == only(metrics, DUPLICATES).level == "debug"
-    assert only(metrics, web.REQUEST_DURATION).level == "info"
+    assert only(metrics, schema.REQUEST_DURATION).level == "info"
     engine.dispose()
 
 

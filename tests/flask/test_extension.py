@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from flask_support import MakeApp, build_shop, only
 
-from zibrato import web
 from zibrato.errors import ConfigError
+from zibrato.framework import schema
 from zibrato.testing import CapturedMetrics
 from zibrato_flask import Zibrato, clients
 from zibrato_flask.settings import DEFAULTS
@@ -162,7 +162,7 @@ def test_many_apps_from_a_factory_share_one_publisher(metrics: CapturedMetrics) 
         assert app.test_client().get(f"/items/{pk}").json == {"pk": pk}
     assert clients.publisher_count() == 1
     assert publisher_threads() <= before + 1
-    assert len(metrics.filter(web.REQUEST_DURATION)) == 6
+    assert len(metrics.filter(schema.REQUEST_DURATION)) == 6
 
 
 def test_apps_with_different_publish_settings_get_one_publisher_each(
@@ -175,7 +175,7 @@ def test_apps_with_different_publish_settings_get_one_publisher_each(
         Zibrato(app)
         app.test_client().get("/items/1")
     assert clients.publisher_count() == 2
-    tagged_by_app = [event.tags.get("app") for event in metrics.filter(web.REQUEST_DURATION)]
+    tagged_by_app = [event.tags.get("app") for event in metrics.filter(schema.REQUEST_DURATION)]
     assert sorted(tagged_by_app, key=str) == [None, "admin"]  # "None" < "admin"
 
 
@@ -193,7 +193,7 @@ def test_reset_closes_the_publishers_and_the_next_metric_starts_again(
     app.test_client().get("/items/2")
     zibrato.incr("after.reset")
     assert clients.publisher_count() == 1
-    assert len(metrics.filter(web.REQUEST_DURATION)) == 2
+    assert len(metrics.filter(schema.REQUEST_DURATION)) == 2
     assert metrics.total("before.reset") == metrics.total("after.reset") == 1
     assert metrics.dropped == {}
 

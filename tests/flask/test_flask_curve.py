@@ -11,10 +11,10 @@ import pytest
 from flask_support import build_shop
 from test_commands import READY, WAIT, RunCli, flask_zibrato, jsonl_names, request_until
 
-from zibrato import web
-from zibrato.curve import CURVE_ENV
 from zibrato.errors import ConfigError
-from zibrato.keygen import write_keys
+from zibrato.framework import schema
+from zibrato.security.curve import CURVE_ENV
+from zibrato.security.keygen import write_keys
 from zibrato_flask import Zibrato, clients
 
 
@@ -95,8 +95,8 @@ def test_broker_tail_and_app_with_the_keys_deliver(
     request_until(
         instrumented(frontend, ZIBRATO_CURVE=str(keys)),
         lambda: (
-            web.REQUEST_DURATION in jsonl_names(rollups)
-            and bool(tail.lines_matching(lambda line: web.REQUEST_DURATION in line))
+            schema.REQUEST_DURATION in jsonl_names(rollups)
+            and bool(tail.lines_matching(lambda line: schema.REQUEST_DURATION in line))
         ),
         "the request's rollup and its tail line",
     )

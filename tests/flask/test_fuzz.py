@@ -8,15 +8,15 @@ from flask_support import build_shop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zibrato import web
 from zibrato.errors import ConfigError
+from zibrato.framework import schema
+from zibrato.framework.units import QueryTally
 from zibrato.testing import capture
-from zibrato.web_requests import QueryTally
 from zibrato_flask import Zibrato
 from zibrato_flask.settings import DEFAULTS
 
 ROUTES = {"/items/<int:pk>", "/shop/orders/<order_id>", "/boom", "/teapot", "/forbidden"}
-ROUTES |= {"/stream", "/health", "/static/<path:filename>", web.UNMATCHED_ROUTE}
+ROUTES |= {"/stream", "/health", "/static/<path:filename>", schema.UNMATCHED_ROUTE}
 
 methods = st.one_of(
     st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE"]),
@@ -44,10 +44,10 @@ def test_any_request_gets_the_bare_apps_answer_and_bounded_tags(
         expected = bare.test_client().open(path, method=method, query_string=query)
         got = instrumented.test_client().open(path, method=method, query_string=query)
         assert (got.status, got.data) == (expected.status, expected.data)
-        (request,) = metrics.filter(web.REQUEST_DURATION)
-    assert request.tags[web.ROUTE] in ROUTES
-    assert request.tags[web.METHOD] in web.KNOWN_METHODS | {web.OTHER}
-    assert request.tags[web.STATUS] == str(got.status_code)
+        (request,) = metrics.filter(schema.REQUEST_DURATION)
+    assert request.tags[schema.ROUTE] in ROUTES
+    assert request.tags[schema.METHOD] in schema.KNOWN_METHODS | {schema.OTHER}
+    assert request.tags[schema.STATUS] == str(got.status_code)
     assert metrics.dropped == {}
 
 
@@ -81,7 +81,7 @@ def test_any_setting_is_accepted_or_one_clear_error(key: str, value: Any) -> Non
 
 @given(statement=st.text(max_size=60))
 def test_any_sql_text_gets_a_bounded_operation_name(statement: str) -> None:
-    assert web.operation_name(statement) in web.KNOWN_OPERATIONS | {web.OTHER}
+    assert schema.operation_name(statement) in schema.KNOWN_OPERATIONS | {schema.OTHER}
     tally = QueryTally()
     tally.add("db", statement, 0.001)
     tally.add("db", statement, 0.001)

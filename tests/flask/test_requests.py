@@ -9,11 +9,11 @@ import pytest
 from flask import Flask, Response, abort, stream_with_context
 from flask_support import MakeApp, only
 
-from zibrato import web
+from zibrato.framework import schema
 from zibrato.testing import CapturedMetrics
 
-REQUEST = web.REQUEST_DURATION
-VIEW = web.VIEW_DURATION
+REQUEST = schema.REQUEST_DURATION
+VIEW = schema.VIEW_DURATION
 
 
 def test_route_template_method_and_status(make_app: MakeApp, metrics: CapturedMetrics) -> None:
@@ -29,7 +29,7 @@ def test_route_template_method_and_status(make_app: MakeApp, metrics: CapturedMe
     view = only(metrics, VIEW)
     assert view.tags == {"http.route": "/items/<int:pk>", "http.request.method": "GET"}
     assert 0 < view.value <= request.value
-    assert metrics.filter(web.EXCEPTIONS) == []
+    assert metrics.filter(schema.EXCEPTIONS) == []
 
 
 def test_blueprint_routes_carry_their_prefix(make_app: MakeApp, metrics: CapturedMetrics) -> None:
@@ -83,7 +83,7 @@ def test_a_raising_view_records_error_type_and_counts_the_exception(
     assert request.tags["error.type"] == "ValueError"
     assert request.tags["http.response.status_code"] == "500"
     assert only(metrics, VIEW).tags["error.type"] == "ValueError"
-    exceptions = only(metrics, web.EXCEPTIONS)
+    exceptions = only(metrics, schema.EXCEPTIONS)
     assert (exceptions.type, exceptions.level, exceptions.value) == ("counter", "error", 1)
     assert exceptions.tags == {"http.route": "/boom", "error.type": "ValueError"}
 
@@ -106,7 +106,10 @@ def test_an_error_handler_response_still_counts_the_exception(
     request = only(metrics, REQUEST)
     assert request.tags["error.type"] == "Teapot"
     assert request.tags["http.response.status_code"] == "418"
-    assert only(metrics, web.EXCEPTIONS).tags == {"http.route": "/teapot", "error.type": "Teapot"}
+    assert only(metrics, schema.EXCEPTIONS).tags == {
+        "http.route": "/teapot",
+        "error.type": "Teapot",
+    }
 
 
 def test_an_http_answer_below_500_is_not_an_error(
@@ -116,7 +119,7 @@ def test_an_http_answer_below_500_is_not_an_error(
     request = only(metrics, REQUEST)
     assert request.tags["http.response.status_code"] == "403"
     assert "error.type" not in request.tags
-    assert metrics.filter(web.EXCEPTIONS) == []
+    assert metrics.filter(schema.EXCEPTIONS) == []
     assert "error.type" not in only(metrics, VIEW).tags
 
 
@@ -135,7 +138,7 @@ def test_flasks_own_answers_below_500_are_no_errors(
     assert request.tags["http.route"] == "/answers/<int:code>"
     assert request.tags["http.response.status_code"] == status
     assert "error.type" not in request.tags and "error.type" not in only(metrics, VIEW).tags
-    assert metrics.filter(web.EXCEPTIONS) == []
+    assert metrics.filter(schema.EXCEPTIONS) == []
 
 
 def test_an_http_exception_of_500_is_an_error(make_app: MakeApp, metrics: CapturedMetrics) -> None:
@@ -149,7 +152,7 @@ def test_an_http_exception_of_500_is_an_error(make_app: MakeApp, metrics: Captur
     request = only(metrics, REQUEST)
     assert request.tags["error.type"] == only(metrics, VIEW).tags["error.type"]
     assert request.tags["error.type"] == "ServiceUnavailable"
-    assert only(metrics, web.EXCEPTIONS).tags["error.type"] == "ServiceUnavailable"
+    assert only(metrics, schema.EXCEPTIONS).tags["error.type"] == "ServiceUnavailable"
 
 
 def test_a_5xx_response_without_an_exception_carries_its_status_as_error_type(
@@ -165,7 +168,7 @@ def test_a_5xx_response_without_an_exception_carries_its_status_as_error_type(
     request = only(metrics, REQUEST)
     assert request.tags["http.response.status_code"] == request.tags["error.type"] == "503"
     assert "error.type" not in only(metrics, VIEW).tags
-    assert metrics.filter(web.EXCEPTIONS) == [], "no exception was raised"
+    assert metrics.filter(schema.EXCEPTIONS) == [], "no exception was raised"
 
 
 def test_head_requests_are_measured_under_their_route(
@@ -276,7 +279,7 @@ def test_level_threshold_drops_request_timers_but_keeps_errors(
     client.get("/items/1")
     client.get("/boom")
     assert metrics.filter(REQUEST) == [] and metrics.filter(VIEW) == []
-    assert only(metrics, web.EXCEPTIONS).tags["error.type"] == "ValueError"
+    assert only(metrics, schema.EXCEPTIONS).tags["error.type"] == "ValueError"
 
 
 def test_source_and_tags_from_the_config(make_app: MakeApp, metrics: CapturedMetrics) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from zibrato import web
+from zibrato.framework import schema
 
 SITE = Path(__file__).with_name("existing_site")
 MODES = ("none", "constructor", "init_app")
@@ -87,11 +87,11 @@ def test_the_blogs_own_suite_gives_the_same_results(
     collector.wait_for(
         lambda got: (
             "blog.list" in {e.name for e in got}
-            and len({e.publisher for e in got if e.name == web.REQUEST_DURATION}) == 2
+            and len({e.publisher for e in got if e.name == schema.REQUEST_DURATION}) == 2
         ),
         "request metrics from both instrumented runs, and the decorated function's timer",
     )
-    routes = {e.tags.get("http.route") for e in collector.named(web.REQUEST_DURATION)}
+    routes = {e.tags.get("http.route") for e in collector.named(schema.REQUEST_DURATION)}
     assert {"/posts/<int:post_id>", "/auth/login", "<unmatched>"} <= routes
 
 

@@ -10,11 +10,11 @@ from flask import Blueprint, Flask, Response
 from flask.views import MethodView
 from flask_support import MakeApp, only
 
-from zibrato import web
+from zibrato.framework import schema
 from zibrato.testing import CapturedMetrics
 
-REQUEST = web.REQUEST_DURATION
-VIEW = web.VIEW_DURATION
+REQUEST = schema.REQUEST_DURATION
+VIEW = schema.VIEW_DURATION
 
 
 def slow_app(make_app: MakeApp, **config: object) -> Flask:

@@ -27,9 +27,12 @@ from hypothesis import strategies as st
 from reliability_support import http_400, raw_peer, report
 
 from zibrato import Zibrato
-from zibrato.authenticator import ZapHandler
 from zibrato.broker import Broker
-from zibrato.curve import (
+from zibrato.errors import ConfigError
+from zibrato.publisher import Publisher
+from zibrato.runner import Runner, serve
+from zibrato.security.authenticator import ZapHandler
+from zibrato.security.curve import (
     CURVE_ENV,
     adapter_keywords,
     broker_keys,
@@ -38,12 +41,9 @@ from zibrato.curve import (
     keys_for_broker,
     require_support,
 )
-from zibrato.errors import ConfigError
-from zibrato.handshake import peer_mechanism
-from zibrato.keygen import write_keys
-from zibrato.publisher import Publisher
-from zibrato.runner import Runner, serve
-from zibrato.security import apply_handshake_policy
+from zibrato.security.handshake import peer_mechanism
+from zibrato.security.keygen import write_keys
+from zibrato.security.policy import apply_handshake_policy
 from zibrato.subscriber import Subscriber
 
 TIMEOUT = 10.0

@@ -1,4 +1,4 @@
-"""The socket monitor's reading of handshakes (``zibrato.handshake``), on real sockets.
+"""The socket monitor's reading of handshakes (``zibrato.security.handshake``), on real sockets.
 
 The clock is injected, so "2 s later" takes no time; the peers are real loopback ones.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import zmq
 
-from zibrato.handshake import REFUSED_RETRY, HandshakeMonitor
-from zibrato.security import apply_handshake_policy
+from zibrato.security.handshake import REFUSED_RETRY, HandshakeMonitor
+from zibrato.security.policy import apply_handshake_policy
 
 TIMEOUT = 10.0
 

@@ -1,4 +1,4 @@
-"""The framework-free part of the web schema (``zibrato.web``, ``zibrato.web_requests``).
+"""The framework-free web schema (``zibrato.framework.schema`` and ``.units``).
 
 Both adapters are tested through their frameworks (``tests/django``, ``tests/flask``, and
 ``tests/django/test_django_flask_agree.py`` for the two side by side); these tests pin the
@@ -10,30 +10,30 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zibrato import web
 from zibrato.client import Zibrato
+from zibrato.framework import schema
+from zibrato.framework.units import QueryTally, RequestRecorder, RequestState
 from zibrato.protocol import MAX_TAG_LENGTH
 from zibrato.publisher import Publisher
 from zibrato.testing import capture
-from zibrato.web_requests import QueryTally, RequestRecorder, RequestState
 
 
 def test_the_error_rule() -> None:
-    tags = web.TagCache()
+    tags = schema.TagCache()
     ok = tags.request("r", "GET", "200 OK", None, False)
-    assert web.ERROR_TYPE not in ok.request and ok.error is None
+    assert schema.ERROR_TYPE not in ok.request and ok.error is None
     answered = tags.request("r", "GET", 404, None, False)  # Http404 / abort(404): no error
-    assert web.ERROR_TYPE not in answered.request and answered.error is None
+    assert schema.ERROR_TYPE not in answered.request and answered.error is None
     server = tags.request("r", "GET", 503, None, False)  # a 5xx without an exception
-    assert server.request[web.ERROR_TYPE] == "503" and server.error is None
-    assert web.ERROR_TYPE not in server.view
+    assert server.request[schema.ERROR_TYPE] == "503" and server.error is None
+    assert schema.ERROR_TYPE not in server.view
     raised = tags.request("r", "GET", 418, "Teapot", True)  # an error handler answered
-    assert raised.request[web.ERROR_TYPE] == raised.view[web.ERROR_TYPE] == "Teapot"
-    assert raised.error == {web.ROUTE: "r", web.ERROR_TYPE: "Teapot"}
+    assert raised.request[schema.ERROR_TYPE] == raised.view[schema.ERROR_TYPE] == "Teapot"
+    assert raised.error == {schema.ROUTE: "r", schema.ERROR_TYPE: "Teapot"}
     hook = tags.request("r", "GET", 500, "LookupError", False)  # not the view's
-    assert web.ERROR_TYPE not in hook.view and hook.request[web.ERROR_TYPE] == "LookupError"
+    assert schema.ERROR_TYPE not in hook.view and hook.request[schema.ERROR_TYPE] == "LookupError"
     escaped = tags.request("r", "GET", None, "ValueError", True)  # propagated: a 500
-    assert escaped.request[web.STATUS] == "500"
+    assert escaped.request[schema.STATUS] == "500"
 
 
 @given(
@@ -46,22 +46,22 @@ def test_the_error_rule() -> None:
 def test_any_request_gets_bounded_tags(
     route: str, method: str, status: int | str | None, error: str | None, view_failed: bool
 ) -> None:
-    tags = web.TagCache(limit=3)
+    tags = schema.TagCache(limit=3)
     for _ in range(2):  # built, then cached (or built again past the limit)
         found = tags.request(route, method, status, error, view_failed)
-        assert len(found.request[web.ROUTE]) <= MAX_TAG_LENGTH
-        assert found.request[web.METHOD] in web.KNOWN_METHODS | {web.OTHER}
-        assert len(found.request.get(web.STATUS, "")) <= 3
+        assert len(found.request[schema.ROUTE]) <= MAX_TAG_LENGTH
+        assert found.request[schema.METHOD] in schema.KNOWN_METHODS | {schema.OTHER}
+        assert len(found.request.get(schema.STATUS, "")) <= 3
         assert (found.error is None) == (error is None)
-        assert found.db.database("x" * 300)[web.DB_NAMESPACE] == "x" * MAX_TAG_LENGTH
+        assert found.db.database("x" * 300)[schema.DB_NAMESPACE] == "x" * MAX_TAG_LENGTH
 
 
 def test_operation_tags_survive_any_statement_object() -> None:
-    tags = web.TagCache()
-    assert tags.operation("db", ["not", "hashable"])[web.DB_OPERATION] == web.OTHER
-    assert tags.operation("db", "  select 1")[web.DB_OPERATION] == "SELECT"
-    for n in range(web.MAX_CACHED_STATEMENTS + 5):  # the statement cache starts again
-        assert tags.operation("db", f"UPDATE t SET x = {n}")[web.DB_OPERATION] == "UPDATE"
+    tags = schema.TagCache()
+    assert tags.operation("db", ["not", "hashable"])[schema.DB_OPERATION] == schema.OTHER
+    assert tags.operation("db", "  select 1")[schema.DB_OPERATION] == "SELECT"
+    for n in range(schema.MAX_CACHED_STATEMENTS + 5):  # the statement cache starts again
+        assert tags.operation("db", f"UPDATE t SET x = {n}")[schema.DB_OPERATION] == "UPDATE"
 
 
 @given(st.lists(st.one_of(st.sampled_from(["SELECT 1", "SELECT 2"]), st.binary()), max_size=20))
@@ -77,7 +77,7 @@ def test_a_full_buffer_loses_no_event_uncounted(dead_address: str) -> None:
     client = Zibrato(publisher=Publisher(dead_address, buffer_size=3))
     try:
         with capture() as metrics:
-            recorder = RequestRecorder(client, tags=web.TagCache(), namespace="default")
+            recorder = RequestRecorder(client, tags=schema.TagCache(), namespace="default")
             for _ in range(20):
                 state = RequestState()
                 state.view = 0.001

@@ -36,8 +36,8 @@ from zibrato.aggregation import (
     Series,
     summarize,
 )
-from zibrato.curve import ClientKeys
 from zibrato.protocol import Batch
+from zibrato.security.curve import ClientKeys
 from zibrato.subscriber import Subscriber
 
 log = logging.getLogger("zibrato")
@@ -99,7 +99,7 @@ class Backend:
             percentiles=percentiles, max_series=max_series, max_values=max_values
         )
         self._context = context
-        # CURVE keys for the subscriber (zibrato.curve); the runner sets them, as ``connect``.
+        # CURVE keys for the subscriber (zibrato.security.curve); the runner sets them.
         self.curve: ClientKeys | str | os.PathLike[str] | None = None
         self._lock = threading.Lock()
         # Set when stopping: subclasses may wait on it to cut a retry pause short.

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, SET, Rollup, Series
 from zibrato.backends.base import Backend, Option
-from zibrato.backends.merge import merge_rollups
-from zibrato.backends.naming import (
+from zibrato.backends.toolkit.merge import merge_rollups
+from zibrato.backends.toolkit.naming import (
     clean_name,
     clean_tag_key,
     clean_tag_value,
@@ -76,7 +76,8 @@ class GraphiteBackend(Backend):
 
     Whisper keeps one value per timestamp, the last written. So a rollup that would be
     stamped in the same second as the previous one, or that is the stop's partial
-    interval, is merged into the previous rollup (:func:`zibrato.backends.merge.merge_rollups`)
+    interval, is merged into the previous rollup
+    (:func:`zibrato.backends.toolkit.merge.merge_rollups`)
     and the result is sent again under the previous timestamp: the point already stored
     is overwritten by a superset of itself, never by the shorter interval, and a
     restarted backend's first point (a whole flush interval after the stop) cannot land

@@ -50,7 +50,7 @@ from zibrato.aggregation import (
     Series,
 )
 from zibrato.backends.base import Backend, Option
-from zibrato.backends.httpserver import HttpServer, Request, Response
+from zibrato.backends.toolkit.httpserver import HttpServer, Request, Response
 
 DEFAULT_LISTEN = "127.0.0.1:9102"
 DEFAULT_BUCKETS = ".005,.01,.025,.05,.1,.25,.5,1,2.5,5,10"

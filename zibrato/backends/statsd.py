@@ -1,8 +1,8 @@
 """``statsd``: send each rollup over UDP to a statsd server, many lines per packet.
 
-Names are built by :mod:`zibrato.backends.naming`, shared with the ``graphite`` backend,
+Names are built by :mod:`zibrato.backends.toolkit.naming`, shared with the ``graphite`` backend,
 so a series gets the same path whichever way it reaches Graphite. Packets are paced by
-:mod:`zibrato.backends.pacing`, because UDP receivers drop bursts without telling anyone.
+:mod:`zibrato.backends.toolkit.pacing`, because UDP receivers drop bursts without telling anyone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
 from zibrato.backends.base import Backend, Option
-from zibrato.backends.naming import (
+from zibrato.backends.toolkit.naming import (
     clean_name,
     clean_tag_key,
     clean_tag_value,
@@ -27,7 +27,7 @@ from zibrato.backends.naming import (
     series_tags,
     split_health,
 )
-from zibrato.backends.pacing import paced
+from zibrato.backends.toolkit.pacing import paced
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
 DEFAULT_MAX_PACKET = 1432  # fits a 1500-byte Ethernet MTU with IPv6 + UDP headers

@@ -28,7 +28,7 @@ from zibrato.backends.dashboard.routes import (
     VIEW,
 )
 from zibrato.backends.dashboard.store import RECEIVED, ROUTE, HistoryStore, StoredSeries
-from zibrato.backends.httpserver import BadRequest, Handler, Request, Response
+from zibrato.backends.toolkit.httpserver import BadRequest, Handler, Request, Response
 
 API_VERSION = 1
 MAX_POINTS = 600

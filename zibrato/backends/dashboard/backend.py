@@ -3,7 +3,7 @@
 Every flush is written to a SQLite history (``store.py``) on the flush thread, so a slow
 disk never stops receiving; the page (``static/``) polls the JSON API (``api.py``) and
 redraws when a new flush has landed. The HTTP server is the one prometheus uses
-(``zibrato.backends.httpserver``), on loopback by default.
+(``zibrato.backends.toolkit.httpserver``), on loopback by default.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from zibrato.backends.dashboard.store import (
     Identity,
     identity,
 )
-from zibrato.backends.httpserver import LOOPBACK_NAMES, Handler, HttpServer, Response
+from zibrato.backends.toolkit.httpserver import LOOPBACK_NAMES, Handler, HttpServer, Response
 
 DEFAULT_LISTEN = "127.0.0.1:8050"
 DEFAULT_PATH = "zibrato-dashboard.sqlite3"

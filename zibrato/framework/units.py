@@ -30,9 +30,7 @@ from contextvars import ContextVar
 
 from zibrato import levels
 from zibrato.client import Zibrato
-from zibrato.instruments import LevelBuffer
-from zibrato.protocol import Event, Kind
-from zibrato.web import (
+from zibrato.framework.schema import (
     DB_REQUEST_DUPLICATES,
     DB_REQUEST_DURATION,
     DB_REQUEST_LEVEL,
@@ -46,6 +44,8 @@ from zibrato.web import (
     RouteTags,
     TagCache,
 )
+from zibrato.instruments import LevelBuffer
+from zibrato.protocol import Event, Kind
 
 _TIMER = int(Kind.TIMER)
 _DISTRIBUTION = int(Kind.DISTRIBUTION)

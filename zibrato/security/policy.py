@@ -20,7 +20,7 @@ libzmq refuses ZMTP 1.0 and 2.0 peers when ZAP is enabled on the socket
 domain alone, with no ZAP handler in the socket's context, changes nothing for ZMTP 3
 peers: the NULL mechanism finds no handler and, as ``ZMQ_ZAP_ENFORCE_DOMAIN`` is off,
 completes the handshake as before. A broker with CURVE keys has a handler
-(:class:`zibrato.authenticator.ZapHandler`): the same domain sends every CURVE handshake
+(:class:`zibrato.security.authenticator.ZapHandler`): the same domain sends every CURVE handshake
 to it, and its sockets enforce the domain, so that no handler means no client.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import zmq
 
-from zibrato.curve import BrokerKeys, ClientKeys
+from zibrato.security.curve import BrokerKeys, ClientKeys
 
 ZAP_DOMAIN = b"zibrato"
 

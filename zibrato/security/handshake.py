@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from zibrato.curve import CURVE_ENV
+from zibrato.security.curve import CURVE_ENV
 from zibrato.text import printable
 
 # Drop reasons (zibrato.publisher.dropped{reason}) that CURVE explains.

@@ -1,4 +1,4 @@
-"""``zibrato keys``: write a directory of CURVE keys (the layout is in :mod:`zibrato.curve`).
+"""``zibrato keys``: write a directory of CURVE keys (layout: :mod:`zibrato.security.curve`).
 
 Every key file is mode 0600 from the moment it exists (it is made in a private scratch
 directory and moved into place), every directory made is 0700, and existing keys are
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import zmq.auth
 
-from zibrato.curve import (
+from zibrato.errors import ConfigError
+from zibrato.security.curve import (
     AUTHORIZED,
     BROKER,
     CLIENT,
@@ -25,7 +26,6 @@ from zibrato.curve import (
     PathLike,
     shown_path,
 )
-from zibrato.errors import ConfigError
 
 KEY_FILE_MODE = 0o600
 KEYS_DIR_MODE = 0o700

@@ -1,6 +1,6 @@
 """CURVE security for brokers reachable beyond loopback: key files, and who may connect.
 
-``zibrato keys DIR`` (:mod:`zibrato.keygen`) writes a keys directory in ZeroMQ's
+``zibrato keys DIR`` (:mod:`zibrato.security.keygen`) writes a keys directory in ZeroMQ's
 certificate format::
 
     DIR/broker.key          the broker's public key: every client needs it
@@ -15,8 +15,8 @@ A broker given DIR (``--curve DIR``) encrypts both of its sides and accepts only
 whose public key is in ``DIR/authorized``; a client given DIR (``Zibrato(curve=DIR)``,
 ``--curve DIR`` or ``$ZIBRATO_CURVE``) proves itself with ``client.key_secret`` and
 checks the broker against ``broker.key``. The sockets' side of this is elsewhere: keys
-go on a socket in :mod:`zibrato.security`, :mod:`zibrato.handshake` explains refusals,
-and :mod:`zibrato.authenticator` is the broker's ZAP handler.
+go on a socket in :mod:`zibrato.security.policy`, :mod:`zibrato.security.handshake`
+explains refusals, and :mod:`zibrato.security.authenticator` is the broker's ZAP handler.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The broker's authenticator: a ZAP handler that lets in only the authorized CURVE keys.
 
 A broker started with keys makes both of its sockets CURVE servers
-(:func:`zibrato.security.apply_handshake_policy`); libzmq then asks the ZAP handler of
+(:func:`zibrato.security.policy.apply_handshake_policy`); libzmq then asks the ZAP handler of
 the sockets' context about every client that completes the CURVE hello (ZeroMQ's
 authentication protocol, RFC 27). :class:`ZapHandler` answers from the public keys in
 ``DIR/authorized``. NULL-mechanism peers fail the handshake before any of that (a
@@ -20,8 +20,8 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from zibrato.curve import BrokerKeys
 from zibrato.errors import ConfigError
+from zibrato.security.curve import BrokerKeys
 
 log = logging.getLogger("zibrato")
 

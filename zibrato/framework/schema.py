@@ -5,7 +5,7 @@ semantic conventions), so one dashboard serves both. This module holds those nam
 rules that keep tag values bounded (a route template or ``<unmatched>``, never a raw path;
 an unknown HTTP method or SQL operation becomes ``_OTHER``), the rule that says what is
 an error, and the tag dictionaries, built once per combination. What one request
-accumulates and how it is recorded is in :mod:`zibrato.web_requests`.
+accumulates and how it is recorded is in :mod:`zibrato.framework.units`.
 
 The error rule (``docs/web-metrics.md``), framework-free part: an exception that is an
 error (each adapter says which are not: the framework's own answers below 500, such as
