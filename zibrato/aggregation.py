@@ -32,10 +32,11 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from zibrato import protocol
-from zibrato.protocol import Batch, Kind
+from zibrato.protocol import Batch
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (90, 95, 99)
 DEFAULT_MAX_SERIES = 10_000
@@ -47,9 +48,21 @@ HEALTH_PREFIX = "zibrato."
 # Health series admitted beyond ``max_series``: publishers' drop reports, backends' own.
 HEALTH_SERIES_RESERVE = 1_000
 
-COUNTER, GAUGE, TIMER, DISTRIBUTION = "counter", "gauge", "timer", "distribution"
-SET = "set"
-_SET_KIND = int(Kind.SET)
+
+class SeriesType(StrEnum):
+    """What a series of a rollup is, as backends render it (events of several wire kinds
+    may make one type: a gauge and its deltas are one ``gauge`` series)."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    TIMER = "timer"
+    DISTRIBUTION = "distribution"
+    SET = "set"
+
+
+# The hot loop of Aggregator.add reads these as globals rather than enum attributes.
+_COUNTER, _GAUGE, _TIMER = SeriesType.COUNTER, SeriesType.GAUGE, SeriesType.TIMER
+_DISTRIBUTION, _SET = SeriesType.DISTRIBUTION, SeriesType.SET
 _INF = math.inf
 # Characters of tag text the cache of valid tag sets may hold (tag sets reach 16 kB each).
 _CACHE_CHARS = 4_000_000
@@ -234,16 +247,16 @@ class Aggregator:
                     continue
                 if type(kind) is not int:  # 0.0 == 0 and True == 1, but neither is a kind
                     self._reject("invalid_kind")
-                elif kind == 0:
-                    key = (COUNTER, name, event_source, batch_tags, tags_key)
+                elif kind == protocol.COUNTER:
+                    key = (_COUNTER, name, event_source, batch_tags, tags_key)
                     try:
                         counters[key] += value
                     except KeyError:
                         if self._admit_series(name):
                             counters[key] = value
-                elif kind == 3 or kind == 4:
+                elif kind == protocol.TIMER or kind == protocol.DISTRIBUTION:
                     key = (
-                        TIMER if kind == 3 else DISTRIBUTION,
+                        _TIMER if kind == protocol.TIMER else _DISTRIBUTION,
                         name,
                         event_source,
                         batch_tags,
@@ -262,10 +275,10 @@ class Aggregator:
                         self._sample(key, kept, value)
                     if weight != 1.0:
                         self._weigh(key, value, weight - 1.0)
-                elif kind == 1 or kind == 2:
-                    self._gauge((GAUGE, name, event_source, batch_tags, tags_key), kind, value)
-                elif kind == _SET_KIND:
-                    self._add_member((SET, name, event_source, batch_tags, tags_key), value)
+                elif kind == protocol.GAUGE or kind == protocol.GAUGE_DELTA:
+                    self._gauge((_GAUGE, name, event_source, batch_tags, tags_key), kind, value)
+                elif kind == protocol.SET:
+                    self._add_member((_SET, name, event_source, batch_tags, tags_key), value)
                 else:
                     self._reject("invalid_kind")
             except (TypeError, ValueError):  # something in the event no check foresaw
@@ -285,7 +298,7 @@ class Aggregator:
         if not protocol.check_rate(rate):
             self._reject("invalid_rate")
             return None
-        if kind == 0 and (type(value) is int or type(value) is float):
+        if kind == protocol.COUNTER and (type(value) is int or type(value) is float):
             value = value / rate
         return kind, name, value, source, tags, 1.0 / rate
 
@@ -315,7 +328,7 @@ class Aggregator:
         gauges = self._gauges
         if key not in gauges and not self._admit_series(key[1]):
             return
-        if kind == Kind.GAUGE_DELTA:
+        if kind == protocol.GAUGE_DELTA:
             previous = gauges.get(key)
             if previous is None:
                 previous = self._gauge_memory.get(key, 0.0)
@@ -398,7 +411,7 @@ class _Interval:
 
 def _text_member(kind: object, value: object) -> bool:
     """Return whether ``value`` may be a set member that is not a number (a str)."""
-    return kind == _SET_KIND and type(value) is str
+    return kind == protocol.SET and type(value) is str
 
 
 def _canonical(key: _RawKey) -> tuple[str, str, str | None, TagsKey]:

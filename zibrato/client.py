@@ -20,18 +20,11 @@ from zibrato.instruments import (
     Timer,
     record_sampled,
 )
-from zibrato.protocol import Event, Kind
+from zibrato.protocol import COUNTER, DISTRIBUTION, GAUGE, GAUGE_DELTA, SET, TIMER, Event
 from zibrato.publisher import Publisher
 from zibrato.security.curve import resolve as resolve_curve
 
 PUBLISH_ENV = "ZIBRATO_PUBLISH"
-
-_COUNTER = int(Kind.COUNTER)
-_GAUGE = int(Kind.GAUGE)
-_GAUGE_DELTA = int(Kind.GAUGE_DELTA)
-_TIMER = int(Kind.TIMER)
-_DISTRIBUTION = int(Kind.DISTRIBUTION)
-_SET = int(Kind.SET)
 
 
 def resolve_publish(publish: str | None, host: str | None = None, port: int | None = None) -> str:
@@ -143,17 +136,17 @@ class Zibrato:
         # ``rate`` is positional-or-keyword, as in pystatsd (``incr(name, 1, 0.1)``), and
         # not keyword-only: a keyword-only default costs every call a dict lookup.
         if rate is not None:
-            self._put_sampled(_COUNTER, name, value, rate, level, source, tags)
+            self._put_sampled(COUNTER, name, value, rate, level, source, tags)
             return
         try:
             queue = self._queues[level]
         except (KeyError, TypeError):
             canonical = self._learn_level(level)
             if canonical is not None:
-                self._put(_COUNTER, name, value, canonical, source, tags)
+                self._put(COUNTER, name, value, canonical, source, tags)
             return
         if queue is not None:
-            event = (_COUNTER, name, value, source, tags)
+            event = (COUNTER, name, value, source, tags)
             if len(queue) < self._soft_cap:
                 queue.append(event)
             else:
@@ -185,7 +178,7 @@ class Zibrato:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Set the gauge ``name`` to ``value`` (or move it by ``value`` when ``delta``)."""
-        self._put(_GAUGE_DELTA if delta else _GAUGE, name, value, level, source, tags)
+        self._put(GAUGE_DELTA if delta else GAUGE, name, value, level, source, tags)
 
     def timing(
         self,
@@ -202,9 +195,9 @@ class Zibrato:
         A negative duration is dropped (counted as ``negative_duration``).
         """
         if rate is not None:
-            self._put_sampled(_TIMER, name, seconds, rate, level, source, tags)
+            self._put_sampled(TIMER, name, seconds, rate, level, source, tags)
             return
-        self._put(_TIMER, name, seconds, level, source, tags)  # type: ignore[arg-type]
+        self._put(TIMER, name, seconds, level, source, tags)  # type: ignore[arg-type]
 
     def observe(
         self,
@@ -218,9 +211,9 @@ class Zibrato:
     ) -> None:
         """Record one value of a distribution (sizes, counts: no unit implied)."""
         if rate is not None:
-            self._put_sampled(_DISTRIBUTION, name, value, rate, level, source, tags)
+            self._put_sampled(DISTRIBUTION, name, value, rate, level, source, tags)
             return
-        self._put(_DISTRIBUTION, name, value, level, source, tags)
+        self._put(DISTRIBUTION, name, value, level, source, tags)
 
     def set(
         self,
@@ -236,7 +229,7 @@ class Zibrato:
         A member is a str of at most 255 characters or an int (``42`` and ``"42"`` are
         the same member).
         """
-        self._put(_SET, name, member, level, source, tags)  # type: ignore[arg-type]
+        self._put(SET, name, member, level, source, tags)  # type: ignore[arg-type]
 
     def _put(
         self,

@@ -19,12 +19,9 @@ from types import TracebackType
 from typing import Any, NamedTuple, TypeVar, cast
 
 from zibrato import protocol
-from zibrato.protocol import Event, Kind
+from zibrato.protocol import COUNTER, TIMER, Event
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_TIMER = int(Kind.TIMER)
-_COUNTER = int(Kind.COUNTER)
 
 
 class LevelBuffer(NamedTuple):
@@ -129,7 +126,7 @@ class Timer:
         sink = self._sink
         if sink is not None:
             queue = sink[0]
-            event = (_TIMER, self.name, elapsed, self.source, self.tags)
+            event = (TIMER, self.name, elapsed, self.source, self.tags)
             if len(queue) < sink[1]:
                 queue.append(event)
             else:
@@ -158,7 +155,7 @@ class Timer:
         sink = self._sink
         if sink is not None:
             queue = sink[0]
-            event = (_TIMER, self.name, elapsed, self.source, self.tags)
+            event = (TIMER, self.name, elapsed, self.source, self.tags)
             if len(queue) < sink[1]:
                 queue.append(event)
             else:
@@ -189,7 +186,7 @@ class Timer:
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    event = (_TIMER, name, perf_counter() - start, source, tags)
+                    event = (TIMER, name, perf_counter() - start, source, tags)
                     if len(queue) < soft_cap:
                         queue.append(event)
                     else:
@@ -203,7 +200,7 @@ class Timer:
             try:
                 return func(*args, **kwargs)
             finally:
-                event = (_TIMER, name, perf_counter() - start, source, tags)
+                event = (TIMER, name, perf_counter() - start, source, tags)
                 if len(queue) < soft_cap:
                     queue.append(event)
                 else:
@@ -244,7 +241,7 @@ class Counter:
         sink = self._sink
         if sink is not None:
             queue = sink[0]
-            event = (_COUNTER, self.name, self.value, self.source, self.tags)
+            event = (COUNTER, self.name, self.value, self.source, self.tags)
             if len(queue) < sink[1]:
                 queue.append(event)
             else:
@@ -328,9 +325,7 @@ class SampledTimer(Timer):
 
     def _record(self, elapsed: float) -> None:
         if self._sink is not None:
-            record_sampled(
-                self._sink, _TIMER, self.name, elapsed, self.source, self.tags, self.rate
-            )
+            record_sampled(self._sink, TIMER, self.name, elapsed, self.source, self.tags, self.rate)
 
     def __call__(self, func: F) -> F:
         if self._sink is None:
@@ -380,5 +375,5 @@ class SampledCounter(Counter):
     def _record(self) -> None:
         if self._sink is not None:
             record_sampled(
-                self._sink, _COUNTER, self.name, self.value, self.source, self.tags, self.rate
+                self._sink, COUNTER, self.name, self.value, self.source, self.tags, self.rate
             )

@@ -43,15 +43,25 @@ _TOPIC_LEVELS = {level.encode("ascii"): level for level in levels.LEVELS}
 _HEADER_FIELDS = 8
 
 
-class Kind(IntEnum):
-    """What an event measures; the integer travels on the wire."""
+# What an event measures: the integer that travels on the wire. Plain ints, named once
+# here, because recording compares and stores them on every call; ``Kind`` names them.
+COUNTER = 0
+GAUGE = 1
+GAUGE_DELTA = 2  # a gauge moved by a value rather than set to it
+TIMER = 3
+DISTRIBUTION = 4
+SET = 5
 
-    COUNTER = 0
-    GAUGE = 1
-    GAUGE_DELTA = 2
-    TIMER = 3
-    DISTRIBUTION = 4
-    SET = 5
+
+class Kind(IntEnum):
+    """What an event measures (the same integers as the module's constants)."""
+
+    COUNTER = COUNTER
+    GAUGE = GAUGE
+    GAUGE_DELTA = GAUGE_DELTA
+    TIMER = TIMER
+    DISTRIBUTION = DISTRIBUTION
+    SET = SET
 
 
 KIND_NAMES: dict[int, str] = {

@@ -25,16 +25,14 @@ from typing import Any, Protocol
 from zibrato import levels, lifecycle, protocol
 from zibrato.addresses import DEFAULT_FRONTEND
 from zibrato.link import BrokerLink
-from zibrato.protocol import Event, Kind
+from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
 
 log = logging.getLogger("zibrato")
 
 DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
-_COUNTER = int(Kind.COUNTER)
-_TIMER = int(Kind.TIMER)
 # Kinds whose values of one batch travel as one event per series (a value list).
-_GROUPED_KINDS = frozenset((_TIMER, int(Kind.DISTRIBUTION)))
+_GROUPED_KINDS = frozenset((TIMER, DISTRIBUTION))
 _INF = float("inf")
 _NUMBER_TYPES = frozenset((int, float))
 _MAX_REMEMBERED = 10_000
@@ -326,7 +324,7 @@ class Publisher:
         with self._drops_lock:
             report, self._unpublished_drops = self._unpublished_drops, {}
         events: list[Event] = [
-            (_COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
+            (COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
             for reason, count in report.items()
         ]
         self._send(DROPPED_LEVEL, events, sink)
@@ -427,10 +425,10 @@ class Publisher:
             if tags is not None and not isinstance(tags, dict) and isinstance(tags, Mapping):
                 # any mapping will do; msgpack wants a dict
                 event = (*event[:4], dict(tags), *event[5:])
-            if type(event[2]) is timedelta and event[0] == _TIMER:
+            if type(event[2]) is timedelta and event[0] == TIMER:
                 event = (event[0], event[1], event[2].total_seconds(), *event[3:])
             reason = protocol.check_event(event)
-            if reason is None and event[0] == _TIMER and event[2] < 0:
+            if reason is None and event[0] == TIMER and event[2] < 0:
                 reason = "negative_duration"
             if reason is None:
                 good.append(event)
@@ -459,7 +457,7 @@ class Publisher:
                     ):
                         return None
                     # Checked here, on this thread, so that timing() costs its caller nothing.
-                    if kind == _TIMER and min(value) < 0:
+                    if kind == TIMER and min(value) < 0:
                         return None
                 elif not ((type(value) is int or type(value) is float) and -_INF < value < _INF):
                     return None

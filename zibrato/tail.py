@@ -24,7 +24,7 @@ def event_record(batch: Batch, event: Sequence[Any]) -> dict[str, Any]:
         "type": protocol.KIND_NAMES[kind],
         "name": name,
         "value": value,
-        "delta": kind == protocol.Kind.GAUGE_DELTA,
+        "delta": kind == protocol.GAUGE_DELTA,
         "level": batch.level,
         "source": source or batch.source,
         "tags": protocol.merged_tags(batch.tags, tags),

@@ -98,7 +98,7 @@ class CapturedMetrics:
                 level=level,
                 source=event[3] or source,
                 tags=protocol.merged_tags(tags, event[4]),
-                delta=event[0] == protocol.Kind.GAUGE_DELTA,
+                delta=event[0] == protocol.GAUGE_DELTA,
                 rate=event[5] if len(event) > 5 else 1.0,
             )
             for event in events

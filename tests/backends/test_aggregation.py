@@ -15,13 +15,10 @@ from typing import Any
 import pytest
 
 from zibrato.aggregation import (
-    COUNTER,
-    DISTRIBUTION,
-    GAUGE,
-    TIMER,
     Aggregator,
     Rollup,
     Series,
+    SeriesType,
     distribution_stats,
     percentile_key,
     quantile,
@@ -86,7 +83,7 @@ def test_timer_stats_match_statistics_module(seed: int, size: int) -> None:
     agg = Aggregator()
     agg.add_events([ev(T, "db.query", v) for v in values])
     rollup = agg.rollup(now=100.0, interval=10.0)
-    series = only(rollup, "db.query", TIMER)
+    series = only(rollup, "db.query", SeriesType.TIMER)
     assert_matches(series.stats, reference(values, (90, 95, 99)))
     assert sorted(series.values) == sorted(values)
     assert rollup.timestamp == 100.0 and rollup.interval == 10.0
@@ -97,7 +94,7 @@ def test_distribution_stats_match_and_integers_are_fine() -> None:
     values = [rng.randint(-50, 5000) for _ in range(777)]
     agg = Aggregator()
     agg.add_events([ev(D, "payload.bytes", v) for v in values])
-    series = only(agg.rollup(now=1.0, interval=1.0), "payload.bytes", DISTRIBUTION)
+    series = only(agg.rollup(now=1.0, interval=1.0), "payload.bytes", SeriesType.DISTRIBUTION)
     assert_matches(series.stats, reference(values, (90, 95, 99)))
 
 
@@ -166,7 +163,7 @@ def test_counters_sum_and_rate_per_second() -> None:
     agg = Aggregator()
     agg.add_events([ev(C, "hits", v) for v in increments])
     rollup = agg.rollup(now=50.0, interval=4.0)
-    stats = only(rollup, "hits", COUNTER).stats
+    stats = only(rollup, "hits", SeriesType.COUNTER).stats
     assert stats["sum"] == pytest.approx(math.fsum(increments))
     assert stats["rate"] == pytest.approx(math.fsum(increments) / 4.0)
     # the next interval starts empty
@@ -184,7 +181,7 @@ def test_counters_with_a_zero_interval_have_a_finite_rate() -> None:
 def test_gauges_last_value_with_deltas_applied_and_remembered() -> None:
     agg = Aggregator()
     agg.add_events([ev(G, "queue", 5), ev(GD, "queue", 3), ev(GD, "queue", -1)])
-    assert only(agg.rollup(now=1.0, interval=1.0), "queue", GAUGE).stats["value"] == 7
+    assert only(agg.rollup(now=1.0, interval=1.0), "queue", SeriesType.GAUGE).stats["value"] == 7
     # an interval without events for the gauge does not report it
     assert agg.rollup(now=2.0, interval=1.0).series == ()
     # a delta in a later interval moves the remembered value
@@ -287,9 +284,9 @@ def test_same_name_as_counter_and_timer_are_two_series() -> None:
     agg = Aggregator()
     agg.add_events([ev(C, "login", 1), ev(T, "login", 0.5), ev(C, "login", 1), ev(D, "login", 7)])
     rollup = agg.rollup(now=1.0, interval=1.0)
-    assert only(rollup, "login", COUNTER).stats["sum"] == 2
-    assert only(rollup, "login", TIMER).stats["count"] == 1
-    assert only(rollup, "login", DISTRIBUTION).stats["sum"] == 7
+    assert only(rollup, "login", SeriesType.COUNTER).stats["sum"] == 2
+    assert only(rollup, "login", SeriesType.TIMER).stats["count"] == 1
+    assert only(rollup, "login", SeriesType.DISTRIBUTION).stats["sum"] == 7
     assert len(rollup.series) == 3
 
 

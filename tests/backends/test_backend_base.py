@@ -19,7 +19,7 @@ import zmq
 from backend_support import wait_for_subscriptions, wait_subscribed
 
 from zibrato import Zibrato, protocol
-from zibrato.aggregation import COUNTER, GAUGE, Rollup, Series
+from zibrato.aggregation import Rollup, Series, SeriesType
 from zibrato.backends.base import Backend
 from zibrato.broker import AddressInUse
 from zibrato.runner import Runner
@@ -252,7 +252,9 @@ def test_health_events_counts_received_events(
     backend.wait_total("zibrato.backend.events", 8)
     assert backend.total("work") == sum(range(7))
     events = backend.all_series("zibrato.backend.events")
-    assert all(s.type == COUNTER and dict(s.tags) == {"backend": "recording"} for s in events)
+    assert all(
+        s.type == SeriesType.COUNTER and dict(s.tags) == {"backend": "recording"} for s in events
+    )
     assert all(s.stats["rate"] >= 0 for s in events)
     assert backend.total("zibrato.backend.lost_events") == 0
 
@@ -324,7 +326,7 @@ def test_target_counters_are_published_as_deltas() -> None:
     def value(rollup: Rollup, name: str) -> float:
         found = [s for s in rollup.series if s.name == f"zibrato.backend.{name}"]
         assert len(found) == 1, found
-        assert found[0].type == COUNTER
+        assert found[0].type == SeriesType.COUNTER
         assert dict(found[0].tags) == {"backend": "counting"}
         return found[0].stats["sum"]
 
@@ -360,7 +362,7 @@ def test_health_reports_bad_events_dropped_series_and_sampling() -> None:
     assert health[("zibrato.backend.dropped_series", "")] == 2
     assert health[("zibrato.backend.series", "")] == 2
     gauges = [s for s in rollup.series if s.name == "zibrato.backend.series"]
-    assert gauges[0].type == GAUGE
+    assert gauges[0].type == SeriesType.GAUGE
     # these only appear when non-zero, and are reset after each flush
     again = backend.flush()
     assert not [s for s in again.series if s.name == "zibrato.backend.dropped_series"]

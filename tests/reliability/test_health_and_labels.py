@@ -10,11 +10,11 @@ import time
 import pytest
 
 from zibrato.aggregation import (
-    COUNTER,
     HEALTH_SERIES_RESERVE,
     Aggregator,
     Rollup,
     Series,
+    SeriesType,
     distribution_stats,
 )
 from zibrato.backends.base import Backend
@@ -85,7 +85,7 @@ def test_health_series_get_through_a_full_series_table():
 
 
 def _series(name: str, tags: dict[str, str], source: str | None = None, value: float = 1) -> Series:
-    return Series(name, COUNTER, source, tags, {"sum": value, "rate": value})
+    return Series(name, SeriesType.COUNTER, source, tags, {"sum": value, "rate": value})
 
 
 def test_tags_that_map_to_one_label_keep_both_values():

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from reliability_support import Lines, broker_process, report, stop_process
 
-from zibrato.aggregation import COUNTER, Rollup, Series
+from zibrato.aggregation import Rollup, Series, SeriesType
 from zibrato.backends.librato import LibratoBackend
 
 CANARY = "canary-7f3a9c1e5b2d"
@@ -109,7 +109,7 @@ def _rollup(clock: FakeClock, flush: int, series: int) -> Rollup:
         timestamp=1_700_000_000.0 + flush * 10,
         interval=10.0,
         series=tuple(
-            Series(f"r9.s{i}", COUNTER, None, {}, {"sum": flush, "rate": flush / 10})
+            Series(f"r9.s{i}", SeriesType.COUNTER, None, {}, {"sum": flush, "rate": flush / 10})
             for i in range(series)
         ),
     )

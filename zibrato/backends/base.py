@@ -19,21 +19,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import zmq
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_BACKEND
 from zibrato.aggregation import (
-    COUNTER,
     DEFAULT_MAX_SERIES,
     DEFAULT_MAX_VALUES,
     DEFAULT_PERCENTILES,
-    GAUGE,
     Aggregator,
     Rollup,
     Series,
+    SeriesType,
     summarize,
 )
 from zibrato.protocol import Batch
@@ -62,6 +61,22 @@ class Option:
     @property
     def dest(self) -> str:
         return self.name.replace("-", "_")
+
+
+class BackendOptions(TypedDict, total=False):
+    """The keywords every backend takes (:class:`Backend`'s), for a subclass's ``**common``::
+
+    def __init__(self, *, path: str = "m.jsonl", **common: Unpack[BackendOptions]) -> None:
+        super().__init__(**common)
+    """
+
+    connect: str
+    level: str
+    flush_interval: float
+    percentiles: Iterable[float]
+    max_series: int
+    max_values: int
+    context: zmq.Context[Any] | None
 
 
 class Backend:
@@ -346,7 +361,11 @@ class Backend:
         ):
             series.append(
                 Series(
-                    f"zibrato.backend.{name}", GAUGE, None, {"backend": self.kind}, {"value": value}
+                    f"zibrato.backend.{name}",
+                    SeriesType.GAUGE,
+                    None,
+                    {"backend": self.kind},
+                    {"value": value},
                 )
             )
         agg.rejected = {}
@@ -358,7 +377,11 @@ class Backend:
     def _health_counter(self, name: str, value: float, interval: float, reason: str = "") -> Series:
         tags = {"backend": self.kind, "reason": reason} if reason else {"backend": self.kind}
         return Series(
-            f"zibrato.backend.{name}", COUNTER, None, tags, {"sum": value, "rate": value / interval}
+            f"zibrato.backend.{name}",
+            SeriesType.COUNTER,
+            None,
+            tags,
+            {"sum": value, "rate": value / interval},
         )
 
     # -- command line ------------------------------------------------------------------

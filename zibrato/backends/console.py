@@ -9,10 +9,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any, ClassVar, TextIO
+from typing import ClassVar, TextIO, Unpack
 
-from zibrato.aggregation import COUNTER, DISTRIBUTION, GAUGE, SET, TIMER, Rollup, Series
-from zibrato.backends.base import Backend, Option
+from zibrato.aggregation import Rollup, Series, SeriesType
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.text import labels, printable
 
 DEFAULT_WIDTH = 120
@@ -23,7 +23,13 @@ _MIN_LABEL = 24  # the name column never gets narrower than this: numbers give w
 _GAP = "  "
 # A timer row's unit: the largest whose scale keeps the row's median at 1 or more.
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"))
-_SECTIONS = (COUNTER, GAUGE, SET, TIMER, DISTRIBUTION)
+_SECTIONS = (
+    SeriesType.COUNTER,
+    SeriesType.GAUGE,
+    SeriesType.SET,
+    SeriesType.TIMER,
+    SeriesType.DISTRIBUTION,
+)
 
 
 class ConsoleBackend(Backend):
@@ -70,7 +76,7 @@ class ConsoleBackend(Backend):
         health: bool = False,
         width: int = DEFAULT_WIDTH,
         names: str | Sequence[str] | None = None,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         if width < MIN_WIDTH:
@@ -119,7 +125,7 @@ def _quiet_health(series: Series) -> bool:
     """Return whether a health series has nothing worth a line (only losses and errors do)."""
     if not series.name.startswith(HEALTH_PREFIX):
         return False
-    if series.type != COUNTER or series.name == HEALTH_PREFIX + "events":
+    if series.type != SeriesType.COUNTER or series.name == HEALTH_PREFIX + "events":
         return True
     return not series.stats["sum"]
 
@@ -213,17 +219,17 @@ def _wrap(tokens: list[str], width: int) -> list[str]:
 
 
 def _columns(kind: str, rows: list[Series]) -> list[_Column]:
-    if kind == COUNTER:
+    if kind == SeriesType.COUNTER:
         return [
             _Column("sum", [format_value(s.stats["sum"]) for s in rows]),
             _Column("rate/s", [format_value(s.stats["rate"]) for s in rows]),
         ]
-    if kind == GAUGE:
+    if kind == SeriesType.GAUGE:
         return [_Column("value", [format_value(s.stats["value"]) for s in rows])]
-    if kind == SET:
+    if kind == SeriesType.SET:
         return [_Column("distinct", [format_value(s.stats["value"]) for s in rows])]
     stats = _value_stats(rows)
-    scales = [_unit(s) if kind == TIMER else (1.0, "") for s in rows]
+    scales = [_unit(s) if kind == SeriesType.TIMER else (1.0, "") for s in rows]
     shown = [
         {stat: s.stats[stat] / scale for stat in stats if stat in s.stats}
         for s, (scale, _) in zip(rows, scales, strict=True)
@@ -231,7 +237,7 @@ def _columns(kind: str, rows: list[Series]) -> list[_Column]:
     # One number of decimals per row, so that a row reads (and aligns) evenly.
     decimals = [_decimals(row.values()) for row in shown]
     columns = [_Column("count", [format_value(s.stats["count"]) for s in rows])]
-    if kind == TIMER:
+    if kind == SeriesType.TIMER:
         columns.append(_Column("unit", [unit for _, unit in scales]))
     for stat in stats:
         cells = [

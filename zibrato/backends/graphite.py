@@ -9,10 +9,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
-from zibrato.aggregation import COUNTER, GAUGE, SET, Rollup, Series
-from zibrato.backends.base import Backend, Option
+from zibrato.aggregation import Rollup, Series, SeriesType
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.backends.toolkit.merge import merge_rollups
 from zibrato.backends.toolkit.naming import (
     clean_name,
@@ -117,7 +117,7 @@ class GraphiteBackend(Backend):
         timeout: float = DEFAULT_TIMEOUT,
         buffer_lines: int = DEFAULT_BUFFER_LINES,
         clock: Callable[[], float] = time.monotonic,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         if timeout <= 0:
@@ -294,10 +294,11 @@ class GraphiteBackend(Backend):
 def series_stats(series: Series) -> Iterator[tuple[str, float]]:
     """Yield (suffix, value) per statistic: a gauge's one value has the suffix ``""``."""
     stats = series.stats
-    if series.type == COUNTER:
+    if series.type == SeriesType.COUNTER:
         yield "count", stats["sum"]
         yield "rate", stats["rate"]
-    elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
+    # a set's value: its number of distinct members
+    elif series.type in (SeriesType.GAUGE, SeriesType.SET):
         yield "", stats["value"]
     else:
         for stat, value in stats.items():

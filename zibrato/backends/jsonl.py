@@ -6,10 +6,10 @@ import json
 import math
 import os
 import stat
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Unpack
 
 from zibrato.aggregation import Rollup, Series
-from zibrato.backends.base import Backend, Option
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.errors import ConfigError
 
 DEFAULT_PATH = "zibrato-metrics.jsonl"
@@ -35,7 +35,7 @@ class JsonLinesBackend(Backend):
         Option("path", "file to append to (default: %(default)s)", default=DEFAULT_PATH),
     )
 
-    def __init__(self, *, path: str = DEFAULT_PATH, **common: Any) -> None:
+    def __init__(self, *, path: str = DEFAULT_PATH, **common: Unpack[BackendOptions]) -> None:
         super().__init__(**common)
         check_writable(path)
         self.path = path

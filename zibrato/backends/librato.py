@@ -42,13 +42,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from urllib.parse import urlsplit
 
 import requests
 
-from zibrato.aggregation import COUNTER, GAUGE, SET, Rollup, Series
-from zibrato.backends.base import Backend, Option
+from zibrato.aggregation import Rollup, Series, SeriesType
+from zibrato.backends.base import Backend, BackendOptions, Option
 
 log = logging.getLogger("zibrato")
 
@@ -122,9 +122,10 @@ def measurement(series: Series, measure_time: int, source: str | None) -> Measur
     """Return the gauge measurement of one series, or None if a statistic is not finite."""
     stats = series.stats
     point: Measurement = {"name": librato_name(series.name, series.tags)}
-    if series.type == COUNTER:
+    if series.type == SeriesType.COUNTER:
         point["value"] = stats["sum"]
-    elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
+    # a set's value: its number of distinct members
+    elif series.type in (SeriesType.GAUGE, SeriesType.SET):
         point["value"] = stats["value"]
     else:
         point.update((field, stats[field]) for field in _SUMMARY_FIELDS)
@@ -185,7 +186,7 @@ class LibratoBackend(Backend):
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float], bool] | None = None,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         token = token if token is not None else os.environ.get(TOKEN_ENV)

@@ -37,19 +37,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
-from zibrato.aggregation import (
-    COUNTER,
-    GAUGE,
-    HEALTH_PREFIX,
-    HEALTH_SERIES_RESERVE,
-    SET,
-    TIMER,
-    Rollup,
-    Series,
-)
-from zibrato.backends.base import Backend, Option
+from zibrato.aggregation import HEALTH_PREFIX, HEALTH_SERIES_RESERVE, Rollup, Series, SeriesType
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.backends.toolkit.httpserver import HttpServer, Request, Response
 
 DEFAULT_LISTEN = "127.0.0.1:9102"
@@ -59,8 +50,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-_PROMETHEUS_TYPE = {COUNTER: "counter", GAUGE: "gauge", SET: "gauge"}  # others: histogram
-_SUFFIX = {COUNTER: "_total", TIMER: "_seconds"}
+# Timers and distributions are histograms.
+_PROMETHEUS_TYPE: dict[str, str] = {
+    SeriesType.COUNTER: "counter",
+    SeriesType.GAUGE: "gauge",
+    SeriesType.SET: "gauge",
+}
+_SUFFIX: dict[str, str] = {SeriesType.COUNTER: "_total", SeriesType.TIMER: "_seconds"}
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -213,7 +209,7 @@ class PrometheusBackend(Backend):
         listen: str = DEFAULT_LISTEN,
         buckets: str | Iterable[float] = DEFAULT_BUCKETS,
         distribution_buckets: str | Iterable[float] = DEFAULT_DISTRIBUTION_BUCKETS,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         self._http = HttpServer(
@@ -287,14 +283,17 @@ class PrometheusBackend(Backend):
             return
         key = series_labels(series, histogram=family.type == "histogram")
         state = family.series.get(key)
-        if series.type == COUNTER:
+        if series.type == SeriesType.COUNTER:
             previous = state if isinstance(state, float | int) else 0
             family.series[key] = previous + series.stats["sum"]
-        elif series.type in (GAUGE, SET):  # a set's value: its number of distinct members
+        # a set's value: its number of distinct members
+        elif series.type in (SeriesType.GAUGE, SeriesType.SET):
             family.series[key] = series.stats["value"]
         else:
             if not isinstance(state, _Histogram):
-                bounds = self.buckets if series.type == TIMER else self.distribution_buckets
+                bounds = (
+                    self.buckets if series.type == SeriesType.TIMER else self.distribution_buckets
+                )
                 state = family.series[key] = _Histogram(bounds, [0] * len(bounds))
             state.observe(series)
         health = series.name.startswith(HEALTH_PREFIX)
@@ -310,7 +309,7 @@ class PrometheusBackend(Backend):
         kind = _PROMETHEUS_TYPE.get(series.type, "histogram")
         claims = _claimed_names(name, kind)
         if family is None and self._claims.isdisjoint(claims):
-            unit = " (seconds)" if series.type == TIMER else ""
+            unit = " (seconds)" if series.type == SeriesType.TIMER else ""
             help_text = f"zibrato {series.type} {series.name}{unit}"
             family = self._families[name] = _Family(name, kind, series.type, help_text)
             self._claims.update(claims)

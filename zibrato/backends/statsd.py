@@ -13,10 +13,10 @@ import socket
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
-from zibrato.aggregation import COUNTER, GAUGE, SET, TIMER, Rollup, Series
-from zibrato.backends.base import Backend, Option
+from zibrato.aggregation import Rollup, Series, SeriesType
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.backends.toolkit.naming import (
     clean_name,
     clean_tag_key,
@@ -121,7 +121,7 @@ class StatsdBackend(Backend):
         max_packet: int = DEFAULT_MAX_PACKET,
         max_sent_values: int = DEFAULT_MAX_SENT_VALUES,
         rng: random.Random | None = None,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         if tag_style not in TAG_STYLES:
@@ -206,7 +206,8 @@ class StatsdBackend(Backend):
                 name, suffix = dotted_name(series, self.prefix), ""
             else:
                 name, suffix = clean_name(series.name, self.prefix), dogstatsd_tags(series)
-            if series.type in (COUNTER, GAUGE, SET):  # a set: its distinct members, a gauge
+            # a set: its distinct members, a gauge
+            if series.type in (SeriesType.COUNTER, SeriesType.GAUGE, SeriesType.SET):
                 out.extend(scalar_lines(series, name, suffix))
             else:
                 out.extend(self._value_lines(series, name, suffix))
@@ -218,7 +219,7 @@ class StatsdBackend(Backend):
         if self.max_sent_values and len(values) > self.max_sent_values:
             self.unsent_values += len(values) - self.max_sent_values
             values = self._rng.sample(values, self.max_sent_values)
-        if series.type == TIMER:
+        if series.type == SeriesType.TIMER:
             scale, kind = 1000.0, "ms"
         else:
             scale, kind = 1.0, "ms" if self.tag_style == "name" else "d"
@@ -239,7 +240,7 @@ class StatsdBackend(Backend):
 def scalar_lines(series: Series, name: str, suffix: str = "") -> Iterator[str]:
     """Yield the statsd line of a counter, gauge or set; ``suffix`` (``|#tags``) ends it."""
     stats = series.stats
-    if series.type == COUNTER:
+    if series.type == SeriesType.COUNTER:
         yield f"{name}:{format_number(stats['sum'])}|c{suffix}"
     elif stats["value"] < 0:
         yield f"{name}:0|g{suffix}\n{name}:{format_number(stats['value'])}|g{suffix}"

@@ -45,11 +45,7 @@ from zibrato.framework.schema import (
     TagCache,
 )
 from zibrato.instruments import LevelBuffer
-from zibrato.protocol import Event, Kind
-
-_TIMER = int(Kind.TIMER)
-_DISTRIBUTION = int(Kind.DISTRIBUTION)
-_COUNTER = int(Kind.COUNTER)
+from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
 
 # Distinct SQL texts remembered per request to spot duplicates; past this, a request that
 # runs ever-new statements stops growing memory and its later duplicates go uncounted.
@@ -185,11 +181,11 @@ class RequestRecorder:
         tags = self.tags.request(state.route, method, state.status, state.error, state.view_failed)
         view = state.view
         if view is None:
-            events: list[Event] = [(_TIMER, REQUEST_DURATION, seconds, None, tags.request)]
+            events: list[Event] = [(TIMER, REQUEST_DURATION, seconds, None, tags.request)]
         else:
             events = [
-                (_TIMER, REQUEST_DURATION, seconds, None, tags.request),
-                (_TIMER, VIEW_DURATION, view, None, tags.view),
+                (TIMER, REQUEST_DURATION, seconds, None, tags.request),
+                (TIMER, VIEW_DURATION, view, None, tags.view),
             ]
         if state.tally is not None or self.namespace is not None:
             self._add_database(events, tags.db, state.tally)
@@ -203,7 +199,7 @@ class RequestRecorder:
                 for event in events:
                     sink.overflow(queue, event)
         if tags.error is not None and self._error is not None:
-            append_all(self._error, [(_COUNTER, EXCEPTIONS, 1, None, tags.error)])
+            append_all(self._error, [(COUNTER, EXCEPTIONS, 1, None, tags.error)])
 
     def _add_database(
         self, events: list[Event], route: RouteTags, tally: QueryTally | None
@@ -231,9 +227,9 @@ def database_events(tally: QueryTally, route: RouteTags) -> list[Event]:
     events: list[Event] = []
     for namespace, (queries, seconds) in tally.namespaces.items():
         tags = route.database(namespace)
-        events.append((_DISTRIBUTION, DB_REQUEST_QUERIES, queries, None, tags))
-        events.append((_TIMER, DB_REQUEST_DURATION, seconds, None, tags))
-    events.append((_DISTRIBUTION, DB_REQUEST_DUPLICATES, tally.duplicates, None, route.route))
+        events.append((DISTRIBUTION, DB_REQUEST_QUERIES, queries, None, tags))
+        events.append((TIMER, DB_REQUEST_DURATION, seconds, None, tags))
+    events.append((DISTRIBUTION, DB_REQUEST_DUPLICATES, tally.duplicates, None, route.route))
     return events
 
 
@@ -241,7 +237,7 @@ def zero_events(route: RouteTags, namespace: str) -> list[Event]:
     """Return the per-request database events of a request that ran no query."""
     tags = route.database(namespace)
     return [
-        (_DISTRIBUTION, DB_REQUEST_QUERIES, 0, None, tags),
-        (_TIMER, DB_REQUEST_DURATION, 0.0, None, tags),
-        (_DISTRIBUTION, DB_REQUEST_DUPLICATES, 0, None, route.route),
+        (DISTRIBUTION, DB_REQUEST_QUERIES, 0, None, tags),
+        (TIMER, DB_REQUEST_DURATION, 0.0, None, tags),
+        (DISTRIBUTION, DB_REQUEST_DUPLICATES, 0, None, route.route),
     ]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from zibrato.aggregation import COUNTER, GAUGE, SET
+from zibrato.aggregation import SeriesType
 from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge, total
 from zibrato.backends.dashboard.routes import (
     DB_TIME,
@@ -43,9 +43,9 @@ HEALTH_PREFIX = "zibrato.backend."
 PUBLISHER_DROPPED = "zibrato.publisher.dropped"
 VALUE_STATS = (*PERCENTILES, "mean", "min", "max")
 STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    COUNTER: ("rate", "sum"),
-    GAUGE: ("last", "min", "max"),
-    SET: ("last", "min", "max"),  # distinct members per flush
+    SeriesType.COUNTER: ("rate", "sum"),
+    SeriesType.GAUGE: ("last", "min", "max"),
+    SeriesType.SET: ("last", "min", "max"),  # distinct members per flush
     "timer": (*VALUE_STATS, "count", "rate"),
     "distribution": (*VALUE_STATS, "count", "rate"),
 }
@@ -257,7 +257,7 @@ class DashboardApi:
         lines: dict[str, list[float | None]] = {}
         for short, members in sorted(groups.items()):
             merged = [p for s in members for p in points.get(s.id, [])]
-            if members[0].type == GAUGE:
+            if members[0].type == SeriesType.GAUGE:
                 last = max(merged, key=lambda p: p.ts).last if merged else None
                 totals[short] = last
                 lines[short] = _aligned(axis, merged, step, ("last",), pooled=True)["last"]

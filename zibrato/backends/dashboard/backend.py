@@ -12,10 +12,10 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 from zibrato.aggregation import Rollup
-from zibrato.backends.base import Backend, Option
+from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.backends.dashboard.api import DashboardApi
 from zibrato.backends.dashboard.downsampling import Point, Tier, point_from_stats
 from zibrato.backends.dashboard.routes import ROUTE_TAG, summarize_routes
@@ -122,7 +122,7 @@ class DashboardBackend(Backend):
         history_days: float = DEFAULT_HISTORY_DAYS,
         tiers: Sequence[Tier] | None = None,
         max_stored_series: int = DEFAULT_MAX_STORED_SERIES,
-        **common: Any,
+        **common: Unpack[BackendOptions],
     ) -> None:
         super().__init__(**common)
         self.store = HistoryStore(

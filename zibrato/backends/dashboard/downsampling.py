@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from zibrato.aggregation import COUNTER, GAUGE
+from zibrato.aggregation import SeriesType
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 FIELDS = ("count", "sum", "min", "max", "last", *PERCENTILES)
@@ -89,9 +89,9 @@ def _finite(value: float | None) -> float | None:
 
 def point_from_stats(kind: str, stats: Mapping[str, float], ts: float) -> Point:
     """Return the point of one rollup series (non-finite statistics become None)."""
-    if kind == COUNTER:
+    if kind == SeriesType.COUNTER:
         return Point(ts, sum=_finite(stats.get("sum")))
-    if kind == GAUGE or "value" in stats:  # a gauge, or a set's distinct members
+    if kind == SeriesType.GAUGE or "value" in stats:  # a gauge, or a set's distinct members
         value = _finite(stats.get("value"))
         return Point(ts, last=value, min=value, max=value)
     return Point(

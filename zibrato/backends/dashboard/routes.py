@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from zibrato.aggregation import COUNTER, Series, quantile
+from zibrato.aggregation import Series, SeriesType, quantile
 from zibrato.backends.dashboard.downsampling import total
 
 ROUTE_TAG = "http.route"
@@ -50,7 +50,12 @@ def summarize_routes(series: Iterable[Series]) -> list[RouteSummary]:
     errors: dict[str, float] = {}
     for one in series:
         route = one.tags.get(ROUTE_TAG)
-        if route is None or one.name not in POOLED or one.type == COUNTER or not one.values:
+        if (
+            route is None
+            or one.name not in POOLED
+            or one.type == SeriesType.COUNTER
+            or not one.values
+        ):
             continue
         parts.setdefault((route, one.name), []).append(one)
         if one.name == REQUEST:
@@ -61,7 +66,7 @@ def summarize_routes(series: Iterable[Series]) -> list[RouteSummary]:
         for (route, name), members in parts.items()
     ]
     for route, failed in errors.items():
-        summaries.append(RouteSummary(route, ERRORS, COUNTER, {"sum": failed}))
+        summaries.append(RouteSummary(route, ERRORS, SeriesType.COUNTER, {"sum": failed}))
     return summaries
 
 

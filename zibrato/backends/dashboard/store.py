@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zibrato.aggregation import DISTRIBUTION, TIMER
+from zibrato.aggregation import SeriesType
 from zibrato.backends.dashboard.downsampling import (
     FIELDS,
     Point,
@@ -49,7 +49,7 @@ DEFAULT_MAX_STORED_SERIES = 5_000
 # Values are stored as integers where that loses nothing a chart can show: timers (and
 # the flushes' seconds) in microseconds, distributions in thousandths. An integer takes
 # 2 to 4 bytes in SQLite, a float 8: this halves the file.
-SCALES = {TIMER: 1_000_000, DISTRIBUTION: 1_000}
+SCALES: dict[str, int] = {SeriesType.TIMER: 1_000_000, SeriesType.DISTRIBUTION: 1_000}
 _COVERAGE_SCALE = 1_000_000
 
 _SCHEMA = """

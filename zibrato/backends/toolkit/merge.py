@@ -12,11 +12,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 from zibrato.aggregation import (
-    COUNTER,
-    GAUGE,
-    SET,
     Rollup,
     Series,
+    SeriesType,
     distribution_stats,
     percentile_key,
     quantile,
@@ -53,12 +51,12 @@ def merge_rollups(earlier: Rollup, later: Rollup, percentiles: Sequence[float]) 
 
 def merge_series(earlier: Series, later: Series, percentiles: Sequence[float]) -> Series:
     """Return the series of both intervals (same key); a counter's ``rate`` is left to fix."""
-    if later.type == GAUGE:
+    if later.type == SeriesType.GAUGE:
         return later
-    if later.type == COUNTER:
+    if later.type == SeriesType.COUNTER:
         stats = {"sum": earlier.stats["sum"] + later.stats["sum"], "rate": 0.0}
         return Series(later.name, later.type, later.source, later.tags, stats)
-    if later.type == SET:  # the members are not kept: at least the larger distinct count
+    if later.type == SeriesType.SET:  # the members are not kept: at least the larger distinct count
         stats = {"value": max(earlier.stats["value"], later.stats["value"])}
         return Series(later.name, later.type, later.source, later.tags, stats)
     values = sorted((*earlier.values, *later.values))
@@ -125,7 +123,7 @@ def _sum_squares(stats: Mapping[str, float]) -> float:
 
 
 def _with_rate(series: Series, interval: float) -> Series:
-    if series.type != COUNTER:
+    if series.type != SeriesType.COUNTER:
         return series
     stats = {"sum": series.stats["sum"], "rate": series.stats["sum"] / interval}
     return Series(series.name, series.type, series.source, series.tags, stats)
