@@ -21,7 +21,7 @@ from zibrato.instruments import (
     record_sampled,
 )
 from zibrato.protocol import COUNTER, DISTRIBUTION, GAUGE, GAUGE_DELTA, SET, TIMER, Event
-from zibrato.publisher import Publisher
+from zibrato.publisher import DEFAULT_BROKER_HINT, Publisher
 from zibrato.security.curve import resolve as resolve_curve
 
 PUBLISH_ENV = "ZIBRATO_PUBLISH"
@@ -58,6 +58,9 @@ class Zibrato:
 
     ``curve=DIR`` (else ``$ZIBRATO_CURVE``) authenticates to a CURVE broker with the keys
     ``zibrato keys`` wrote; events a broker refuses are dropped the same way.
+
+    ``broker_hint`` is the command the "no broker answers" warning tells the user to run
+    (the framework adapters name their own, e.g. ``manage.py zibrato_broker``).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Zibrato:
         publisher: Publisher | None = None,
         rng: random.Random | None = None,
         curve: str | os.PathLike[str] | None = None,
+        broker_hint: str = DEFAULT_BROKER_HINT,
     ) -> None:
         self.threshold = levels.normalize(level)
         self.publisher = publisher or Publisher(
@@ -83,6 +87,7 @@ class Zibrato:
             buffer_size=buffer_size,
             linger=linger,
             curve=resolve_curve(curve),
+            broker_hint=broker_hint,
         )
         self._soft_cap = self.publisher.wake_threshold
         self._overflow = self.publisher.overflow

@@ -38,6 +38,8 @@ _NUMBER_TYPES = frozenset((int, float))
 _MAX_REMEMBERED = 10_000
 # How long a client waits for any broker before it says (once) that none answers.
 NO_BROKER_WARNING_AFTER = 3.0
+# What that warning tells a user to run; an adapter names its own command.
+DEFAULT_BROKER_HINT = "zibrato run"
 
 
 class CaptureSink(Protocol):
@@ -73,8 +75,10 @@ class Publisher:
         startup_hold: float = 1.0,
         sndhwm: int = 1000,
         curve: str | os.PathLike[str] | None = None,
+        broker_hint: str = DEFAULT_BROKER_HINT,
     ) -> None:
         self.address = address
+        self.broker_hint = broker_hint  # how to start a broker, for the "no broker" warning
         self.curve = curve  # a CURVE keys directory (zibrato.security.curve); None: no CURVE
         self.source, self.tags = _publisher_defaults(source, tags)
         self.buffer_size = buffer_size
@@ -303,11 +307,12 @@ class Publisher:
         self._warned_no_broker = True
         refused = f" ({self._link.refused})" if self._link.refused else ""
         log.warning(
-            "zibrato: no broker answers at %s%s; start one with `zibrato run` (or point "
+            "zibrato: no broker answers at %s%s; start one with `%s` (or point "
             "ZIBRATO_PUBLISH at one). Until one answers, events are dropped and counted "
             "as %s{reason=no_broker}",
             self.address,
             refused,
+            self.broker_hint,
             DROPPED_METRIC,
         )
 
