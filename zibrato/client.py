@@ -331,6 +331,8 @@ class Zibrato:
     def stats(self) -> dict[str, Any]:
         """Return this client's own counts: events sent, filtered by level, dropped."""
         pub = self.publisher
+        if pub._closing:
+            pub.flush()  # counts what was recorded after close()
         return {
             "sent_events": pub.sent_events,
             "sent_batches": pub.sent_batches,

@@ -89,7 +89,8 @@ class flushed(Generic[R]):  # lower case: it is used like a function, flushed(ta
             pool.map(zibrato.flushed(work), items)
 
     The wrapper pickles as long as ``task`` does. Each call waits, after ``task``, until
-    ZeroMQ has written its events (at most the client's linger, 0.25 s by default).
+    ZeroMQ has written its events (at most the client's linger, 0.25 s by default; the
+    connection is closed to learn it, and opened again by the next task's events).
     """
 
     def __init__(self, task: Callable[..., R]) -> None:
@@ -109,10 +110,6 @@ def _install_process_hooks() -> None:
     global _hooks_installed
     if not _hooks_installed:
         _hooks_installed = True
-        # pyzmq's message tracking stops at exit through an atexit hook of its own; ours
-        # must run before it (atexit runs in reverse order), so make it register first.
-        import zmq.utils.garbage  # noqa: F401
-
         atexit.register(close_all)
         os.register_at_fork(after_in_child=_after_fork_in_child)
 

@@ -3,21 +3,26 @@
 XPUB rather than PUB because it tells us which levels anybody subscribes to: the
 publisher drops unsubscribed levels before encoding anything, and holds what was recorded
 before the broker has spoken (ZeroMQ's "slow joiner" window) instead of losing it.
-One link lives in one process: a forked child makes its own.
+One link lives in one process and is used by one thread at a time (the publisher's):
+a forked child makes its own.
 
-ZeroMQ says nothing about what it still holds, so the link tracks it: every batch is
-sent zero-copy with a pyzmq ``MessageTracker``, which completes once libzmq has let go
-of the message (its I/O thread wrote it to the connection, or copied it into its last
-write buffer of 8 KB). What has no completed tracker when :meth:`BrokerLink.close`
-gives up is what ZeroMQ throws away: close() returns that count so that it is reported,
-not claimed as sent. Tracking costs the publisher thread some 40 µs per batch.
+What reached the broker, without tracking every message. Batches are sent copied
+(pyzmq's zero-copy tracking costs 25-55 µs of CPU per send and depends on a helper thread
+of pyzmq's whose lock a fork can leave held). What ZeroMQ still holds is learnt only when
+the link closes: closing the socket with a linger and terminating the link's own context
+returns as soon as ZeroMQ has written everything to the connection, or when the linger
+runs out. Returning early means nothing was left behind: exact. Running out means some
+of the last batches may be lost; ZeroMQ does not say which, but it cannot hold more than
+the socket's high-water mark of batches in its queue plus one write buffer, so the events
+of that many last batches are an upper bound (:data:`HELD_BEYOND_HWM`), and
+:meth:`BrokerLink.close` returns it to be counted as lost. Some of them may still arrive
+(a frozen broker that resumes reads what the kernel buffered); the final empty batch the
+publisher sends on each level lets the backends count the exact loss when it does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 from collections import deque
 
@@ -28,6 +33,14 @@ from zibrato.errors import ConfigError
 from zibrato.security.curve import client_keys
 from zibrato.security.handshake import CURVE_KEYS, HandshakeMonitor, Problem
 from zibrato.security.policy import apply_handshake_policy
+
+# Besides the queue (at most SNDHWM batches), libzmq's encoder holds one write buffer of
+# 8 KB: at most this many more batches (the smallest batch message is some 40 bytes),
+# and one more being written when the linger runs out.
+HELD_BEYOND_HWM = 8192 // 40 + 1
+# When the link's context terminates later than this before the deadline, the linger may
+# have run out: the close counts its upper bound of what was left behind.
+_LINGER_MARGIN = 0.005
 
 
 class BrokerLink:
@@ -43,7 +56,7 @@ class BrokerLink:
         self,
         address: str,
         *,
-        sndhwm: int = 1000,
+        sndhwm: int = 100,
         startup_hold: float = 1.0,
         curve: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -55,18 +68,17 @@ class BrokerLink:
         self.ever_subscribed: set[str] = set()
         self.error: str | None = None  # why the address cannot be connected to
         self._keys_problem: Problem | None = None  # our CURVE keys cannot be used
-        # Our own context: closing terminates it, which is what makes ZeroMQ honour the
-        # linger (the process may exit right after; the I/O thread must finish first).
+        # Our own context: terminating it is what makes ZeroMQ honour the linger (the
+        # process may exit right after; the I/O thread must finish first), and how long
+        # that takes tells whether everything was written.
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         # The socket's one monitor: handshakes, refusals, reconnecting after a refusal.
         self._handshake: HandshakeMonitor | None = None
         self._connected_at = 0.0
         self._closed = False
-        # (tracker, events in its batch) in send order; untracked: sent without a tracker.
-        self._in_flight: deque[tuple[zmq.MessageTracker, int]] = deque()
-        self._in_flight_lock = threading.Lock()  # stats() reads it from any thread
-        self._untracked_events = 0
+        # The events of the last batches sent: all that ZeroMQ may still hold.
+        self._recent: deque[int] = deque(maxlen=sndhwm + HELD_BEYOND_HWM)
 
     def _connect(self) -> zmq.Socket[bytes] | None:
         """Return the connected socket; None when the address cannot be connected to."""
@@ -83,7 +95,6 @@ class BrokerLink:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again: we count it
-            sock.copy_threshold = 0  # a tracked send must be zero-copy at any size
             apply_handshake_policy(sock, keys)
             # Handshake events tell "no broker" from "a broker nobody subscribes to".
             handshake = HandshakeMonitor(
@@ -133,6 +144,10 @@ class BrokerLink:
         """Whether events should wait: connected, no subscription known yet, still early."""
         return not self.subscribed and self.error is None and self.in_startup_hold()
 
+    def hold_ends(self) -> float:
+        """When the startup hold ends (on the monotonic clock)."""
+        return self._connected_at + self.startup_hold
+
     def read_subscriptions(self, deadline: float) -> None:
         """Apply the broker's (un)subscriptions; while none is known, wait until ``deadline``."""
         sock = self._connect()
@@ -175,94 +190,44 @@ class BrokerLink:
         else:
             self.subscribed.difference_update(matched)
 
-    def send(self, frames: list[bytes], events: int, deadline: float) -> bool:
-        """Send a batch of ``events`` without blocking; retry until ``deadline`` while full.
-
-        The batch counts in :attr:`queued_events` until ZeroMQ has let go of it.
-        """
+    def send(self, frames: list[bytes], events: int) -> bool:
+        """Send a batch of ``events`` without blocking; False when ZeroMQ's queue is full."""
         sock = self._socket
         if sock is None:
             return False
-        while True:
-            try:
-                self._send_tracked(sock, frames, events)
-                return True
-            except zmq.Again:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.002)
-
-    def _send_tracked(self, sock: zmq.Socket[bytes], frames: list[bytes], events: int) -> None:
-        topic, payload = frames
-        sock.send(topic, flags=zmq.NOBLOCK | zmq.SNDMORE)
-        # The first frame decided: the second is accepted (one message, one HWM check).
         try:
-            tracker = sock.send(payload, flags=zmq.NOBLOCK, copy=False, track=True)
-        except RuntimeError:  # pyzmq's tracking thread is shutting down (very late at exit)
-            sock.send(payload, flags=zmq.NOBLOCK)
-            self._untracked_events += events
-            return
-        with self._in_flight_lock:
-            self._in_flight.append((tracker, events))
-
-    @property
-    def queued_events(self) -> int:
-        """Events handed to ZeroMQ that it has not written to a connection yet (or may not have)."""
-        with self._in_flight_lock:
-            in_flight = self._in_flight
-            while in_flight and in_flight[0][0].done:
-                in_flight.popleft()
-            return sum(count for _, count in in_flight) + self._untracked_events
-
-    def wait_written(self, deadline: float) -> None:
-        """Wait until ZeroMQ has let go of every tracked batch, or until ``deadline``."""
-        with self._in_flight_lock:
-            last = self._in_flight[-1][0] if self._in_flight else None
-        if last is not None:
-            while not last.done and time.monotonic() < deadline:
-                with contextlib.suppress(zmq.NotDone):
-                    last.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            # The first frame decides: the second is accepted (one message, one HWM check).
+            sock.send(frames[0], zmq.NOBLOCK | zmq.SNDMORE)
+        except zmq.Again:
+            return False
+        sock.send(frames[1], zmq.NOBLOCK)
+        self._recent.append(events)
+        return True
 
     def close(self, linger: float) -> int:
-        """Close the socket after at most ``linger`` s; return the events it still held.
+        """Close the socket after at most ``linger`` s; return the events it may have lost.
 
-        The events returned were handed to ZeroMQ but not written to a connection when
-        the linger ran out, so ZeroMQ threw them away. A closed link never connects again.
+        0 when ZeroMQ wrote everything to the connection in time (exact); otherwise the
+        events of the last batches that ZeroMQ may still have held when the linger ran
+        out, an upper bound (the module's docstring says why). A closed link never
+        connects again.
         """
         self._closed = True
-        undelivered = 0
         sock = self._socket
-        if sock is not None:
-            deadline = time.monotonic() + linger
-            tracking = _tracking_alive()
-            if tracking:
-                self.wait_written(deadline)
-                undelivered = self.queued_events
-            # Nothing left: the rest of the linger lets the I/O thread finish a write.
-            rest = max(0.0, deadline - time.monotonic()) if not undelivered else 0.0
-            if self._handshake is not None:
-                self._handshake.close()  # what it learnt stays readable
-            sock.close(linger=int(rest * 1000))
-            self._socket = None
+        self._socket = None
+        if sock is None:
             self._terminate()
-            if not tracking and time.monotonic() >= deadline:
-                # Trackers cannot complete any more (pyzmq's tracking thread has stopped):
-                # the linger ran out, so count as unsent whatever had no completed tracker.
-                undelivered = self.queued_events
-            with self._in_flight_lock:
-                self._in_flight.clear()
-                self._untracked_events = 0
-        self._terminate()
-        return undelivered
+            return 0
+        deadline = time.monotonic() + linger
+        if self._handshake is not None:
+            self._handshake.close()  # what it learnt stays readable
+        sock.close(linger=int(linger * 1000))
+        self._terminate()  # returns once the socket has written everything or lingered
+        if time.monotonic() < deadline - _LINGER_MARGIN:
+            return 0
+        return sum(self._recent)
 
     def _terminate(self) -> None:
         if self._context is not None:
-            self._context.term()  # returns once the socket has sent or its linger ran out
+            self._context.term()
             self._context = None
-
-
-def _tracking_alive() -> bool:
-    """Whether pyzmq's thread that completes message trackers is (or can be) running."""
-    from zmq.utils.garbage import gc
-
-    return gc.is_alive() or not getattr(gc, "_stay_down", False)

@@ -3,10 +3,17 @@
 The calling thread only appends a tuple to a per-level ``deque`` (atomic under the GIL,
 and safe for any number of threads). A daemon thread wakes every ``interval`` seconds
 (sooner when a level's backlog passes ``wake_threshold``), drains the deques into
-batches, checks them, and sends them through the :class:`~zibrato.link.BrokerLink`.
-Whatever is not delivered is counted by reason in ``dropped`` and reported as the
-counter ``zibrato.publisher.dropped``; that includes what ZeroMQ still held when
-``close()``'s linger ran out (``linger_expired``), which is then no longer counted as sent.
+batches, has them checked (:mod:`zibrato.batching`), and sends them through the
+:class:`~zibrato.link.BrokerLink`. Whoever drives the link holds the publisher's lock:
+that thread, or a caller of :meth:`Publisher.flush` or :meth:`Publisher.close`.
+
+Every event recorded ends in exactly one count: ``sent_events``, ``filtered_events`` (no
+subscriber wanted its level), or ``dropped[reason]``; ``dropped`` is also reported as the
+counter ``zibrato.publisher.dropped``. :meth:`Publisher.close` is bounded in time
+(``linger`` to wait for the broker, plus :data:`CLOSE_GRACE` of CPU for encoding what is
+pending, on any machine load): what it could not hand to ZeroMQ by then is counted as
+``close_timeout``, and what ZeroMQ may still have held when the linger ran out as
+``linger_expired`` (an upper bound: see :mod:`zibrato.link`).
 """
 
 from __future__ import annotations
@@ -18,28 +25,29 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from math import isfinite
+from itertools import repeat, starmap
 from typing import Any, Protocol
 
 from zibrato import levels, lifecycle, protocol
 from zibrato.addresses import DEFAULT_FRONTEND
+from zibrato.batching import BatchChecker, on_the_wire
 from zibrato.link import BrokerLink
-from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
+from zibrato.protocol import COUNTER, Event
 
 log = logging.getLogger("zibrato")
 
 DROPPED_METRIC = "zibrato.publisher.dropped"
 DROPPED_LEVEL = "warning"
-# Kinds whose values of one batch travel as one event per series (a value list).
-_GROUPED_KINDS = frozenset((TIMER, DISTRIBUTION))
-_INF = float("inf")
-_NUMBER_TYPES = frozenset((int, float))
-_MAX_REMEMBERED = 10_000
 # How long a client waits for any broker before it says (once) that none answers.
 NO_BROKER_WARNING_AFTER = 3.0
 # What that warning tells a user to run; an adapter names its own command.
 DEFAULT_BROKER_HINT = "zibrato run"
+# Beyond close()'s linger (the wait for the broker): time to encode and hand to ZeroMQ
+# what is still buffered, however loaded the machine. After it, close() gives up.
+CLOSE_GRACE = 1.0
+# How long the publisher thread waits on a full ZeroMQ queue before it counts the batch
+# as lost (send_queue_full), in batch intervals. The application never waits for it.
+SEND_PATIENCE = 4
 
 
 class CaptureSink(Protocol):
@@ -73,13 +81,13 @@ class Publisher:
         interval: float = 0.05,
         linger: float = 0.25,
         startup_hold: float = 1.0,
-        sndhwm: int = 1000,
+        sndhwm: int = 100,
         curve: str | os.PathLike[str] | None = None,
         broker_hint: str = DEFAULT_BROKER_HINT,
     ) -> None:
         self.address = address
-        self.broker_hint = broker_hint  # how to start a broker, for the "no broker" warning
         self.curve = curve  # a CURVE keys directory (zibrato.security.curve); None: no CURVE
+        self.broker_hint = broker_hint  # how to start a broker, for the "no broker" warning
         self.source, self.tags = _publisher_defaults(source, tags)
         self.buffer_size = buffer_size
         self.batch_size = min(batch_size, protocol.MAX_EVENTS_PER_BATCH)
@@ -99,23 +107,30 @@ class Publisher:
         self._unpublished_drops: dict[str, int] = {}
         self._warned: set[str] = set()
         self._warned_no_broker = False
-        self._valid_names: set[str] = set()
-        self._valid_tags: set[tuple[tuple[str, str], ...]] = set()
-        self._lock = threading.Lock()  # guards the socket and the sequence numbers
-        self._drops_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._checker = BatchChecker(self._reject_in_hand)
+        self._closing = False  # close() has begun: the thread stops driving the link
         self._closed = False
-        self._abandoned = False
-        self._reset_process_state()
+        self._renew_process_state()
         lifecycle.track(self)
         self._start_thread()
 
     # -- process state, renewed in a forked child ---------------------------------
-    def _reset_process_state(self) -> None:
+    def _renew_process_state(self) -> None:
+        # Locks and events too: another thread of the parent may have held one at fork.
+        self._lock = threading.Lock()  # held by whoever drives the link
+        self._counts_lock = threading.Lock()  # counts that several threads update
+        self._wake = threading.Event()
         self._pid = os.getpid()
         self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
         self._seq = dict.fromkeys(levels.LEVELS, 0)
         self._sent_before = dict.fromkeys(levels.LEVELS, 0)
+        # Events taken off a queue by the thread and not yet counted anywhere; and whether
+        # close() gave up waiting and counted them (and the queues) itself.
+        self._in_hand = 0
+        self._abandoned = False
+        # Events of the batch in hand that the thread could not send before close() began:
+        # they go back to the front of their queue, for close() to send.
+        self._returned: list[Event] = []
         # A forked child never touches the parent's link: its I/O thread is gone.
         self._link = BrokerLink(
             self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold, curve=self.curve
@@ -128,14 +143,11 @@ class Publisher:
         # not touch the parent's socket, and gets a fresh lock, identity and thread.
         for queue in self.queues.values():
             queue.clear()
-        self._lock = threading.Lock()
-        self._drops_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._reset_process_state()
+        self._renew_process_state()
         # The child's counts start at zero: the parent's are the parent's to report.
         self.dropped, self._unpublished_drops = {}, {}
         self.sent_events = self.sent_batches = self.filtered_events = 0
-        if not self._closed:
+        if not self._closing:
             self._start_thread()
 
     def _start_thread(self) -> None:
@@ -145,7 +157,7 @@ class Publisher:
     # -- the calling side ----------------------------------------------------------
     def overflow(self, queue: deque[Event], event: Event) -> None:
         """Record ``event`` past the wake threshold: wake the sender, enforce the bound."""
-        if self._closed:
+        if self._closing:
             self.reject("closed", "recorded after close(); nothing sends it")
         elif len(queue) < self.buffer_size:
             queue.append(event)
@@ -156,147 +168,263 @@ class Publisher:
 
     def reject(self, reason: str, detail: str, count: int = 1, *, warn: bool = True) -> None:
         """Count events that were not recorded; log the first of each reason (if ``warn``)."""
-        with self._drops_lock:
-            self.dropped[reason] = self.dropped.get(reason, 0) + count
-            self._unpublished_drops[reason] = self._unpublished_drops.get(reason, 0) + count
-            first = warn and reason not in self._warned
-            if first:
-                self._warned.add(reason)
+        with self._counts_lock:
+            first = self._count_dropped(reason, count) and warn
         if first:
-            log.warning(
-                "zibrato: dropped a metric (%s): %s; further drops are counted "
-                "in %s and not logged",
-                reason,
-                detail,
-                DROPPED_METRIC,
-            )
+            self._log_first_drop(reason, detail)
+
+    def _count_dropped(self, reason: str, count: int) -> bool:
+        """Add to the drop counts (the counts lock is held); whether it is the first."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+        self._unpublished_drops[reason] = self._unpublished_drops.get(reason, 0) + count
+        if reason in self._warned:
+            return False
+        self._warned.add(reason)
+        return True
+
+    def _log_first_drop(self, reason: str, detail: str) -> None:
+        log.warning(
+            "zibrato: dropped a metric (%s): %s; further drops are counted in %s and not logged",
+            reason,
+            detail,
+            DROPPED_METRIC,
+        )
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything recorded so far; wait at most ``timeout`` s for a broker."""
-        if self._closed:
-            # Nothing sends after close(): count what was recorded since, do not reconnect.
-            pending = sum(len(queue) for queue in self.queues.values())
-            for queue in self.queues.values():
-                queue.clear()
-            if pending:
-                self.reject("closed", "recorded after close(); nothing sends it", pending)
+        if self._closing:
+            self._count_recorded_after_close()
             return
         self._drain(self.startup_hold if timeout is None else timeout)
 
-    @property
-    def queued_events(self) -> int:
-        """Events counted as sent that ZeroMQ has not written to the broker connection yet."""
-        return self._link.queued_events
+    def _count_recorded_after_close(self) -> None:
+        # Nothing sends after close(): count what was recorded since, do not reconnect.
+        pending = self._discard_queued()
+        if pending:
+            self.reject("closed", "recorded after close(); nothing sends it", pending)
+
+    def _discard_queued(self) -> int:
+        """Empty the queues and return how many events they held (one pop at a time: an
+        event appended meanwhile by another thread is counted too, never lost unseen)."""
+        discarded = 0
+        for queue in self.queues.values():
+            pop = queue.popleft
+            try:
+                while True:
+                    pop()
+                    discarded += 1
+            except IndexError:
+                pass
+        return discarded
+
+    def send_now(self, timeout: float) -> None:
+        """Send what is pending and wait until ZeroMQ has written it (at most ``timeout`` s).
+
+        The connection is closed to learn that (what ZeroMQ had not written in time is
+        counted as ``linger_expired``) and opened again by the next batch.
+        """
+        if self._closing or self._pid != os.getpid():
+            return
+        deadline = time.monotonic() + timeout
+        self._drain(timeout)
+        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._close_link(max(0.0, deadline - time.monotonic()))
+                self._link = BrokerLink(
+                    self.address,
+                    sndhwm=self.sndhwm,
+                    startup_hold=self.startup_hold,
+                    curve=self.curve,
+                )
+            finally:
+                self._lock.release()
 
     def close(self, linger: float | None = None) -> None:
         """Send what is pending with a bounded wait, then release the socket.
 
-        What ZeroMQ still holds when the linger runs out is thrown away: it moves from
-        ``sent_events`` to ``dropped["linger_expired"]`` and is logged once.
+        Returns within ``linger`` (the wait for the broker) plus :data:`CLOSE_GRACE`.
+        What could not be handed to ZeroMQ by then is counted as ``close_timeout``; what
+        ZeroMQ may still have held when the linger ran out, as ``linger_expired`` (both
+        leave ``sent_events``) and logged once.
         """
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True
+        linger = self.linger if linger is None else linger
         try:
-            self._close(self.linger if linger is None else linger)
+            if self._pid == os.getpid():
+                self._close(linger)
         finally:
+            self._closed = True
             lifecycle.forget(self)
 
-    def send_now(self, timeout: float) -> None:
-        """Send what is pending and wait until ZeroMQ has written it (at most ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        self.flush(timeout)
-        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            try:
-                self._link.wait_written(deadline)
-            finally:
-                self._lock.release()
-
     def _close(self, linger: float) -> None:
-        self._wake.set()
-        deadline = time.monotonic() + linger
-        self._drain(linger, final=True)
-        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            try:
-                self._close_link(max(0.0, deadline - time.monotonic()), linger)
-            finally:
-                self._lock.release()
-        else:
-            # The sender thread is busy: it closes the socket when it is done, unless it
-            # is already gone (then the lock is free again).
-            self._abandoned = True
-            thread = self._thread
-            if (thread is None or not thread.is_alive()) and self._lock.acquire(timeout=0.05):
-                try:
-                    self._close_link(0.0, linger)
-                finally:
-                    self._lock.release()
+        start = time.monotonic()
+        deadline, give_up = start + linger, start + linger + CLOSE_GRACE
+        self._wake.set()  # the thread sees _closing and lets go of the link
+        if not self._lock.acquire(timeout=give_up - start):
+            self._abandon(linger)
+            return
+        try:
+            self._drain_final(deadline, give_up)
+            self._send_final_marks()
+            self._close_link(max(0.0, deadline - time.monotonic()))
+        finally:
+            self._lock.release()
         self._warn_no_broker(closing=True)
 
-    def _close_link(self, wait: float, linger: float) -> None:
-        """Close the link (the lock is held); count what ZeroMQ still held as not sent."""
+    def _abandon(self, linger: float) -> None:
+        """Give up on a thread that keeps the link: count whatever it has not sent as lost."""
+        with self._counts_lock:
+            self._abandoned = True
+            pending = self._in_hand + len(self._returned) + self._discard_queued()
+            self._in_hand, self._returned = 0, []
+            first = pending > 0 and self._count_dropped("close_timeout", pending)
+        if first:
+            self._log_first_drop(
+                "close_timeout",
+                f"{pending} events were not handed to ZeroMQ within close()'s "
+                f"{linger:g} s linger and {CLOSE_GRACE:g} s of grace (a loaded machine?)",
+            )
+
+    def _close_link(self, wait: float) -> None:
+        """Close the link (the lock is held); count what ZeroMQ may have held as lost."""
         unsent = self._link.close(wait)
         if unsent:
             self.sent_events -= unsent
             self.reject(
                 "linger_expired",
-                f"{unsent} events were still queued in ZeroMQ for {self.address} when the "
-                f"{linger:g} s linger ran out (the broker is down, frozen or too slow)",
+                f"up to {unsent} events may have been still queued in ZeroMQ for "
+                f"{self.address} when the {wait:g} s linger ran out (the broker is down, "
+                "frozen or too slow)",
                 unsent,
             )
 
     # -- the background side -------------------------------------------------------
-    def _is_closed(self) -> bool:
-        return self._closed  # read through a call: close() flips it from another thread
+    def _is_closing(self) -> bool:
+        return self._closing  # read through a call: close() flips it from another thread
 
     def _run(self) -> None:
-        while True:
+        while not self._is_closing():
             self._wake.wait(self.interval)
             self._wake.clear()
-            if self._is_closed():
+            if self._is_closing():
                 break
+            if not self._lock.acquire(timeout=self.interval):
+                continue  # a caller is flushing: nothing left for this round
             try:
-                self._drain(0.0)
+                self._drain_locked(0.0, final=False, send_deadline=self._send_deadline())
             except Exception:  # never let the thread die: it is the only sender
                 log.exception("zibrato: publisher failed to send a batch")
+            finally:
+                self._lock.release()
         with self._lock:
             if self._abandoned:  # close() could not wait for us: the socket is ours to close
-                self._close_link(0.0, self.linger)
+                self._link.close(0.0)
 
-    def _drain(self, wait: float, final: bool = False) -> None:
+    def _send_deadline(self) -> float:
+        return time.monotonic() + SEND_PATIENCE * self.interval
+
+    def _drain(self, wait: float) -> None:
         """Send every pending event; wait up to ``wait`` s for the broker's subscriptions.
 
-        Unless ``final`` (close, or a capture starting), events recorded before the broker
-        has told us its subscriptions stay buffered for up to ``startup_hold``.
+        Events recorded before the broker has told us its subscriptions stay buffered for
+        up to ``startup_hold`` (``flush_all(release_held=True)`` sends them at once).
         """
         if self._pid != os.getpid():
             return  # a stale object in a child that was not reset: nothing of ours to send
         deadline = time.monotonic() + wait
         if not self._lock.acquire(timeout=wait if wait > 0 else -1):
             return
-        # How long a full ZeroMQ queue may hold us up: the linger when closing; on the
-        # background thread a few intervals (the application is never the one waiting).
-        send_deadline = deadline if final else time.monotonic() + 4 * self.interval
         try:
-            sink = _capture_sink
-            if sink is None and self._has_pending():
-                self._link.read_subscriptions(deadline)
-                if self._link.holding() and not final:
-                    return  # keep the events: the broker has not told us its subscribers yet
-            else:
-                self._link.poll_events()
-            for level, queue in self.queues.items():
-                while queue:
-                    events = _take(queue, self.batch_size)
-                    try:
-                        self._send(level, events, sink, final, send_deadline)
-                    except Exception as exc:  # never raise into flush()/close() callers
-                        self.reject("send_failed", f"{type(exc).__name__}: {exc}", len(events))
-            self._send_drop_report(sink)
-            if not final:
-                self._warn_no_broker(closing=False)
+            self._drain_locked(deadline, final=False, send_deadline=self._send_deadline())
         finally:
             self._lock.release()
+
+    def _drain_final(self, deadline: float, give_up: float) -> None:
+        """Send everything before closing (the lock is held); count what did not fit."""
+        self._drain_locked(deadline, final=True, send_deadline=deadline, stop_at=give_up)
+        pending = self._discard_queued()
+        if pending:
+            self.reject(
+                "close_timeout",
+                f"{pending} events could not be encoded and handed to ZeroMQ within "
+                f"close()'s linger and {CLOSE_GRACE:g} s of grace (a loaded machine?)",
+                pending,
+            )
+
+    def _drain_locked(
+        self,
+        wait_until: float,
+        *,
+        final: bool,
+        send_deadline: float,
+        stop_at: float | None = None,
+    ) -> None:
+        """Send every pending event (the lock is held).
+
+        Unless ``final`` (close, or a capture starting), events recorded before the broker
+        has told us its subscriptions stay buffered for up to ``startup_hold``. The thread
+        stops early, with the rest left queued, when close() begins; a final drain stops
+        at ``stop_at``.
+        """
+        sink = _capture_sink
+        if sink is None and self._has_pending():
+            self._link.read_subscriptions(wait_until)
+            if self._link.holding() and not final:
+                return  # keep the events: the broker has not told us its subscribers yet
+        else:
+            self._link.poll_events()
+        for level, queue in self.queues.items():
+            while queue:
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return
+                if not final and self._closing:
+                    return
+                with self._counts_lock:
+                    events = _take(queue, self.batch_size)
+                    self._in_hand += len(events)
+                try:
+                    self._send(level, events, sink, final, send_deadline)
+                except Exception as exc:  # never raise into flush()/close() callers
+                    self._reject_in_hand("send_failed", f"{type(exc).__name__}: {exc}", -1)
+                self._settle_in_hand(queue)
+        self._send_drop_report(sink)
+        if not final:
+            self._warn_no_broker(closing=False)
+
+    # -- accounting of the batch in hand ------------------------------------------
+    def _reject_in_hand(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count ``count`` events of the batch in hand as dropped (-1: all that is left)."""
+        with self._counts_lock:
+            if self._abandoned:
+                return  # close() counted them already
+            if count < 0:
+                count = self._in_hand
+            self._in_hand -= count
+            first = self._count_dropped(reason, count)
+        if first:
+            self._log_first_drop(reason, detail)
+
+    def _count_in_hand(self, sent: int = 0, filtered: int = 0, captured: int = 0) -> None:
+        """Move events of the batch in hand to their count (a capture's are not counted)."""
+        with self._counts_lock:
+            if self._abandoned:
+                return
+            self._in_hand -= sent + filtered + captured
+            self.sent_events += sent
+            self.sent_batches += 1 if sent else 0
+            self.filtered_events += filtered
+
+    def _settle_in_hand(self, queue: deque[Event]) -> None:
+        """Put back what the batch in hand could not send yet (close() takes it over)."""
+        with self._counts_lock:
+            returned, self._returned = self._returned, []
+            if self._abandoned:
+                return
+            if returned:
+                queue.extendleft(reversed(returned))
+            self._in_hand = 0
 
     def _warn_no_broker(self, *, closing: bool) -> None:
         """Say once that no broker answers, a few seconds in (or at close, if sooner)."""
@@ -326,76 +454,95 @@ class Publisher:
             return
         if DROPPED_LEVEL not in self._link.subscribed:
             return
-        with self._drops_lock:
+        with self._counts_lock:
             report, self._unpublished_drops = self._unpublished_drops, {}
+            self._in_hand += len(report)
         events: list[Event] = [
             (COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
             for reason, count in report.items()
         ]
-        self._send(DROPPED_LEVEL, events, sink)
+        self._send(DROPPED_LEVEL, events, sink, True, self._send_deadline())
+        self._settle_in_hand(deque())
 
     def _send(
         self,
         level: str,
         events: list[Event],
         sink: CaptureSink | None,
-        final: bool = False,
-        send_deadline: float = 0.0,
+        final: bool,
+        send_deadline: float,
     ) -> None:
-        events, wire = self._checked(events)
+        """Send one batch (its events are in hand) or count why it is not sent."""
+        events, wire = self._checker.checked(events)
         if not events:
             return
         link = self._link
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
+            self._count_in_hand(captured=len(events))
         elif level in link.subscribed:
-            self._send_frames(level, events, send_deadline, wire)
+            self._send_frames(level, events, send_deadline, final, wire)
         elif (refusal := link.refusal()) is not None:
-            self.reject(*refusal, len(events))  # CURVE: the broker turned us down
+            self._reject_in_hand(*refusal, len(events))  # CURVE: the broker turned us down
         elif link.error is not None:
-            self.reject("invalid_address", link.error, len(events))
+            self._reject_in_hand("invalid_address", link.error, len(events))
         elif not link.ever_subscribed and not link.handshakes:
             # No broker has ever answered (the startup hold is over): the events are lost.
-            self.reject(
-                "no_broker", f"no broker answered at {self.address}", len(events), warn=False
-            )
+            with self._counts_lock:
+                if not self._abandoned:
+                    self._in_hand -= len(events)
+                    self._count_dropped("no_broker", len(events))
         else:
-            self.filtered_events += len(events)
             if level in self._link.ever_subscribed:
                 # The broker or its subscribers went away: these events are lost on the
                 # way, so advance the count that lets a returning subscriber see the gap.
                 self._sent_before[level] += len(events)
+            self._count_in_hand(filtered=len(events))
 
     def _send_frames(
         self,
         level: str,
         events: Sequence[Event],
         deadline: float,
+        final: bool,
         wire: Sequence[Event] | None = None,
     ) -> None:
         """Send ``events`` (checked) as one batch, in their ``wire`` form (value lists)."""
         try:
-            frames = self._encode(level, _on_the_wire(events) if wire is None else wire)
+            frames = self._encode(level, on_the_wire(events) if wire is None else wire)
         except (OverflowError, TypeError, ValueError):
             # Something the quick check let through (a huge integer, say): check fully.
-            events = self._drop_invalid(events)
-            if not events:
+            kept = self._checker.drop_invalid(events)
+            if not kept:
                 return
-            frames = self._encode(level, _on_the_wire(events))
+            events, frames = kept, self._encode(level, on_the_wire(kept))
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
-            self._send_frames(level, events[:half], deadline)
-            self._send_frames(level, events[half:], deadline)
+            self._send_frames(level, events[:half], deadline, final)
+            self._send_frames(level, events[half:], deadline, final)
             return
-        if not self._link.send(frames, len(events), deadline):
-            self.reject(
-                "send_queue_full", "the ZeroMQ send queue to the broker is full", len(events)
-            )
-            return
+        while not self._link.send(frames, len(events)):
+            if not final and self._closing:
+                self._returned.extend(events)  # close() sends them
+                return
+            if time.monotonic() >= deadline:
+                self._reject_in_hand(
+                    "send_queue_full",
+                    "the ZeroMQ send queue to the broker is full",
+                    len(events),
+                )
+                return
+            time.sleep(0.002)
         self._seq[level] += 1
         self._sent_before[level] += len(events)
-        self.sent_batches += 1
-        self.sent_events += len(events)
+        self._count_in_hand(sent=len(events))
+
+    def _send_final_marks(self) -> None:
+        """Send each level's final count as an empty batch (the lock is held): a backend
+        that receives it knows exactly how many of our events it missed, to the last."""
+        for level, seq in self._seq.items():
+            if seq and level in self._link.subscribed:
+                self._link.send(self._encode(level, []), 0)
 
     def _encode(self, level: str, events: Sequence[Event]) -> list[bytes]:
         return protocol.encode(
@@ -408,83 +555,6 @@ class Publisher:
             self.tags,
             events,
         )
-
-    def _checked(self, events: list[Event]) -> tuple[list[Event], list[Event]]:
-        """Return ``events`` without the invalid ones (each counted and logged once), and
-        their wire form: each timer's and distribution's values in one event per series.
-
-        Runs on the publisher thread, off the calling thread. Names and tag sets already
-        seen valid are remembered, so the common case costs a few lookups per series and
-        one per event.
-        """
-        wire = self._wire_if_known_valid(events)
-        if wire is not None:
-            return events, wire
-        events = self._drop_invalid(events)
-        return events, _on_the_wire(events)
-
-    def _drop_invalid(self, events: Sequence[Event]) -> list[Event]:
-        good = []
-        for event in events:
-            tags = event[4]
-            if tags is not None and not isinstance(tags, dict) and isinstance(tags, Mapping):
-                # any mapping will do; msgpack wants a dict
-                event = (*event[:4], dict(tags), *event[5:])
-            if type(event[2]) is timedelta and event[0] == TIMER:
-                event = (event[0], event[1], event[2].total_seconds(), *event[3:])
-            reason = protocol.check_event(event)
-            if reason is None and event[0] == TIMER and event[2] < 0:
-                reason = "negative_duration"
-            if reason is None:
-                good.append(event)
-                self._remember_valid(event)
-            else:
-                self.reject(reason, f"{event[1]!r} = {event[2]!r}"[:200])
-        return good
-
-    def _wire_if_known_valid(self, events: list[Event]) -> list[Event] | None:
-        """Return the wire form of ``events`` if every one is known valid, else None.
-
-        Known valid: its name, source and tags were seen valid before, and its value is a
-        finite number (a timer's never negative). Grouped into value lists first, so that
-        a timer's or distribution's name and tags are looked up once per series and batch.
-        """
-        names, tag_sets = self._valid_names, self._valid_tags
-        # The same few dict objects are usually passed call after call (a web adapter's
-        # cached tags alternate): check each once per batch, which holds them alive.
-        checked_tags: set[int] = set()
-        try:
-            wire = _grouped(events)
-            for kind, name, value, source, tags in wire:  # sampled: six fields, checked fully
-                if type(value) is list:  # a series' values (in C: map and set)
-                    if not _NUMBER_TYPES.issuperset(map(type, value)) or not all(
-                        map(isfinite, value)
-                    ):
-                        return None
-                    # Checked here, on this thread, so that timing() costs its caller nothing.
-                    if kind == TIMER and min(value) < 0:
-                        return None
-                elif not ((type(value) is int or type(value) is float) and -_INF < value < _INF):
-                    return None
-                if name not in names or (source is not None and source not in names):
-                    return None
-                if tags is not None and id(tags) not in checked_tags:
-                    if _tags_key(tags) not in tag_sets:
-                        return None
-                    checked_tags.add(id(tags))
-        except (TypeError, AttributeError, ValueError, IndexError, KeyError, OverflowError):
-            return None  # unhashable, not a mapping, sampled, a huge integer
-        return _collapsed(wire)
-
-    def _remember_valid(self, event: Event) -> None:
-        if len(self._valid_names) > _MAX_REMEMBERED or len(self._valid_tags) > _MAX_REMEMBERED:
-            self._valid_names.clear()  # bounded memory even when names are unbounded
-            self._valid_tags.clear()
-        self._valid_names.add(event[1])
-        if event[3] is not None:
-            self._valid_names.add(event[3])
-        if event[4] is not None:
-            self._valid_tags.add(_tags_key(event[4]))
 
 
 def _publisher_defaults(
@@ -509,52 +579,9 @@ def _publisher_defaults(
     return source, clean or None
 
 
-def _tags_key(tags: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(tags.items())
-
-
-def _on_the_wire(events: Sequence[Event]) -> list[Event]:
-    """Return checked ``events`` with each timer's and distribution's values of the batch in
-    one event per series (kind, name, source, tags object), as :func:`protocol.decode`
-    expands them again. Other events, and sampled ones, go as they are.
-    """
-    return _collapsed(_grouped(events))
-
-
-def _grouped(events: Sequence[Event]) -> list[Event]:
-    """Return ``events`` with each timer's and distribution's values in a list per series
-    (a list even for one value, so that a value that is itself a list stays an error)."""
-    wire: list[Event] = []
-    series: dict[tuple[Any, ...], list[Any]] = {}
-    for event in events:
-        if len(event) == 5:
-            kind, name, value, source, tags = event
-            if kind in _GROUPED_KINDS:
-                key = (kind, name, source, id(tags))
-                values = series.get(key)
-                if values is not None:
-                    values.append(value)
-                else:
-                    series[key] = values = [value]
-                    wire.append((kind, name, values, source, tags))
-                continue
-        wire.append(event)
-    return wire
-
-
-def _collapsed(wire: list[Event]) -> list[Event]:
-    """Return ``wire`` with each series of one value sent as a plain event."""
-    return [
-        (event[0], event[1], event[2][0], event[3], event[4])
-        if len(event) == 5 and type(event[2]) is list and len(event[2]) == 1
-        else event
-        for event in wire
-    ]
-
-
 def _take(queue: deque[Event], count: int) -> list[Event]:
-    pop = queue.popleft
-    return [pop() for _ in range(min(count, len(queue)))]
+    """Pop up to ``count`` events off the left of ``queue`` (in C: no loop in Python)."""
+    return list(starmap(queue.popleft, repeat((), min(count, len(queue)))))
 
 
 # -- process-wide plumbing ---------------------------------------------------------
@@ -575,4 +602,15 @@ def flush_all(timeout: float = 0.0, *, release_held: bool = False) -> None:
     ``release_held`` also sends (or counts) events held while waiting for a broker.
     """
     for publisher in list(_live):
-        publisher._drain(timeout, final=release_held)
+        if publisher._closing or publisher._pid != os.getpid():
+            continue
+        if not publisher._lock.acquire(timeout=timeout if timeout > 0 else -1):
+            continue
+        try:
+            publisher._drain_locked(
+                time.monotonic() + timeout,
+                final=release_held,
+                send_deadline=publisher._send_deadline(),
+            )
+        finally:
+            publisher._lock.release()

@@ -45,6 +45,9 @@ class LossTracker:
         self._expected[key] = (batch.seq + 1, batch.sent_before + len(batch.events))
         if len(self._expected) > self.max_publishers:
             self._expected.popitem(last=False)  # the publisher heard from least recently
+        if not batch.events:
+            # A publisher's last batch on this level (it closed): nothing more to expect.
+            del self._expected[key]
         if expected is None:
             return 0
         next_seq, next_sent_before = expected

@@ -125,3 +125,49 @@ def test_a_forked_childs_stats_start_at_zero(new_client, dead_address):
     finally:
         os.close(read)
     assert z.stats()["dropped"] == {"invalid_level": 1}  # the parent keeps its own
+
+
+def test_a_fork_while_another_thread_holds_pyzmqs_tracking_lock_does_not_hang(
+    broker, subscribe, new_client
+):
+    """A child once hung for good in close(): the parent's publisher thread was inside
+    pyzmq's zero-copy tracking (``zmq.utils.garbage.gc``) when another thread forked, and
+    the child inherited that lock held. Nothing of Zibrato's may depend on it."""
+    import threading
+
+    from zmq.utils.garbage import gc
+
+    collector = subscribe()
+    z = new_client(publish=broker.frontend)
+    z.incr("parent.connected")
+    z.flush()
+    collector.wait_names("parent.connected")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gc._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                record_in_child(z)
+                z.close()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join(5)
+    assert wait_child(pid, timeout=10) == 0
+    collector.wait_for(
+        lambda got: len(collector.named("child.event")) == CHILD_EVENTS,
+        "the child's events",
+        timeout=5,
+    )

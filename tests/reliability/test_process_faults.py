@@ -204,17 +204,25 @@ def test_r5_exits_with_the_broker_gone_frozen_or_not_a_broker(fault, dead_addres
             assert stats["dropped"] == {"no_broker": recorded}
         else:
             assert stats["dropped"].get("linger_expired", 0) > 0, stats
-            # What the application counted as sent did arrive; what it counted lost is at
-            # most the batches ZeroMQ was writing (two at most) more than what did not.
+            # What the application counted as sent did arrive; every event that did not
+            # arrive is counted lost. Some counted lost may have arrived (what the kernel
+            # buffered for a frozen broker): an upper bound, docs/reliability.md.
             assert received >= stats["sent_events"]
-            assert 0 <= received + dropped - recorded <= 2 * 2048, (received, stats)
+            assert received + dropped >= recorded, (received, stats)
             arrived.append(received)
         durations.append(seconds)
         lost.append(dropped)
     report(
         f"R5 {runs} exits, {fault}: exit {min(durations):.3f}-{max(durations):.3f} s after "
         f"the last call (linger {LINGER} s); counted lost per exit {min(lost)}-{max(lost)} "
-        f"of {events}" + (f"; received {min(arrived)}-{max(arrived)}" if arrived else "")
+        f"of {events}"
+        + (f"; received {min(arrived)}-{max(arrived)}" if arrived else "")
+        + (
+            f"; counted lost but arrived {min(over)}-{max(over)}"
+            if arrived
+            and (over := [a + d - events - 1 for a, d in zip(arrived, lost, strict=True)])
+            else ""
+        )
     )
     assert max(durations) <= LINGER + 1.5  # measured above; the bar is linger + 0.2 s
 
