@@ -28,7 +28,7 @@ from typing import Any
 
 LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on Linux >= 5.4)
 DEFAULT_MAX_CONNECTIONS = 32
-DEFAULT_MAX_WAITING = 128
+DEFAULT_MAX_WAITING = 512  # sockets held: with the threads', under a 1 024 descriptor limit
 BUSY_BODY = b"busy: every connection of this server is taken; try again shortly\n"
 BUSY_ANSWER = (
     b"HTTP/1.0 503 Service Unavailable\r\n"
