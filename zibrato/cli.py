@@ -93,11 +93,20 @@ def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix
             group.add_argument(
                 flag,
                 dest=dest,
-                type=option.type,
+                type=_option_type(option.type),
                 default=option.default,
                 choices=option.choices,
+                # Not the prefixed name: --prometheus-listen HOST:PORT, not PROMETHEUS_LISTEN.
+                metavar=option.metavar or (None if option.choices else option.dest.upper()),
                 help=option.help,
             )
+
+
+def _option_type(convert: Any) -> Any:
+    """A backend's own parser (not int, float, str) says in its error what is wrong."""
+    if convert in (int, float, str):
+        return convert
+    return _argument_type(convert, getattr(convert, "__name__", "value"))
 
 
 def backend_spec(
@@ -168,24 +177,46 @@ def backend_parser(rest: Sequence[str]) -> tuple[argparse.ArgumentParser, type[B
     kinds = argparse.ArgumentParser(add_help=False)
     kinds.add_argument("kind", nargs="?")
     kind = kinds.parse_known_args(rest)[0].kind
-    parser = Parser(
-        prog=f"{COMMAND} backend {kind or 'KIND'}",
-        description="Subscribe to the broker, aggregate per flush interval, and send each "
-        f"rollup to a target. KIND: {', '.join(backends.BUILTIN)}, or package.module:Class.",
-    )
-    parser.add_argument("kind", metavar="KIND")
+    cls = None
+    if kind and not kind.startswith("-"):
+        cls = load_kind(kind, Parser(prog=f"{COMMAND} backend"))
+    choices = f"{', '.join(backends.BUILTIN)}, or package.module:Class"
+    if cls is None:
+        parser = Parser(
+            prog=f"{COMMAND} backend",
+            usage=f"{COMMAND} backend KIND [options]",
+            description="Subscribe to the broker, aggregate per flush interval, and send each "
+            "rollup to one backend KIND.",
+            epilog=f"`{COMMAND} backend KIND --help` adds the options of that kind.",
+        )
+        parser.add_argument("kind", metavar="KIND", help=f"the backend to run: {choices}")
+    else:
+        # KIND is part of the command shown (prog), so it is not listed again as an argument.
+        parser = Parser(
+            prog=f"{COMMAND} backend {kind}",
+            description=f"{_summary(cls)} Subscribe to the broker, aggregate per flush "
+            f"interval, and hand each rollup to the {cls.kind} backend. "
+            f"`{COMMAND} backend --help` lists the other kinds.",
+        )
+        parser.add_argument("kind", help=argparse.SUPPRESS)
     parser.add_argument(
         "--connect",
         type=endpoint_arg,
         default=DEFAULT_BACKEND,
+        metavar="ADDR",
         help="the broker's backend address (default: %(default)s)",
     )
     add_aggregation_arguments(parser)
     add_curve_argument(parser, "authenticate to a CURVE broker with the keys in DIR")
-    cls = load_kind(kind, parser) if kind and not kind.startswith("-") else None
     if cls is not None:
         add_kind_options(parser, cls, "")
     return parser, cls
+
+
+def _summary(cls: type[Backend]) -> str:
+    """The first line of a backend class's docstring, without reST markup."""
+    lines = (cls.__doc__ or "").strip().splitlines()
+    return lines[0].replace("``", "") if lines else ""
 
 
 def run_backend(args: argparse.Namespace) -> int:
@@ -260,12 +291,14 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, backend_flag: str) 
         "--frontend",
         type=bind_endpoint_arg,
         default=DEFAULT_FRONTEND,
+        metavar="ADDR",
         help="where publishers connect (default: %(default)s)",
     )
     parser.add_argument(
         backend_flag,
         type=bind_endpoint_arg,
         default=DEFAULT_BACKEND,
+        metavar="ADDR",
         help="where subscribers and backends connect (default: %(default)s)",
     )
     add_curve_argument(
@@ -315,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect",
         type=endpoint_arg,
         default=DEFAULT_BACKEND,
+        metavar="ADDR",
         help="the broker's backend address (default: %(default)s)",
     )
     add_level_argument(tail_parser, "lowest level to show")

@@ -1,5 +1,6 @@
-"""Helpers the dashboard tests share: what a web framework records per request, reading the
-JSON API over real HTTP, and waiting for it with a deadline.
+"""Helpers the dashboard tests share: what a web framework records per request (published,
+or as raw events emitted straight into a dashboard), reading the JSON API over real HTTP,
+and waiting for it with a deadline.
 
 Imported by the test modules (``from dashboard_support import ...``).
 """
@@ -7,13 +8,14 @@ Imported by the test modules (``from dashboard_support import ...``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 from zibrato import Zibrato
+from zibrato.aggregation import Aggregator, Rollup
 from zibrato.backends.dashboard import DashboardBackend
 
 REQUEST = "http.server.request.duration"
@@ -22,6 +24,36 @@ QUERIES = "db.client.request.queries"
 DUPLICATES = "db.client.request.duplicates"
 DB_TIME = "db.client.request.duration"
 WAIT = 15.0
+Event = tuple[int, str, float | str, str | None, dict[str, str]]
+
+
+def request_events(
+    route: str,
+    seconds: float,
+    *,
+    status: str = "200",
+    view: float | None = None,
+    queries: int | None = None,
+    duplicates: int = 0,
+) -> list[Event]:
+    """The raw events one request leaves (kind 3: timer, 4: distribution)."""
+    tags = {"http.route": route, "http.request.method": "GET", "http.response.status_code": status}
+    events: list[Event] = [(3, REQUEST, seconds, None, tags)]
+    if view is not None:
+        events.append((3, VIEW, view, None, {"http.route": route, "http.request.method": "GET"}))
+    if queries is not None:
+        events.append((4, QUERIES, queries, None, {"http.route": route, "db.namespace": "default"}))
+        events.append((4, DUPLICATES, duplicates, None, {"http.route": route}))
+    return events
+
+
+def emit(backend: DashboardBackend, ts: float, interval: float, events: Iterable[Event]) -> Rollup:
+    """Aggregate ``events`` as one flush ending at ``ts`` and store it in ``backend``."""
+    aggregator = Aggregator()
+    aggregator.add_events(list(events))
+    rollup = aggregator.rollup(now=ts, interval=interval)
+    backend.emit(rollup)
+    return rollup
 
 
 def record_request(

@@ -4,60 +4,29 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from dashboard_support import (
-    DUPLICATES,
-    QUERIES,
     REQUEST,
-    VIEW,
     LiveSite,
+    emit,
     get_json,
     record_request,
+    request_events,
     routes_by_name,
     wait_for,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zibrato.aggregation import Aggregator, Rollup
 from zibrato.backends import BackendConfigError, build
 from zibrato.backends.dashboard import DashboardBackend
 
 NOW = time.time()
-Event = tuple[int, str, float | str, None, dict[str, str]]
-
-
-def request_events(
-    route: str,
-    seconds: float,
-    *,
-    status: str = "200",
-    view: float | None = None,
-    queries: int | None = None,
-    duplicates: int = 0,
-) -> list[Event]:
-    """The raw events one request leaves (kind 3: timer, 4: distribution)."""
-    tags = {"http.route": route, "http.request.method": "GET", "http.response.status_code": status}
-    events: list[Event] = [(3, REQUEST, seconds, None, tags)]
-    if view is not None:
-        events.append((3, VIEW, view, None, {"http.route": route, "http.request.method": "GET"}))
-    if queries is not None:
-        events.append((4, QUERIES, queries, None, {"http.route": route, "db.namespace": "default"}))
-        events.append((4, DUPLICATES, duplicates, None, {"http.route": route}))
-    return events
-
-
-def emit(backend: DashboardBackend, ts: float, interval: float, events: Iterable[Event]) -> Rollup:
-    aggregator = Aggregator()
-    aggregator.add_events(list(events))
-    rollup = aggregator.rollup(now=ts, interval=interval)
-    backend.emit(rollup)
-    return rollup
 
 
 @pytest.fixture
@@ -165,6 +134,31 @@ def test_health_totals_and_lines(shop: DashboardBackend) -> None:
     assert answer["totals"]["publisher_dropped"] == 7
     assert answer["lines"]["publisher_dropped"] == [0, 0, 0, 0.7]
     assert answer["history"]["series"] > 0 and answer["history"]["bytes"] > 0
+    assert answer["drops"] == [{"by": "publisher", "reason": "buffer_full", "count": 7}]
+
+
+def test_health_says_why_events_were_dropped_the_most_first(shop: DashboardBackend) -> None:
+    dropped = "zibrato.publisher.dropped"
+    emit(
+        shop,
+        NOW + 10,
+        10.0,
+        [
+            (0, dropped, 2, "web-1", {"reason": "no_broker"}),
+            (0, dropped, 3, "web-2", {"reason": "no_broker"}),  # sources together
+            (0, dropped, 1, "web-1", {"reason": "invalid_value"}),
+            (0, "zibrato.backend.dropped_series", 4, None, {"backend": "dashboard"}),
+            (0, "zibrato.backend.history_failed_points", 0, None, {"backend": "dashboard"}),
+        ],
+    )
+    answer = get_json(shop, "/api/health", window=300, end=NOW + 10)
+    assert answer["drops"] == [
+        {"by": "publisher", "reason": "no_broker", "count": 5},
+        {"by": "dashboard", "reason": "dropped_series", "count": 4},
+        {"by": "publisher", "reason": "invalid_value", "count": 1},
+    ]
+    before = get_json(shop, "/api/health", window=300, end=NOW)  # the window decides
+    assert before["drops"] == []
 
 
 @pytest.mark.parametrize(
@@ -172,7 +166,11 @@ def test_health_totals_and_lines(shop: DashboardBackend) -> None:
     [
         ("/api/routes", {"window": "soon"}, "window must be a number"),
         ("/api/routes", {"window": "0"}, "window must be between"),
-        ("/api/routes", {"window": "nan"}, "window must be between"),
+        ("/api/routes", {"window": "nan"}, "window must be a number"),
+        ("/api/routes", {"window": "inf"}, "window must be a number"),
+        ("/api/routes", {"window": "\u0663\u0660"}, "window must be a number"),  # Arabic 30
+        ("/api/routes", {"window": "\u00b2"}, "window must be a number"),
+        ("/api/routes", {"window": "1_000"}, "window must be a number"),
         ("/api/health", {"end": "1e308"}, "end must be between"),
         ("/api/route", {}, "name a route"),
         ("/api/series", {}, "name a metric"),

@@ -240,3 +240,37 @@ def test_an_empty_dashboard_says_so(
     assert page.is_visible("#routes-empty")
     assert "waiting for the first flush" in page.text_content("#status-text")
     browser_page.assert_clean()
+
+
+def test_the_dropped_card_says_why(site: LiveSite, browser_page: WatchedPage) -> None:
+    """Events a publisher refuses are counted by reason; the red card names the reasons."""
+    z = site.client
+    record_request(z, "/products/", 0.03, view=0.02, queries=3)
+    for _ in range(3):
+        z.incr("orders.placed", float("nan"))  # refused by the publisher: invalid_value
+    z.timing("orders.load", -1.0)  # negative_duration
+    z.flush(timeout=5)
+    wait_for(
+        lambda: site.api("/api/health", window=600)["drops"],
+        lambda drops: {d["reason"] for d in drops} >= {"invalid_value", "negative_duration"},
+        "the drops in the API",
+    )
+    page = browser_page.page
+    page.goto(site.dashboard.url)
+    browser_page.wait_until(
+        "() => document.querySelectorAll('#drop-reasons li').length >= 2", "the drop reasons"
+    )
+    reasons = page.eval_on_selector_all(
+        "#drop-reasons li",
+        "items => items.map(li => [...li.children].map(span => span.textContent))",
+    )
+    assert reasons[:2] == [
+        ["3", "invalid_value", "publishers"],
+        ["1", "negative_duration", "publishers"],
+    ]
+    assert page.eval_on_selector("#card-dropped .card-value", "c => c.textContent") == "4"
+    assert page.eval_on_selector("#card-dropped", "c => c.classList.contains('alert')")
+    assert not page.is_visible("#card-dropped .card-note")  # the reasons replace the note
+    title = page.eval_on_selector("#drop-reasons li", "li => li.title")
+    assert title == "zibrato.publisher.dropped{reason=invalid_value}"
+    browser_page.assert_clean()

@@ -4,7 +4,8 @@
   holds at each of its flushes;
 * :class:`CarbonCache` - Debian's carbon-cache writing whisper files under a temp dir,
   read back with the ``whisper`` module;
-* :class:`Prometheus` - Debian's Prometheus scraping one target, asked over its HTTP API.
+* :class:`Prometheus` - Debian's Prometheus scraping one target (directly, and by other
+  names through it as a proxy), asked over its HTTP API.
 
 ``make test`` puts them in the venv (``.ci/get-servers``). Each listens on loopback ports
 of its own (the OS picks a free port; where a server needs a port number up front, a port
@@ -269,21 +270,40 @@ scrape_configs:
     static_configs:
       - targets: ["{target}"]
 """
+# A job that reaches its targets through an HTTP proxy: Prometheus then names the target
+# host in the request (``GET http://NAME:PORT/metrics``, ``Host: NAME:PORT``) and connects
+# to the proxy, so a server on loopback can be scraped "by a DNS name" that no resolver
+# knows.
+PROMETHEUS_PROXIED_JOB = """\
+  - job_name: {job}
+    proxy_url: "http://{proxy}"
+    static_configs:
+      - targets: ["{target}"]
+"""
 
 
 class Prometheus:
     """Prometheus scraping ``target`` (host:port serving /metrics) every second."""
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, target: str, proxied: dict[str, str] | None = None) -> None:
+        """``proxied``: more jobs, ``{job name: NAME:PORT}``, each scraped through the
+        HTTP proxy ``target`` (see ``PROMETHEUS_PROXIED_JOB``)."""
         self.workdir = workdir
         self.target = target
+        self.proxied = dict(proxied or {})
         self.url = ""
         self.process: ServerProcess | None = None
 
     def start(self) -> Prometheus:
         binary = require(PROMETHEUS)
         config = self.workdir / "prometheus.yml"
-        config.write_text(PROMETHEUS_CONFIG.format(target=self.target))
+        config.write_text(
+            PROMETHEUS_CONFIG.format(target=self.target)
+            + "".join(
+                PROMETHEUS_PROXIED_JOB.format(job=job, proxy=self.target, target=target)
+                for job, target in self.proxied.items()
+            )
+        )
         self.process = ServerProcess(
             [
                 str(binary),
@@ -317,6 +337,13 @@ class Prometheus:
             )
             for r in body["data"]["result"]
         }
+
+    def targets(self) -> dict[str, dict[str, Any]]:
+        """Return the active targets by job name (``health``, ``lastError``...)."""
+        reply = requests.get(f"{self.url}/api/v1/targets", timeout=10)
+        body = reply.json()
+        assert body["status"] == "success", body
+        return {t["labels"]["job"]: t for t in body["data"]["activeTargets"]}
 
     def wait_query(
         self,

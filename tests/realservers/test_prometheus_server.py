@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 from real_servers import Prometheus
-from server_process import PROMETHEUS, require, wait_received
+from server_process import PROMETHEUS, require, wait_received, wait_until
 
 from zibrato.backends.prometheus import PrometheusBackend
 
@@ -72,3 +72,46 @@ def test_a_real_scrape_holds_exact_totals_from_three_processes(
         check=False,
     )
     assert result.returncode == 0 and not result.stdout + result.stderr, result
+
+
+def test_a_real_prometheus_scrapes_by_address_and_by_an_allowed_name_only(
+    broker: Any, started: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The Host check against DNS rebinding lets Prometheus in by address or listed name.
+
+    One Prometheus, three jobs: by address (127.0.0.1:PORT), and by two names it cannot
+    resolve, sent through the backend itself as an HTTP proxy so that the request carries
+    the name: ``metrics.example`` (listed in allowed-hosts) and ``rebound.example`` (not).
+    """
+    backend = started(
+        PrometheusBackend(
+            connect=broker.backend,
+            listen="127.0.0.1:0",
+            flush_interval=0.5,
+            allowed_hosts=["metrics.example"],
+        ),
+        broker.frontend,
+    )
+    prometheus = Prometheus(
+        tmp_path,
+        target=f"127.0.0.1:{backend.port}",
+        proxied={"by_name": "metrics.example:9102", "rebound": "rebound.example:9102"},
+    ).start()
+    try:
+        by_job = {(("job", "zibrato"),): 1, (("job", "by_name"),): 1, (("job", "rebound"),): 0}
+        prometheus.wait_query("sum by (job) (up)", by_job)
+        targets = prometheus.targets()
+        assert targets["by_name"]["health"] == "up"
+        assert targets["rebound"]["health"] == "down"
+        assert "server returned HTTP status 403 Forbidden" in targets["rebound"]["lastError"]
+        # Scraped by name, the series are all there; the refusals are counted in them.
+        labels = (("backend", "prometheus"), ("instance", "metrics.example:9102"))
+        prometheus.wait_query(
+            'zibrato_backend_healthy{job="by_name"}', {(*labels, ("job", "by_name")): 1}
+        )
+        wait_until(
+            lambda: prometheus.query('zibrato_backend_http_host_refusals_total{job="by_name"} > 0'),
+            "the refusals counted in the backend's health",
+        )
+    finally:
+        prometheus.stop()

@@ -57,6 +57,7 @@ class Option:
     default: Any = None
     choices: Sequence[Any] | None = None
     flag: bool = False  # a store_true switch
+    metavar: str | None = None  # the value's name in --help (default: NAME in capitals)
 
     @property
     def dest(self) -> str:

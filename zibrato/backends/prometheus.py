@@ -41,6 +41,7 @@ from typing import ClassVar, Unpack
 
 from zibrato.aggregation import HEALTH_PREFIX, HEALTH_SERIES_RESERVE, Rollup, Series, SeriesType
 from zibrato.backends.base import Backend, BackendOptions, Option
+from zibrato.backends.toolkit import allowed_hosts as hosts
 from zibrato.backends.toolkit.httpserver import HttpServer, Request, Response
 
 DEFAULT_LISTEN = "127.0.0.1:9102"
@@ -72,10 +73,13 @@ def bucket_list(spec: str | Iterable[float]) -> tuple[float, ...]:
     (0.5, 1.0)
     """
     parts = spec.split(",") if isinstance(spec, str) else spec
-    bounds = {float(part) for part in parts if not isinstance(part, str) or part.strip()}
+    try:
+        bounds = {float(part) for part in parts if not isinstance(part, str) or part.strip()}
+    except (TypeError, ValueError):
+        bounds = {math.nan}
     bounds.discard(math.inf)  # +Inf is always added
     if not bounds or not all(math.isfinite(bound) for bound in bounds):
-        raise ValueError("buckets must be finite numbers separated by commas")
+        raise ValueError(f"buckets must be finite numbers separated by commas, not {spec!r}")
     return tuple(sorted(bounds))
 
 
@@ -186,20 +190,24 @@ class PrometheusBackend(Backend):
     options: ClassVar[tuple[Option, ...]] = (
         Option(
             "listen",
-            "HOST:PORT to serve /metrics on (default: %(default)s)",
+            "where to serve /metrics (default: %(default)s)",
             default=DEFAULT_LISTEN,
+            metavar="HOST:PORT",
         ),
+        Option("allowed-hosts", hosts.OPTION_HELP, hosts.parse_allowed_hosts, metavar="NAMES"),
         Option(
             "buckets",
             "timer histogram bounds in seconds, comma-separated (default: %(default)s)",
             bucket_list,
             DEFAULT_BUCKETS,
+            metavar="BOUNDS",
         ),
         Option(
             "distribution-buckets",
             "distribution histogram bounds, comma-separated (default: %(default)s)",
             bucket_list,
             DEFAULT_DISTRIBUTION_BUCKETS,
+            metavar="BOUNDS",
         ),
     )
 
@@ -207,6 +215,7 @@ class PrometheusBackend(Backend):
         self,
         *,
         listen: str = DEFAULT_LISTEN,
+        allowed_hosts: str | Iterable[str] | None = None,
         buckets: str | Iterable[float] = DEFAULT_BUCKETS,
         distribution_buckets: str | Iterable[float] = DEFAULT_DISTRIBUTION_BUCKETS,
         **common: Unpack[BackendOptions],
@@ -216,6 +225,7 @@ class PrometheusBackend(Backend):
             listen,
             {"/metrics": self._serve_metrics},
             name=self.kind,
+            allowed_hosts=allowed_hosts,
             home="/metrics",
             not_found="not found: metrics are served on /metrics\n",
         )
@@ -254,7 +264,9 @@ class PrometheusBackend(Backend):
         return f"serving {self.url}"
 
     def target_counters(self) -> Mapping[str, float]:
-        return {"name_conflicts": self.name_conflicts, "evicted_series": self.evicted_series}
+        http = {f"http_{name}": count for name, count in self._http.counters().items()}
+        own = {"name_conflicts": self.name_conflicts, "evicted_series": self.evicted_series}
+        return {**own, **http}
 
     def close_target(self) -> None:
         self._http.stop()

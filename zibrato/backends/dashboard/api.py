@@ -9,15 +9,24 @@ of ``step`` seconds (``downsampling.merge``), at most about ``MAX_POINTS`` per l
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from zibrato.aggregation import SeriesType
-from zibrato.backends.dashboard.downsampling import PERCENTILES, Point, downsample, merge, total
+from zibrato.backends.dashboard.downsampling import (
+    PERCENTILES,
+    Point,
+    aligned,
+    downsample,
+    merge,
+    statistic,
+    total,
+)
+from zibrato.backends.dashboard.health import file_bytes, pipeline_health
 from zibrato.backends.dashboard.routes import (
     DB_TIME,
     DUPLICATES,
@@ -39,8 +48,6 @@ DEFAULT_TABLE_WINDOW = 300.0
 MAX_WINDOW = 366 * 86400.0
 LATEST_END = 1e11  # seconds since the epoch: the year 5138, well inside what SQLite stores
 NICE_STEPS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
-HEALTH_PREFIX = "zibrato.backend."
-PUBLISHER_DROPPED = "zibrato.publisher.dropped"
 VALUE_STATS = (*PERCENTILES, "mean", "min", "max")
 STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
     SeriesType.COUNTER: ("rate", "sum"),
@@ -49,20 +56,7 @@ STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "timer": (*VALUE_STATS, "count", "rate"),
     "distribution": (*VALUE_STATS, "count", "rate"),
 }
-ZERO_FILLED = frozenset({"rate", "sum", "count"})  # no point in a span: nothing happened
-
-
-def statistic(point: Point | None, stat: str, seconds: float) -> float | None:
-    """Return one statistic of a point (None when it has none; 0 for a count without a point)."""
-    if point is None:
-        return 0 if stat in ZERO_FILLED else None
-    if stat == "rate":
-        amount = point.count if point.count is not None else point.sum
-        return amount / seconds if amount is not None and seconds > 0 else None
-    if stat == "mean":
-        return point.mean
-    value: float | None = getattr(point, stat)
-    return value
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 def nice_step(window: float, flush_interval: float) -> float:
@@ -131,7 +125,7 @@ class DashboardApi:
                 "max_series": store.max_series,
                 "tiers": [{"step": tier.step, "keep": tier.keep} for tier in store.tiers],
                 "path": os.path.abspath(store.path),
-                "bytes": _file_bytes(store.path),
+                "bytes": file_bytes(store.path),
             }
         )
 
@@ -171,7 +165,7 @@ class DashboardApi:
         ):
             series = members.get(name)
             found = points.get(series.id, []) if series is not None else []
-            for stat, values in _aligned(axis, found, step, stats).items():
+            for stat, values in aligned(axis, found, step, stats).items():
                 lines[f"{key}.{stat}"] = values
         return Response.json(
             {"route": route, "step": step, "t": [p.ts for p in axis], "lines": lines}
@@ -227,7 +221,7 @@ class DashboardApi:
                 "label": _label(s),
                 "tags": dict(s.tags),
                 "source": s.source,
-                "values": _aligned(axis, points.get(s.id, []), step, (stat,))[stat],
+                "values": aligned(axis, points.get(s.id, []), step, (stat,))[stat],
             }
             for s in ranked[:MAX_LINES]
         ]
@@ -245,41 +239,7 @@ class DashboardApi:
 
     def health(self, request: Request) -> Response:
         start, end, step, axis = self._axis(request, DEFAULT_WINDOW)
-        groups: dict[str, list[StoredSeries]] = {}
-        for series in self.store.list_series(RECEIVED):
-            if series.name == PUBLISHER_DROPPED:
-                groups.setdefault("publisher_dropped", []).append(series)
-            elif series.name.startswith(HEALTH_PREFIX):
-                groups.setdefault(series.name.removeprefix(HEALTH_PREFIX), []).append(series)
-        points = self.store.points((s.id for g in groups.values() for s in g), start, end)
-        seconds = total(p.sum or 0 for p in axis)
-        totals: dict[str, float | None] = {}
-        lines: dict[str, list[float | None]] = {}
-        for short, members in sorted(groups.items()):
-            merged = [p for s in members for p in points.get(s.id, [])]
-            if members[0].type == SeriesType.GAUGE:
-                last = max(merged, key=lambda p: p.ts).last if merged else None
-                totals[short] = last
-                lines[short] = _aligned(axis, merged, step, ("last",), pooled=True)["last"]
-            else:
-                totals[short] = total(p.sum or 0 for p in merged)
-                lines[short] = _aligned(axis, merged, step, ("rate",), pooled=True)["rate"]
-        return Response.json(
-            {
-                "start": start,
-                "end": end,
-                "seconds": seconds,
-                "step": step,
-                "t": [p.ts for p in axis],
-                "totals": totals,
-                "lines": lines,
-                "history": {
-                    "series": self.store.series_count,
-                    "max_series": self.store.max_series,
-                    "bytes": _file_bytes(self.store.path),
-                },
-            }
-        )
+        return Response.json(pipeline_health(self.store, start, end, step, axis))
 
     # -- helpers -----------------------------------------------------------------------
     def _route_series(self) -> dict[str, dict[str, StoredSeries]]:
@@ -309,31 +269,6 @@ def _route_row(route: str, merged: Mapping[str, Point | None], seconds: float) -
     }
 
 
-def _aligned(
-    axis: Sequence[Point],
-    points: Iterable[Point],
-    step: float,
-    stats: Sequence[str],
-    *,
-    pooled: bool = False,
-) -> dict[str, list[float | None]]:
-    """Return each of ``stats`` at every time of ``axis`` (merging per step, or per time
-    when ``pooled`` points of several series share one time)."""
-    if step:
-        merged = downsample(points, step)
-    elif pooled:
-        by_ts: dict[float, list[Point]] = {}
-        for point in points:
-            by_ts.setdefault(point.ts, []).append(point)
-        merged = [merge(group, ts) for ts, group in by_ts.items()]
-    else:
-        merged = list(points)
-    at = {point.ts: point for point in merged}
-    return {
-        stat: [statistic(at.get(span.ts), stat, span.sum or 0) for span in axis] for stat in stats
-    }
-
-
 def _activity(points: Sequence[Point]) -> float:
     return total(abs(p.count if p.count is not None else p.sum or 0) for p in points)
 
@@ -350,7 +285,7 @@ def _tag_filters(specs: Iterable[str]) -> dict[str, str]:
     for spec in specs:
         key, sep, value = spec.partition("=")
         if not sep or not key:
-            raise BadRequest(f"tag filters are KEY=VALUE, not {spec!r}")
+            raise BadRequest(f"tag filters are KEY=VALUE, not {spec[:100]!r}")
         wanted[key] = value
     return wanted
 
@@ -359,18 +294,10 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     text = request.param(name)
     if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number of seconds, not {text!r}") from None
+    # Plain decimal ASCII only: float() would also take '٣', '1_0', 'nan' and 'inf'.
+    if len(text) > 40 or _DECIMAL.fullmatch(text) is None:
+        raise BadRequest(f"{name} must be a number of seconds, not {text[:40]!r}")
+    value = float(text)
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low:g} and {high:g}")
     return value
-
-
-def _file_bytes(path: str) -> int:
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            total += os.path.getsize(path + suffix)
-    return total

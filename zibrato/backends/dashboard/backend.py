@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import ClassVar, Unpack
 
@@ -27,7 +27,8 @@ from zibrato.backends.dashboard.store import (
     Identity,
     identity,
 )
-from zibrato.backends.toolkit.httpserver import LOOPBACK_NAMES, Handler, HttpServer, Response
+from zibrato.backends.toolkit import allowed_hosts as hosts
+from zibrato.backends.toolkit.httpserver import Handler, HttpServer, Response
 
 DEFAULT_LISTEN = "127.0.0.1:8050"
 DEFAULT_PATH = "zibrato-dashboard.sqlite3"
@@ -98,19 +99,23 @@ class DashboardBackend(Backend):
     options: ClassVar[tuple[Option, ...]] = (
         Option(
             "listen",
-            "HOST:PORT to serve the dashboard on (default: %(default)s)",
+            "where to serve the dashboard (default: %(default)s)",
             default=DEFAULT_LISTEN,
+            metavar="HOST:PORT",
         ),
+        Option("allowed-hosts", hosts.OPTION_HELP, hosts.parse_allowed_hosts, metavar="NAMES"),
         Option(
             "path",
             "SQLite file that keeps the history (default: %(default)s, in the current directory)",
             default=DEFAULT_PATH,
+            metavar="FILE",
         ),
         Option(
             "history-days",
             "days of history to keep (default: %(default)s)",
             type=float,
             default=DEFAULT_HISTORY_DAYS,
+            metavar="DAYS",
         ),
     )
 
@@ -118,6 +123,7 @@ class DashboardBackend(Backend):
         self,
         *,
         listen: str = DEFAULT_LISTEN,
+        allowed_hosts: str | Iterable[str] | None = None,
         path: str = DEFAULT_PATH,
         history_days: float = DEFAULT_HISTORY_DAYS,
         tiers: Sequence[Tier] | None = None,
@@ -136,7 +142,7 @@ class DashboardBackend(Backend):
             routes,
             name=self.kind,
             headers=SECURITY_HEADERS,
-            allowed_hosts=LOOPBACK_NAMES,
+            allowed_hosts=allowed_hosts,
             not_found="not found: the dashboard is at /\n",
         )
         self.url = self._http.url("/")
@@ -176,9 +182,11 @@ class DashboardBackend(Backend):
         self.store.close()
 
     def target_counters(self) -> Mapping[str, float]:
+        http = {f"http_{name}": count for name, count in self._http.counters().items()}
         return {
             "history_capped_points": self.store.capped_points,
             "history_failed_points": self.store.failed_points,
+            **http,
         }
 
     # -- storing -----------------------------------------------------------------------

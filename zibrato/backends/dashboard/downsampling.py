@@ -18,6 +18,9 @@ merged percentile, and it is associative: merging 1-minute buckets into 10-minut
 gives what merging every flush point at once would (the weights are the counts), so the
 tiers of the history agree with each other. A short spike shows in ``max`` at once but
 is diluted in a merged ``p99`` by the quiet spans around it.
+
+:func:`aligned` puts a series' points on a chart's time axis, one statistic at a time
+(:func:`statistic`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from zibrato.aggregation import SeriesType
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 FIELDS = ("count", "sum", "min", "max", "last", *PERCENTILES)
+ZERO_FILLED = frozenset({"rate", "sum", "count"})  # no point in a span: nothing happened
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +170,41 @@ def compaction_cutoff(now: float, tier: Tier, following: Tier | None) -> float:
     cutoff = now - tier.keep
     step = following.step if following is not None else tier.step
     return math.floor(cutoff / step) * step if step else cutoff
+
+
+def statistic(point: Point | None, stat: str, seconds: float) -> float | None:
+    """Return one statistic of a point (None when it has none; 0 for a count without a point)."""
+    if point is None:
+        return 0 if stat in ZERO_FILLED else None
+    if stat == "rate":
+        amount = point.count if point.count is not None else point.sum
+        return amount / seconds if amount is not None and seconds > 0 else None
+    if stat == "mean":
+        return point.mean
+    value: float | None = getattr(point, stat)
+    return value
+
+
+def aligned(
+    axis: Sequence[Point],
+    points: Iterable[Point],
+    step: float,
+    stats: Sequence[str],
+    *,
+    pooled: bool = False,
+) -> dict[str, list[float | None]]:
+    """Return each of ``stats`` at every time of ``axis`` (merging per step, or per time
+    when ``pooled`` points of several series share one time)."""
+    if step:
+        merged = downsample(points, step)
+    elif pooled:
+        by_ts: dict[float, list[Point]] = {}
+        for point in points:
+            by_ts.setdefault(point.ts, []).append(point)
+        merged = [merge(group, ts) for ts, group in by_ts.items()]
+    else:
+        merged = list(points)
+    at = {point.ts: point for point in merged}
+    return {
+        stat: [statistic(at.get(span.ts), stat, span.sum or 0) for span in axis] for stat in stats
+    }

@@ -4,5 +4,7 @@
 * :mod:`~zibrato.backends.toolkit.pacing`: how fast to send (UDP statsd);
 * :mod:`~zibrato.backends.toolkit.merge`: rollups kept for a retry, merged into one;
 * :mod:`~zibrato.backends.toolkit.httpserver`: the HTTP server of ``/metrics`` and the
-  dashboard.
+  dashboard, with :mod:`~zibrato.backends.toolkit.connections` (bounded connection
+  threads, deadlines) and :mod:`~zibrato.backends.toolkit.allowed_hosts` (the ``Host``
+  names it answers).
 """

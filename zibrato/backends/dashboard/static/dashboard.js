@@ -414,6 +414,54 @@
     card.classList.toggle("ok", alert === false);
   }
 
+  // Why events were dropped: the publishers' reasons (zibrato.publisher.dropped{reason})
+  // and the dashboard's own caps, the most first. Reasons are peer-controlled text.
+  const OWN_DROPS = {
+    dropped_series: "series cap",
+    dropped_set_members: "set members cap",
+    history_capped_points: "history series cap",
+    history_failed_points: "history write failed",
+  };
+  const SHOWN_REASONS = 4;
+
+  function showDropReasons(drops) {
+    const list = $("drop-reasons");
+    const note = $("card-dropped").querySelector(".card-note");
+    list.replaceChildren();
+    note.hidden = drops.length > 0;
+    list.hidden = drops.length === 0;
+    const item = (count, text, by, title) => {
+      const li = document.createElement("li");
+      const number = document.createElement("span");
+      number.className = "count";
+      number.textContent = fmtNumber(count);
+      const reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = text;
+      li.append(number, reason);
+      if (by) {
+        const who = document.createElement("span");
+        who.className = "by";
+        who.textContent = by;
+        li.append(who);
+      }
+      li.title = title;
+      list.append(li);
+    };
+    drops.slice(0, SHOWN_REASONS).forEach((drop) => {
+      if (drop.by === "publisher") {
+        item(drop.count, drop.reason, "publishers", "zibrato.publisher.dropped{reason=" + drop.reason + "}");
+      } else {
+        item(drop.count, OWN_DROPS[drop.reason] || drop.reason, "dashboard", "zibrato.backend." + drop.reason);
+      }
+    });
+    const rest = drops.slice(SHOWN_REASONS);
+    if (rest.length) {
+      const others = rest.reduce((sum, drop) => sum + drop.count, 0);
+      item(others, rest.length + " more reasons", "", rest.map((d) => d.reason + " " + d.count).join(", "));
+    }
+  }
+
   async function loadHealth() {
     const answer = await getJson("/api/health", { window: chartWindow() });
     const totals = answer.totals;
@@ -424,8 +472,10 @@
     setCard("card-lost", fmtNumber(lost), lost > 0);
     const bad = total("bad_messages", "bad_events");
     setCard("card-bad", fmtNumber(bad), bad > 0);
-    const dropped = total("publisher_dropped", "dropped_series", "history_capped_points", "history_failed_points");
+    const drops = answer.drops || [];
+    const dropped = drops.reduce((sum, drop) => sum + drop.count, 0);
     setCard("card-dropped", fmtNumber(dropped), dropped > 0);
+    showDropReasons(drops);
     const history = answer.history;
     setCard("card-series", fmtNumber(history.series) + " / " + fmtNumber(history.max_series),
             history.series >= history.max_series ? true : undefined);
