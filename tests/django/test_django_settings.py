@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND
+from zibrato.framework.settings import OFF_ADDRESS
 from zibrato.testing import CapturedMetrics
 from zibrato_django import zibrato
 from zibrato_django.conf import DEFAULTS, build_runner, client_keywords, get_config
@@ -92,12 +93,29 @@ def test_the_shared_client_speaks_the_2013_and_the_modern_api(metrics: CapturedM
     assert metrics.filter("djtest.block", tags={"shop": "eu"})
 
 
-def test_bad_client_settings_fall_back_and_never_raise(caplog: pytest.LogCaptureFixture) -> None:
-    keywords = client_keywords(
-        {**DEFAULTS, "PUBLISH": "nonsense", "LEVEL": "loud", "SOURCE": 3, "TAGS": [1]}
-    )
-    assert keywords["publish"] == DEFAULT_FRONTEND and keywords["level"] == "debug"
-    assert keywords["tags"] == {} and isinstance(keywords["source"], str)
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("PUBLISH", "tcp://127.0.0.1:²"), ("LEVEL", "loud"), ("SOURCE", 3), ("TAGS", [1])],
+)
+def test_a_bad_client_setting_switches_the_client_off_with_one_line_logged_once(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    @zibrato.time_me(name="djtest.decorated")  # at "import time": nothing starts
+    def decorated() -> int:
+        return 7
+
+    assert not zibrato.started
+    with override_settings(ZIBRATO={**settings.ZIBRATO, key: value}):
+        for _ in range(3):
+            zibrato.incr("djtest.off")
+            assert decorated() == 7
+        zibrato.flush(timeout=2)
+        assert zibrato.publisher.address == OFF_ADDRESS  # never a guessed address
+        assert zibrato.stats()["dropped"].get("invalid_address", 0) >= 6
+        zibrato.reset(linger=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zibrato.django"]
+    assert len(lines) == 1 and lines[0].startswith(f"ZIBRATO[{key!r}]: "), lines
+    assert "the client is off" in lines[0]
 
 
 settings_values = st.one_of(
@@ -119,7 +137,8 @@ def test_any_settings_give_a_working_client_or_a_check_message(user: dict[str, A
 
     config = {**DEFAULTS, **user}
     keywords = client_keywords(config)
-    assert levels.normalize(keywords["level"]) and isinstance(keywords["source"], str)
+    if keywords["publish"] != OFF_ADDRESS:
+        assert levels.normalize(keywords["level"]) and isinstance(keywords["source"], str)
     with override_settings(ZIBRATO=user):
         messages = check_settings()  # never raises
         plan = request_plan()

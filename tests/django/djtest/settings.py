@@ -49,7 +49,7 @@ ZIBRATO = {
     "PUBLISH": os.environ.get("DJTEST_PUBLISH") or f"ipc://{tempfile.gettempdir()}/djtest-none",
     "EXCLUDE_PATHS": [r"^/health"],
     "BROKER_FRONTEND": os.environ.get("DJTEST_FRONTEND", "tcp://127.0.0.1:0"),
-    "BROKER_BACKEND": os.environ.get("DJTEST_BACKEND", "tcp://127.0.0.1:0"),
+    "BROKER_BACKEND_ADDRESS": os.environ.get("DJTEST_BACKEND", "tcp://127.0.0.1:0"),
     "CURVE": os.environ.get("DJTEST_CURVE"),
     "BACKENDS": [
         {
