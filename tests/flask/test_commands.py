@@ -74,7 +74,7 @@ def test_the_broker_command_receives_a_real_request_and_stops_cleanly(
         run_cli,
         "broker",
         ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
         ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(rollups), "flush": 0.2}],
     )
     frontend = broker.wait_line(READY.pattern, WAIT)[1]
@@ -101,7 +101,7 @@ def test_the_broker_command_runs_the_backends_named_on_the_command_line(
         "--backend",
         "console",
         ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
         ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": "never-written.jsonl"}],
     )
     broker.wait_line("flask zibrato broker: console backend:", WAIT)
