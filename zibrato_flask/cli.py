@@ -22,9 +22,8 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from zibrato import backends, levels
-from zibrato.addresses import check_endpoint
 from zibrato.errors import ConfigError
-from zibrato.framework.settings import Settings
+from zibrato.framework.settings import Settings, parse_setting
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 from zibrato.tail import run_tail
 
@@ -119,9 +118,9 @@ def tail_command(connect: str | None, level: str, as_json: bool) -> None:
     prog = f"{GROUP} tail"
     settings = app_settings(prog)
     try:
-        address = check_endpoint(connect) if connect else settings.tail_address
-        level = levels.normalize(level)
-    except (ConfigError, ValueError) as exc:
+        address = parse_setting("PUBLISH", connect) if connect else settings.tail_address
+        level = parse_setting("LEVEL", level)
+    except ConfigError as exc:
         fail(prog, str(exc))
     try:
         status = run_tail(

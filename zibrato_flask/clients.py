@@ -19,8 +19,8 @@ import weakref
 from typing import Any, Protocol
 
 from zibrato.client import Zibrato
-from zibrato.levels import DEFAULT_THRESHOLD
 from zibrato.framework.settings import CLIENT, Settings
+from zibrato.levels import DEFAULT_THRESHOLD
 from zibrato.publisher import Publisher
 from zibrato_flask.settings import BROKER_HINT, spell
 

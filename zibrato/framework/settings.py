@@ -106,7 +106,7 @@ class Problem:
 
 def one_line(text: str) -> str:
     """Return ``text`` as one line of bounded length (what a mistake costs a terminal)."""
-    flat = " ".join(text.split("\n"))
+    flat = " ".join(text.splitlines())  # \r, \x85, \u2028 too: whatever splits lines
     return flat if len(flat) <= 400 else flat[:397] + "..."
 
 
@@ -126,7 +126,7 @@ def _level(value: object) -> str:
         return levels.normalize(value)  # type: ignore[arg-type]
     except ValueError:
         raise ConfigError(
-            f"{shown(value)} is not a level: use one of {', '.join(levels.LEVELS)}"
+            f"unknown level {shown(value)}: use one of {', '.join(levels.LEVELS)}"
         ) from None
 
 
@@ -222,6 +222,16 @@ KEYS: dict[str, Key] = {
     "BACKENDS": Key(list(DEFAULT_BACKENDS), BROKER, BACKENDS, _backends, "what it runs"),
     "INSECURE": Key(False, BROKER, TYPE, _switch, "bind beyond loopback without CURVE"),
 }
+
+
+def parse_setting(key: str, value: object) -> Any:
+    """Return ``value`` as the setting ``key`` takes it; raise ConfigError saying why not.
+
+    The command line's options parse with these too, so a value is refused alike.
+    """
+    return KEYS[key].parse(value)
+
+
 # Every key but MODEL_SIGNALS, which only Django has.
 WEB_KEYS = tuple(KEYS)
 FLASK_KEYS = tuple(key for key in KEYS if key != "MODEL_SIGNALS")
