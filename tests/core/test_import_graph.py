@@ -57,7 +57,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
     def visit(node: str) -> None:
         if node in on_path:
-            cycle = on_path[on_path.index(node) :] + [node]
+            cycle = [*on_path[on_path.index(node) :], node]
             if not any(set(cycle) <= set(known) for known in found):
                 found.append(cycle)
             return

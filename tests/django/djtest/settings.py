@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "zibrato_django",
+    "rest_framework",
     "djtest",
 ]
 MIDDLEWARE = [
