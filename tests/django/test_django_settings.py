@@ -122,31 +122,56 @@ settings_values = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
+    st.floats(allow_nan=True),
     st.text(max_size=30),
     st.lists(st.text(max_size=10), max_size=3),
     st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers()), max_size=3),
-    st.sampled_from([*levels.LEVELS, "tcp://127.0.0.1:5550", "ipc:///tmp/x", r"^/(", "[{"]),
+    st.sampled_from(
+        [*levels.LEVELS, "tcp://127.0.0.1:5550", "ipc:///tmp/x", r"^/(", "[{", "²", "\u0663"]
+    ),
+    st.sampled_from(["", "x" * 5000, 1e308, float("inf"), "tcp://127.0.0.1:²", "tcp://*:0"]),
+    st.lists(
+        st.fixed_dictionaries(
+            {"KIND": st.sampled_from(["console", "jsonl", "statsd", "prometheus", "dashboard"])},
+            optional={
+                option: st.one_of(st.text(max_size=8), st.integers(), st.floats(), st.none())
+                for option in ("FLUSH", "LISTEN", "MAX_PACKET", "WIDTH", "PERCENTILES", "LEVEL")
+            },
+        ),
+        max_size=2,
+    ),
 )
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(sorted(DEFAULTS)), settings_values, max_size=5))
-def test_any_settings_give_a_working_client_or_a_check_message(user: dict[str, Any]) -> None:
+def test_any_settings_give_a_check_message_and_never_an_exception_in_the_app(
+    user: dict[str, Any],
+) -> None:
+    from django.test import Client
+
     from zibrato_django.checks import check_settings
     from zibrato_django.conf import request_plan
 
-    config = {**DEFAULTS, **user}
-    keywords = client_keywords(config)
-    if keywords["publish"] != OFF_ADDRESS:
-        assert levels.normalize(keywords["level"]) and isinstance(keywords["source"], str)
+    @zibrato.time_me(name="djtest.fuzzed")
+    def decorated() -> int:
+        return 7
+
     with override_settings(ZIBRATO=user):
         messages = check_settings()  # never raises
         plan = request_plan()
         assert plan.request_level in levels.LEVELS and plan.db_level in levels.LEVELS
         try:
             build_runner(get_config())
-        except ValueError:
-            assert messages, "build_runner refused settings that the checks accepted"
+        except ValueError as exc:
+            assert [m for m in messages if m.is_serious()], f"not in the checks: {exc}"
+            assert "\n" not in str(exc)
+        # The application: a request, a decorated function, a counter. Nothing raises.
+        response = Client().get("/")
+        assert (response.status_code, response.content) == (200, b"home")
+        assert decorated() == 7
+        zibrato.incr("djtest.fuzzed.count")
+        zibrato.reset(linger=0)
 
 
 def test_importing_the_app_has_no_side_effects() -> None:

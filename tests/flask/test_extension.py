@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from typing import Any
@@ -220,3 +221,16 @@ def test_deferred_instruments_take_the_clients_options(metrics: CapturedMetrics)
         pass
     assert len(metrics.values("sampled.job")) == len(metrics.values("manual.job")) == 1
     assert metrics.total("sampled.count") == 3
+
+
+def test_the_no_broker_warning_names_the_flask_command(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as holder:  # bound, never listening: nobody answers there
+        holder.bind(("127.0.0.1", 0))
+        app = make_app(ZIBRATO_PUBLISH=f"tcp://127.0.0.1:{holder.getsockname()[1]}")
+        assert app.test_client().get("/items/1").json == {"pk": 1}
+        with caplog.at_level(logging.WARNING, logger="zibrato"):
+            clients.close_all(linger=0.1)
+    (warning,) = [r.getMessage() for r in caplog.records if "no broker answers" in r.getMessage()]
+    assert "start one with `flask zibrato broker`" in warning

@@ -194,11 +194,18 @@ def _switch(value: object) -> bool:
 
 
 def _curve(value: object) -> str | None:
-    if value is None or (isinstance(value, str | os.PathLike) and os.fspath(value)):
-        return None if value is None else str(os.fspath(value))
-    raise ConfigError(
-        f"{shown(value)}: use the path of a keys directory (`zibrato keys DIR`), or None"
-    )
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise ConfigError(
+            f"{shown(value)}: use the path of a keys directory (`zibrato keys DIR`), or None"
+        )
+    path = str(os.fspath(value))
+    if not path.isprintable() or not os.path.isdir(path):
+        raise ConfigError(
+            f"{shown(path)} is not a directory of CURVE keys: create one with `zibrato keys DIR`"
+        )
+    return path
 
 
 KEYS: dict[str, Key] = {

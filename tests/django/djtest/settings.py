@@ -3,9 +3,12 @@
 The environment lets subprocess tests aim it elsewhere: ``DJTEST_PUBLISH`` (where the shared
 client publishes), ``DJTEST_DB`` (a SQLite file instead of the test databases),
 ``DJTEST_FRONTEND`` / ``DJTEST_BACKEND`` / ``DJTEST_JSONL`` (what ``manage.py
-zibrato_broker`` binds and writes), ``DJTEST_CURVE`` (CURVE keys of the client and the broker).
+zibrato_broker`` binds and writes), ``DJTEST_CURVE`` (CURVE keys of the client and the broker);
+``DJTEST_ZIBRATO`` (a Python literal) replaces the whole ``ZIBRATO`` setting and
+``DJTEST_ZIBARTO`` sets a misspelled one.
 """
 
+import ast
 import os
 import tempfile
 
@@ -62,3 +65,7 @@ ZIBRATO = {
         }
     ],
 }
+if "DJTEST_ZIBRATO" in os.environ:
+    ZIBRATO = ast.literal_eval(os.environ["DJTEST_ZIBRATO"])
+if "DJTEST_ZIBARTO" in os.environ:
+    ZIBARTO = ast.literal_eval(os.environ["DJTEST_ZIBARTO"])
