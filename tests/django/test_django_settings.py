@@ -174,13 +174,17 @@ def test_any_settings_give_a_check_message_and_never_an_exception_in_the_app(
         zibrato.reset(linger=0)
 
 
-def test_importing_the_app_has_no_side_effects() -> None:
+def test_importing_the_app_and_decorating_with_it_has_no_side_effects() -> None:
     code = (
         "import threading, sys\n"
         "before = threading.active_count()\n"
         "import zibrato_django, zibrato_django.middleware, zibrato_django.db, "
         "zibrato_django.checks, zibrato_django.conf, zibrato_django.model_signals, "
         "zibrato_django.apps\n"
+        "@zibrato_django.zibrato.time_me(name='report')\n"  # decorating, as a module does
+        "def report(): pass\n"
+        "@zibrato_django.zibrato.count_me(name='exports')\n"
+        "def export(): pass\n"
         "from django.conf import settings\n"
         "assert not settings.configured, 'settings were read'\n"
         "assert threading.active_count() == before, 'a thread started'\n"
