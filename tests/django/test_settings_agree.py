@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from zibrato import backends, cli
 from zibrato.errors import ConfigError
 from zibrato.framework import settings as kit
+from zibrato.security.curve import client_keys
 from zibrato.security.keygen import write_keys
 from zibrato_django import conf
 from zibrato_django.checks import check_config
@@ -87,6 +88,12 @@ def on_the_command_line(key: str, value: str) -> Value | Refused:
         (line,) = errors.getvalue().splitlines()
         detail = _without(line, f"zibrato {words[0]}: argument {words[1]}: ")
         return Refused(detail.removesuffix(f" (see zibrato {words[0]} --help)"))
+    if key == "CURVE":
+        # `zibrato tail` loads the client keys when it starts: one line, exit status 2.
+        try:
+            client_keys(args.curve)
+        except ConfigError as exc:
+            return Refused(str(exc))
     return Value(getattr(args, dest))
 
 

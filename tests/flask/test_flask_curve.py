@@ -67,7 +67,7 @@ def test_the_setting_wins_over_the_environment_and_picks_the_publisher(
     ("value", "advice"),
     [
         (42, "ZIBRATO_CURVE: 42: use the path of a keys directory"),
-        ("nowhere", "ZIBRATO_CURVE: 'nowhere' is not a directory of CURVE keys"),
+        ("nowhere", "ZIBRATO_CURVE: nowhere is not a directory of CURVE keys"),
     ],
 )
 def test_a_curve_setting_that_cannot_work_is_one_clear_error(value: object, advice: str) -> None:

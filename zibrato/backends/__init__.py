@@ -139,9 +139,17 @@ def _build_one(spec: object, position: int, defaults: Mapping[str, Any]) -> Back
         common["percentiles"] = percentile_list(common["percentiles"])
         return cls.from_options(common, values)
     except (ValueError, TypeError) as exc:
-        raise BackendConfigError(f"{where}: {exc}") from None
+        raise BackendConfigError(f"{where}: {_bounded(exc)}") from None
     except Exception as exc:  # a constructor's own failure: still one line, no traceback
-        raise BackendConfigError(f"{where} cannot be built: {type(exc).__name__}: {exc}") from None
+        raise BackendConfigError(
+            f"{where} cannot be built: {type(exc).__name__}: {_bounded(exc)}"
+        ) from None
+
+
+def _bounded(exc: BaseException) -> str:
+    """A constructor's message, kept to one short line whatever value it quotes."""
+    text = " ".join(str(exc).splitlines())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _option_key(key: object, position: int) -> str:

@@ -38,6 +38,7 @@ from zibrato.addresses import (
     DEFAULT_BACKEND,
     DEFAULT_FRONTEND,
     check_endpoint,
+    SHOWN_CHARACTERS,
     connect_address,
     shown,
 )
@@ -74,6 +75,8 @@ WHOLE = ""
 RENAMED = {"BROKER_BACKEND": "BROKER_BACKEND_ADDRESS"}
 # A likely intended name is offered when it is at least this close (difflib's ratio).
 CLOSE_ENOUGH = 0.75
+# The longest path a system takes (Linux's PATH_MAX): longer is not a directory anywhere.
+MAX_PATH = 4096
 # Another key named in a problem's detail, to be spelled the front end's way: {BACKENDS}.
 _KEY_MENTION = re.compile(r"\{([A-Z_]+)\}")
 
@@ -96,12 +99,12 @@ class Problem:
     def line(self, spell: Callable[[str], str]) -> str:
         """Return the one line a user sees, with keys spelled the front end's way."""
         detail = _KEY_MENTION.sub(lambda m: spell(m[1]) if m[1] in KEYS else m[0], self.detail)
-        text = f"{spell(self.key)}: {detail}"
+        text = f"{spell(self.key)}: {one_line(detail)}"  # the same detail in every front end
         if self.suggestion is not None and self.category == DEPRECATED_KEY:
             text += f"; use {spell(self.suggestion)} instead"
         elif self.suggestion is not None:
             text += f"; did you mean {spell(self.suggestion)}?"
-        return one_line(text)
+        return text
 
 
 def one_line(text: str) -> str:
@@ -196,16 +199,12 @@ def _switch(value: object) -> bool:
 def _curve(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH or not path.isprintable():
         raise ConfigError(
             f"{shown(value)}: use the path of a keys directory (`zibrato keys DIR`), or None"
         )
-    path = str(os.fspath(value))
-    if not path.isprintable() or not os.path.isdir(path):
-        raise ConfigError(
-            f"{shown(path)} is not a directory of CURVE keys: create one with `zibrato keys DIR`"
-        )
-    return path
+    return path  # its keys are loaded where they are used (or checked)
 
 
 KEYS: dict[str, Key] = {
@@ -419,7 +418,7 @@ def _check_curve_keys(curve: str | None, environ: Mapping[str, str]) -> list[Pro
         return []
     try:
         client_keys(path)
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:
         where = "" if curve is not None else f"${CURVE_ENV}: "
         return [Problem("CURVE", f"{where}{exc}", CURVE, (CLIENT,))]
     return []
@@ -431,7 +430,7 @@ def unknown_keys(given: Iterable[object], keys: Collection[str]) -> list[Problem
     for key in given:
         if key in keys or key in RENAMED:
             continue
-        name = str(key)
+        name = one_line(str(key))[:SHOWN_CHARACTERS]
         suggestion = likely_meant(name.upper(), keys)
         found.append(
             Problem(name, "not a Zibrato setting", UNKNOWN_KEY, (), suggestion, error=False)
