@@ -37,8 +37,8 @@ from zibrato import levels, protocol
 from zibrato.addresses import (
     DEFAULT_BACKEND,
     DEFAULT_FRONTEND,
-    check_endpoint,
     SHOWN_CHARACTERS,
+    check_endpoint,
     connect_address,
     shown,
 )
