@@ -41,7 +41,11 @@ def route_of(match: ResolverMatch | None) -> str:
     """
     if match is None:
         return schema.UNMATCHED_ROUTE
-    return readable_route(match.route) if match.route else view_path(match.func)
+    route = match.route
+    if not route:
+        return view_path(match.func)
+    rendered = _rendered.get(route)  # every request: one lookup once the route is known
+    return rendered if rendered is not None else readable_route(route)
 
 
 def readable_route(route: str) -> str:

@@ -3,7 +3,8 @@
 Every key of the settings core (docs/settings.md), given the same value in Django's
 ``ZIBRATO`` dict, in a Flask app's ``ZIBRATO_*`` config and (where the key has one) in
 the matching command-line option, resolves to the same value or is refused with the same
-one-line error: only the way each front end spells the key differs. Then the values a
+one-line error: only the way each front end spells the key differs. A third front end
+with names of its own (as Celery's will be) is checked alike: a translation, no more. Then the values a
 hostile user tries (a wrong type, a non-ASCII digit, NaN, inf, 1e308, an empty and a
 huge string) on every key and every backend option: never a traceback, never two lines.
 """
@@ -102,8 +103,26 @@ def _without(line: str, prefix: str) -> str:
     return line[len(prefix) :]
 
 
+def in_a_third_front_end(
+    key: str, value: Any, extra: Mapping[str, Any] | None = None
+) -> Value | Refused:
+    """A front end with names of its own (Celery's ``zibrato_publish``, say) is a
+    translation of names around the settings core, and nothing more."""
+    names = {f"zibrato_{k.lower()}": v for k, v in {**(extra or {}), key: value}.items()}
+    given = {name.removeprefix("zibrato_").upper(): v for name, v in names.items()}
+    found = kit.read_settings(given, keys=kit.FLASK_KEYS, check_backends=True)
+    if found.errors:
+        (error,) = found.errors
+        return Refused(
+            _without(error.line(lambda k: f"zibrato_{k.lower()}"), f"zibrato_{key.lower()}: ")
+        )
+    return Value(getattr(found, key.lower()))
+
+
 def outcomes(key: str, value: Any, extra: Mapping[str, Any] | None = None) -> list[Any]:
     found = [in_django(key, value, extra)]
+    if key in kit.FLASK_KEYS and key != "CURVE":  # (it checks no CURVE keys: none to load)
+        found.append(in_a_third_front_end(key, value, extra))
     if key in kit.FLASK_KEYS:
         found.append(in_flask(key, value, extra))
     if key in OPTIONS and isinstance(value, str) and not extra:
@@ -184,7 +203,7 @@ def test_every_key_is_in_the_table() -> None:
 
 
 def test_a_curve_directory_resolves_alike(keys_dir: str) -> None:
-    assert outcomes("CURVE", keys_dir) == [Value(keys_dir)] * 3
+    assert outcomes("CURVE", keys_dir) == [Value(keys_dir)] * 3  # Django, Flask, the option
 
 
 @pytest.mark.parametrize(
@@ -200,7 +219,7 @@ def test_a_curve_directory_resolves_alike(keys_dir: str) -> None:
 )
 def test_the_client_reaches_the_broker_it_binds_alike(frontend: str, publish: str | None) -> None:
     found = outcomes("PUBLISH", None, {"BROKER_FRONTEND": frontend})
-    assert found == [Value(publish)] * 2
+    assert found == [Value(publish)] * 3
 
 
 # -- what a hostile user tries, on every key and every backend option -----------------------
