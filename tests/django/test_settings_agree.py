@@ -4,9 +4,10 @@ Every key of the settings core (docs/settings.md), given the same value in Djang
 ``ZIBRATO`` dict, in a Flask app's ``ZIBRATO_*`` config and (where the key has one) in
 the matching command-line option, resolves to the same value or is refused with the same
 one-line error: only the way each front end spells the key differs. A third front end
-with names of its own (as Celery's will be) is checked alike: a translation, no more. Then the values a
-hostile user tries (a wrong type, a non-ASCII digit, NaN, inf, 1e308, an empty and a
-huge string) on every key and every backend option: never a traceback, never two lines.
+with names of its own (as Celery's will be) is checked alike: a translation, no more.
+Then the values a hostile user tries (a wrong type, a non-ASCII digit, NaN, inf, 1e308,
+an empty and a huge string) on every key and every backend option: never a traceback,
+never two lines.
 """
 
 from __future__ import annotations
