@@ -286,7 +286,7 @@ def _unreachable(frontend: str) -> str:
     return (
         f"None, and {{BROKER_FRONTEND}} {shown(frontend)} binds a port the system picks, so "
         f"the client cannot know where to connect: set it (or ${PUBLISH_ENV}) to the "
-        "address the broker prints; until then the client is off"
+        "address the broker prints"
     )
 
 
