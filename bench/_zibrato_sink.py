@@ -24,7 +24,7 @@ def start():
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "zibrato", "broker", "--frontend", fe, "--backend", be]
+            [sys.executable, "-m", "zibrato", "broker", "--frontend", fe, "--backend-address", be]
         ),
         subprocess.Popen([sys.executable, "-c", drain, be]),
     ]

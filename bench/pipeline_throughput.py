@@ -42,7 +42,17 @@ if keys:
 curve_args = ["--curve", keys] if keys else []
 procs = [
     subprocess.Popen(
-        [sys.executable, "-m", "zibrato", "broker", "--frontend", fe, "--backend", be, *curve_args]
+        [
+            sys.executable,
+            "-m",
+            "zibrato",
+            "broker",
+            "--frontend",
+            fe,
+            "--backend-address",
+            be,
+            *curve_args,
+        ]
     ),
     subprocess.Popen(
         [

@@ -5,13 +5,16 @@ at once, as it would reach a shell pipeline. Each handles that signal by itself 
 stops quickly, the traffic generator finishes its requests); the runner then sends
 SIGTERM to whatever still runs (which tells the same thing, once more, harmlessly), waits
 a bounded time and kills what is left, grandchildren included (a gunicorn master's
-workers), so nothing outlives the demo.
+workers), so nothing outlives the demo. Every child carries the run's marker in its
+environment, so that processes whose parent died (a killed gunicorn master's workers) are
+found and stopped as well.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -21,6 +24,8 @@ from pathlib import Path
 from demo_site.paths import REPOSITORY
 
 STOP_TIMEOUT = 4.0  # seconds a child gets to stop after SIGTERM before it is killed
+# Set in every child's environment (inherited by its own children): what the run started.
+RUN_ENV = "ZIBRATO_DEMO_RUN"
 _POLL = 0.05
 
 
@@ -86,28 +91,77 @@ class Child:
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def stop_all(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
+def stop_all(
+    children: Sequence[Child], timeout: float = STOP_TIMEOUT, *, marker: str | None = None
+) -> None:
     """Stop ``children`` together: SIGTERM, a bounded wait, then SIGKILL; reap them all.
 
     A child killed at the end takes its own descendants with it (found before the kill),
-    so a gunicorn master that would not stop leaves no worker behind.
+    so a gunicorn master that would not stop leaves no worker behind. With ``marker``
+    (the :data:`RUN_ENV` value every child was started with), the processes that carry it
+    but are no longer below a child are stopped too: the workers of a gunicorn master that
+    died, which nobody else would signal.
     """
     for child in children:
         if child.running:
             assert child.popen is not None
             with contextlib.suppress(ProcessLookupError):
                 child.popen.send_signal(signal.SIGTERM)
+    _signal_all(orphans(children, marker), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(child.running for child in children) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        any(child.running for child in children) or orphans(children, marker)
+    ):
         time.sleep(_POLL)
     for child in children:
         if child.running:
             assert child.popen is not None
-            for pid in [*descendants(child.popen.pid), child.popen.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            _signal_all([*descendants(child.popen.pid), child.popen.pid], signal.SIGKILL)
         if child.popen is not None:
             child.popen.wait()
+    # Orphans are not ours to reap (init adopted them): wait until they are gone.
+    _signal_all(orphans(children, marker), signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while orphans(children, marker) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+
+
+def orphans(children: Sequence[Child], marker: str | None) -> list[int]:
+    """Return the live processes started with ``marker`` that are no longer below a child."""
+    if marker is None:
+        return []
+    ours = {os.getpid()}
+    for child in children:
+        if child.running:
+            assert child.popen is not None
+            ours.update([child.popen.pid, *descendants(child.popen.pid)])
+    return [pid for pid in marked(marker) if pid not in ours]
+
+
+def marked(marker: str) -> list[int]:
+    """Return the live (not zombie) processes whose environment has ``RUN_ENV=marker``."""
+    wanted = f"{RUN_ENV}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            if wanted not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def new_marker() -> str:
+    """Return a value for :data:`RUN_ENV` that no other run (a parallel test) shares."""
+    return f"{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _signal_all(pids: Sequence[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 def descendants(pid: int) -> list[int]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from demo_site import prepare
-from demo_site.children import Child, stop_all
+from demo_site.children import RUN_ENV, Child, new_marker, stop_all
 from demo_site.options import CONSOLE_EVERY, DemoSettings, parse_settings
 from demo_site.paths import DATA_ENV
 from demo_site.sites import WebSite
@@ -81,12 +81,14 @@ class DemoRunner(Runner):
             ),
         ]
         self.children: list[Child] = []
+        # In every child's environment: what this run started, orphans included.
+        self.marker = new_marker()
 
     def start(self) -> tuple[str, str]:
         """Start the broker and backends, then the sites (until they answer), then traffic."""
         frontend, backend_address = super().start()
         try:
-            env = {PUBLISH_ENV: frontend, DATA_ENV: str(self.settings.data)}
+            env = {PUBLISH_ENV: frontend, DATA_ENV: str(self.settings.data), RUN_ENV: self.marker}
             for site in self.sites:
                 self.children.append(site.start(env))
             for site in self.sites:
@@ -114,7 +116,7 @@ class DemoRunner(Runner):
 
     def stop(self, timeout: float = 1.5) -> None:
         """Stop the children (bounded, nothing left behind), then the backends and broker."""
-        stop_all(self.children)
+        stop_all(self.children, marker=self.marker)
         super().stop(timeout)
 
     def failure(self) -> str | None:

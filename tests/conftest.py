@@ -185,7 +185,9 @@ def run_cli() -> Iterator[Callable[..., CliProcess]]:
 
 def start_broker(run_cli: Callable[..., CliProcess]) -> tuple[CliProcess, Addresses]:
     """Start a broker on OS-chosen ports; return it once it prints where it listens."""
-    process = run_cli("broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0")
+    process = run_cli(
+        "broker", "--frontend", "tcp://127.0.0.1:0", "--backend-address", "tcp://127.0.0.1:0"
+    )
     line = process.wait_for_line(lambda text: "publishers connect to" in text, READY_TIMEOUT)
     match = BROKER_READY.search(line)
     assert match, line

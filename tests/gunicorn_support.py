@@ -100,7 +100,7 @@ def every_workers_events_arrive_once(
     reaped before it returns (the newest first).
     """
     with contextlib.ExitStack() as stack:
-        addresses = "--frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0"
+        addresses = "--frontend tcp://127.0.0.1:0 --backend-address tcp://127.0.0.1:0"
         broker = started(stack, ["-m", "zibrato", "broker", *addresses.split()], os.environ)
         frontend, backend = broker.wait_line(BROKER_READY).groups()
         received = Received(backend)

@@ -11,15 +11,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import zmq
 
 from zibrato import __version__, backends, levels
-from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
+from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend
 from zibrato.errors import ConfigError
+from zibrato.framework.settings import one_line, parse_setting
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 from zibrato.security.curve import CURVE_ENV
 from zibrato.security.curve import resolve as resolve_curve
@@ -33,7 +35,7 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{one_line(f'{self.prog}: {message}')} (see {self.prog} --help)\n")
 
 
 # -- argument types: each raises ArgumentTypeError with the whole explanation ---------------
@@ -48,9 +50,11 @@ def _argument_type(check: Callable[[str], Any], name: str) -> Callable[[str], An
     return convert
 
 
-endpoint_arg = _argument_type(check_endpoint, "address")
-bind_endpoint_arg = _argument_type(lambda value: check_endpoint(value, bind=True), "address")
-level_arg = _argument_type(levels.normalize, "level")
+# The settings core's parsers: an option and its settings key refuse a value alike.
+endpoint_arg = _argument_type(lambda value: parse_setting("PUBLISH", value), "address")
+bind_endpoint_arg = _argument_type(lambda value: parse_setting("BROKER_FRONTEND", value), "address")
+level_arg = _argument_type(lambda value: parse_setting("LEVEL", value), "level")
+curve_arg = _argument_type(lambda value: parse_setting("CURVE", value), "directory")
 seconds_arg = _argument_type(backends.positive_seconds, "seconds")
 percentiles_arg = _argument_type(backends.percentile_list, "percentiles")
 
@@ -93,20 +97,13 @@ def add_kind_options(parser: argparse.ArgumentParser, cls: type[Backend], prefix
             group.add_argument(
                 flag,
                 dest=dest,
-                type=_option_type(option.type),
+                type=_argument_type(partial(backends.option_value, option), option.name),
                 default=option.default,
                 choices=option.choices,
                 # Not the prefixed name: --prometheus-listen HOST:PORT, not PROMETHEUS_LISTEN.
                 metavar=option.metavar or (None if option.choices else option.dest.upper()),
                 help=option.help,
             )
-
-
-def _option_type(convert: Any) -> Any:
-    """A backend's own parser (not int, float, str) says in its error what is wrong."""
-    if convert in (int, float, str):
-        return convert
-    return _argument_type(convert, getattr(convert, "__name__", "value"))
 
 
 def backend_spec(
@@ -144,9 +141,17 @@ def load_kind(kind: str, parser: argparse.ArgumentParser) -> type[Backend]:
 
 # -- subcommands -----------------------------------------------------------------------------
 def run_broker(args: argparse.Namespace) -> int:
+    if args.deprecated_backend is not None:
+        print(
+            f"{COMMAND} broker: --backend ADDR is deprecated, use --backend-address ADDR "
+            "(--backend names a backend KIND in every other command)",
+            file=sys.stderr,
+            flush=True,
+        )
+        args.backend_address = args.deprecated_backend
     runner = Runner(
         frontend=args.frontend,
-        backend_address=args.backend,
+        backend_address=args.backend_address,
         curve=resolve_curve(args.curve),
         insecure=args.insecure,
     )
@@ -254,7 +259,7 @@ def run_parser(
         help=f"a backend to run, repeatable: {', '.join(backends.BUILTIN)}, "
         "or package.module:Class (default: console)",
     )
-    add_broker_arguments(parser, backend_flag="--backend-address")
+    add_broker_arguments(parser)
     add_aggregation_arguments(parser)
     shown = named or (list(backends.BUILTIN) if {"-h", "--help"} & set(rest) else [])
     classes = {kind: load_kind(kind, parser) for kind in dict.fromkeys(shown or ["console"])}
@@ -286,7 +291,7 @@ def option_prefix(kind: str, cls: type[Backend]) -> str:
     return f"{cls.kind}-" if kind in backends.BUILTIN else ""
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser, *, backend_flag: str) -> None:
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--frontend",
         type=bind_endpoint_arg,
@@ -295,7 +300,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, backend_flag: str) 
         help="where publishers connect (default: %(default)s)",
     )
     parser.add_argument(
-        backend_flag,
+        "--backend-address",
         type=bind_endpoint_arg,
         default=DEFAULT_BACKEND,
         metavar="ADDR",
@@ -317,6 +322,7 @@ def add_curve_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--curve",
         metavar="DIR",
+        type=curve_arg,
         help=f"CURVE security: {what} (keys from `zibrato keys DIR`; default: ${CURVE_ENV}, "
         "else none)",
     )
@@ -336,7 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward publishers to subscribers",
         description="Run the XSUB/XPUB forwarder.",
     )
-    add_broker_arguments(broker, backend_flag="--backend")
+    add_broker_arguments(broker)
+    # Deprecated for one release: scripts in the wild pass the address as --backend.
+    broker.add_argument(
+        "--backend", dest="deprecated_backend", type=bind_endpoint_arg, help=argparse.SUPPRESS
+    )
     broker.set_defaults(handler=run_broker)
 
     tail_parser = commands.add_parser(

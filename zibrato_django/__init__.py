@@ -12,8 +12,9 @@ and application code shares the process's one client::
     @zibrato.time_me(name="report.build")
     def build_report(): ...
 
-Importing this package reads no setting and opens no socket: the client is built from
-``settings.ZIBRATO`` when the first metric is recorded.
+Importing this package, and decorating functions with it, reads no setting, opens no
+socket and starts no thread: the client is built from ``settings.ZIBRATO`` when the first
+metric is recorded (:mod:`zibrato.framework.lazy`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ class _ClientSettings:
         self.used: dict[str, Any] | None = None
 
     def __call__(self) -> dict[str, Any]:
-        from zibrato_django.conf import client_keywords, get_config
+        from zibrato_django.conf import client_keywords
 
-        self.used = client_keywords(get_config())
+        self.used = client_keywords()
         return self.used
 
 

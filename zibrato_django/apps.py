@@ -34,14 +34,10 @@ def reload_settings(setting: str, **kwargs: Any) -> None:
     """Re-read ``ZIBRATO`` (or ``DATABASES``) after it changed; restart the client only if
     its keywords did."""
     from zibrato_django import client_settings, zibrato
-    from zibrato_django.conf import SETTING, clear_caches, client_keywords, get_config
+    from zibrato_django.conf import SETTING, clear_caches, client_keywords
 
     if setting not in (SETTING, "DATABASES"):
         return
     clear_caches()
-    if (
-        setting == SETTING
-        and zibrato.started
-        and client_keywords(get_config()) != client_settings.used
-    ):
+    if setting == SETTING and zibrato.started and client_keywords() != client_settings.used:
         zibrato.reset()

@@ -22,12 +22,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
-from django.urls import ResolverMatch
 
 from zibrato.framework import schema
 from zibrato.framework.units import RequestRecorder, RequestState, current_request
 from zibrato_django import failures, zibrato
 from zibrato_django.conf import RequestPlan, request_plan
+from zibrato_django.routes import route_of
 
 # Django's own ways of answering with a status below 500 (django.core.handlers.exception):
 # answers, not errors.
@@ -181,22 +181,3 @@ def _recorder(plan: RequestPlan) -> RequestRecorder:
         )
         current = _current = (plan, recorder)
     return current[1]
-
-
-def route_of(match: ResolverMatch | None) -> str:
-    """Return the bounded ``http.route`` of a resolved request: its URL pattern.
-
-    The full pattern including ``include()`` prefixes (``shop/items/<int:pk>/``); the
-    view's dotted name when the pattern is empty; ``<unmatched>`` when nothing resolved.
-    """
-    if match is None:
-        return schema.UNMATCHED_ROUTE
-    return match.route or view_path(match.func)
-
-
-def view_path(view: Callable[..., Any]) -> str:
-    """Return ``module.name`` of a view function or of a class-based view's class."""
-    target = getattr(view, "view_class", view)
-    module = getattr(target, "__module__", None) or "<unknown>"
-    name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return f"{module}.{name}"

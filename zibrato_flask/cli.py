@@ -1,5 +1,9 @@
 """``flask zibrato broker`` and ``flask zibrato tail``: the core's commands, with the app's config.
 
+The group is a Flask CLI plugin (the ``flask.commands`` entry point), so that it exists
+even when loading the app fails: a setting that cannot work is then one line and exit
+status 2 from the command, not a traceback from Flask's app loader.
+
 ``broker`` runs the broker and the backends of ``ZIBRATO_BACKENDS`` (or those named with
 ``--backend KIND``) through :func:`zibrato.runner.serve`, the serve loop every front end
 shares: it says where each part listens, stops on SIGINT or SIGTERM with a final flush,
@@ -18,11 +22,10 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from zibrato import backends, levels
-from zibrato.addresses import check_endpoint
 from zibrato.errors import ConfigError
+from zibrato.framework.settings import Settings, parse_setting
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 from zibrato.tail import run_tail
-from zibrato_flask.settings import FlaskSettings
 
 GROUP = "flask zibrato"
 
@@ -42,6 +45,13 @@ class OneLineErrors(click.Command):
         except click.UsageError as exc:
             fail(f"{GROUP} {info_name}", f"{exc.format_message()} (see --help)")
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # Loading the app runs init_app, the start-up check of its ZIBRATO_* settings.
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(f"{GROUP} {ctx.info_name}", str(exc))
+
 
 def fail(prog: str, message: str) -> NoReturn:
     """Print ``PROG: MESSAGE`` on stderr and exit with status 2."""
@@ -49,12 +59,12 @@ def fail(prog: str, message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def app_settings(prog: str) -> FlaskSettings:
+def app_settings(prog: str) -> Settings:
     """Return the current app's checked Zibrato settings, or fail if it has none."""
     state = current_app.extensions.get("zibrato")
     if state is None:
         fail(prog, "this app does not use zibrato_flask: add Zibrato(app) or init_app(app)")
-    settings: FlaskSettings = state.settings
+    settings: Settings = state.settings
     return settings
 
 
@@ -77,13 +87,13 @@ def broker_command(kinds: tuple[str, ...]) -> None:
     specs: list[Mapping[str, Any]] = [{"kind": kind} for kind in kinds]
     specs = specs or list(settings.backends)
     try:
-        built = backends.build(specs, connect=settings.broker_backend)
+        built = backends.build(specs, connect=settings.broker_backend_address)
     except ConfigError as exc:
         fail(prog, str(exc))
     runner = Runner(
         built,
         frontend=settings.broker_frontend,
-        backend_address=settings.broker_backend,
+        backend_address=settings.broker_backend_address,
         curve=settings.curve,
         insecure=settings.insecure,
     )
@@ -94,7 +104,7 @@ def broker_command(kinds: tuple[str, ...]) -> None:
 @click.option(
     "--connect",
     metavar="ADDRESS",
-    help="the broker's backend address (default: ZIBRATO_BROKER_BACKEND)",
+    help="the broker's backend address (default: ZIBRATO_BROKER_BACKEND_ADDRESS)",
 )
 @click.option(
     "--level",
@@ -108,9 +118,9 @@ def tail_command(connect: str | None, level: str, as_json: bool) -> None:
     prog = f"{GROUP} tail"
     settings = app_settings(prog)
     try:
-        address = check_endpoint(connect) if connect else settings.tail_address
-        level = levels.normalize(level)
-    except (ConfigError, ValueError) as exc:
+        address = parse_setting("PUBLISH", connect) if connect else settings.tail_address
+        level = parse_setting("LEVEL", level)
+    except ConfigError as exc:
         fail(prog, str(exc))
     try:
         status = run_tail(

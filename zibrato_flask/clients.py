@@ -1,27 +1,34 @@
 """The process's publishers: one per process for every app, however many apps and tests.
 
 A publisher is one ZeroMQ socket and one thread. Every Flask app (and every ``Zibrato``
-extension object) whose ``ZIBRATO_PUBLISH``, ``ZIBRATO_SOURCE`` and ``ZIBRATO_TAGS`` agree
-shares one, created when the first metric is recorded, so an app factory called once per
-test costs no socket and no thread per app. Apps that differ in those settings get one
-publisher per distinct combination; ``ZIBRATO_LEVEL`` only changes the thin client on top
-(a threshold, no socket). Publishers are fork-safe: a forked worker gets its own socket.
+extension object) whose ``ZIBRATO_PUBLISH``, ``ZIBRATO_SOURCE``, ``ZIBRATO_TAGS`` and
+``ZIBRATO_CURVE`` agree shares one, created when the first metric is recorded, so an app
+factory called once per test costs no socket and no thread per app. Apps that differ in
+those settings get one publisher per distinct combination; ``ZIBRATO_LEVEL`` only
+changes the thin client on top (a threshold, no socket). Publishers are fork-safe: a
+forked worker gets its own socket.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
 from zibrato.client import Zibrato
+from zibrato.framework.settings import CLIENT, Settings
+from zibrato.levels import DEFAULT_THRESHOLD
 from zibrato.publisher import Publisher
-from zibrato_flask.settings import FlaskSettings
+from zibrato_flask.settings import BROKER_HINT, spell
+
+log = logging.getLogger("zibrato.flask")
 
 _lock = threading.Lock()
-_publishers: dict[tuple[str, str | None, tuple[tuple[str, str], ...], str | None], Publisher] = {}
-_clients: dict[tuple[object, str], Zibrato] = {}
+_publishers: dict[tuple[Any, ...], Publisher] = {}
+_clients: dict[tuple[Any, ...], Zibrato] = {}
 _fork_hook_installed = False
 
 
@@ -35,9 +42,12 @@ class ClientHolder(Protocol):
 _holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
 
 
-def client_for(settings: FlaskSettings) -> Zibrato:
+def client_for(settings: Settings) -> Zibrato:
     """Return the process's client for ``settings`` (creating its publisher on first use)."""
-    key = (settings.publisher_key, settings.level)
+    keywords = settings.client_keywords(broker_hint=BROKER_HINT)
+    level = keywords.pop("level", None)
+    publisher_key = tuple(sorted((k, repr(v)) for k, v in keywords.items()))
+    key = (publisher_key, level)
     client = _clients.get(key)
     if client is not None:
         return client
@@ -45,13 +55,24 @@ def client_for(settings: FlaskSettings) -> Zibrato:
         client = _clients.get(key)
         if client is None:
             _install_fork_hook()
-            publisher = _publishers.get(settings.publisher_key)
+            why_off = settings.off_because(CLIENT)
+            if why_off is not None:
+                _log_once(why_off.line(spell))
+            publisher = _publishers.get(publisher_key)
             if publisher is None:
-                publish, source, tags, curve = settings.publisher_key
-                publisher = Publisher(publish, source=source, tags=dict(tags) or None, curve=curve)
-                _publishers[settings.publisher_key] = publisher
-            client = _clients[key] = Zibrato(level=settings.level, publisher=publisher)
+                publisher = _publishers[publisher_key] = _publisher(keywords)
+            client = _clients[key] = Zibrato(publisher=publisher, level=level or DEFAULT_THRESHOLD)
         return client
+
+
+def _publisher(keywords: dict[str, Any]) -> Publisher:
+    address = keywords.pop("publish")
+    return Publisher(address, **keywords)
+
+
+@functools.cache
+def _log_once(line: str) -> None:
+    log.error("%s; the client is off", line)
 
 
 def publisher_count() -> int:

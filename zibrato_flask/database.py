@@ -21,7 +21,7 @@ import os
 import weakref
 from collections.abc import Callable, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import (
     Flask,
@@ -36,18 +36,22 @@ from zibrato.client import Zibrato
 from zibrato.framework import schema
 from zibrato.framework.schema import TagCache
 from zibrato.framework.units import QueryTally, current_request
-from zibrato_flask.request_metrics import HOOK_FAILED
+from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-    from zibrato_flask.extension import AppState
 
 G_KEY = "_zibrato"
 _STARTS = "zibrato_query_starts"
 
 # Each engine is instrumented once, whichever app or call asks first.
 _instrumented: weakref.WeakKeyDictionary[Engine, EngineHooks] = weakref.WeakKeyDictionary()
+
+
+class EngineNamespaces(Protocol):
+    """Told when the first plain engine is added (``AppState.update_db_namespace``)."""
+
+    def update_db_namespace(self) -> None: ...
 
 
 def namespace_of(engine: Engine, bind_key: str | None = None) -> str:
@@ -76,12 +80,18 @@ def instrument(engine: Engine, namespace: str, client: Callable[[], Zibrato]) ->
 
 
 def flask_sqlalchemy_engines(app_extensions: Mapping[str, Any], app: object) -> Mapping[Any, Any]:
-    """Return the engines Flask-SQLAlchemy made for ``app``, by bind key (empty if none)."""
+    """Return the engines Flask-SQLAlchemy made for ``app``, by bind key (empty if none).
+
+    Through its public ``db.engines``, which reads the current app: so only inside one of
+    ``app``'s contexts (pushing one here would run the app's teardown functions); the
+    extension looks again at each app context until it finds them.
+    """
     db = app_extensions.get("sqlalchemy")
-    # Flask-SQLAlchemy 3 keeps each app's engines here; its public ``db.engines`` needs
-    # an app context, which init_app must not push.
-    per_app = getattr(db, "_app_engines", None)
-    engines = per_app.get(app) if per_app is not None else None
+    if db is None or not has_app_context():
+        return {}
+    if current_app._get_current_object() is not app:  # type: ignore[attr-defined]
+        return {}
+    engines = getattr(db, "engines", None)
     return engines if isinstance(engines, Mapping) else {}
 
 
@@ -91,9 +101,9 @@ class PlainEngines:
 
     def __init__(self) -> None:
         self.first_namespace: str | None = None
-        self._apps: weakref.WeakSet[AppState] = weakref.WeakSet()
+        self._apps: weakref.WeakSet[EngineNamespaces] = weakref.WeakSet()
 
-    def on_add(self, app_state: AppState) -> None:
+    def on_add(self, app_state: EngineNamespaces) -> None:
         """Call ``app_state.update_db_namespace()`` when the first engine is added."""
         self._apps.add(app_state)
 
@@ -165,7 +175,7 @@ def context_unit() -> tuple[QueryTally | None, Zibrato | None]:
     if not has_app_context():
         return None, None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    app_state: AppState | None = app.extensions.get("zibrato")
+    app_state: InstrumentedApp | None = app.extensions.get("zibrato")
     if app_state is None:  # an app without Zibrato shares this engine
         return None, None
     globals_ = g._get_current_object()
@@ -189,7 +199,7 @@ def record_when_contexts_end(app: Flask) -> None:
 def record_context(sender: Flask, exc: BaseException | None = None, **extra: Any) -> None:
     """Record the queries of an app context that was not a request (``appcontext_tearing_down``)."""
     tally: QueryTally | None = g._get_current_object().pop(G_KEY, None)
-    app_state: AppState | None = sender.extensions.get("zibrato")
+    app_state: InstrumentedApp | None = sender.extensions.get("zibrato")
     if tally is None or app_state is None:
         return
     recorder = app_state.recorder()

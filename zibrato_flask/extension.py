@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, appcontext_pushed, got_request_exception
@@ -13,13 +11,12 @@ from flask import Flask, appcontext_pushed, got_request_exception
 from zibrato.client import Zibrato as Client
 from zibrato.framework.lazy import LazyZibrato
 from zibrato.framework.schema import TagCache
+from zibrato.framework.settings import Settings
 from zibrato.framework.units import RequestRecorder, current_request
-from zibrato.instruments import Counter, Timer
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
-from zibrato_flask.deferred import DeferredCounter, DeferredTimer
 from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
-from zibrato_flask.settings import DEFAULTS, FlaskSettings, read_settings
+from zibrato_flask.settings import DEFAULT_SETTINGS, read_app_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -31,9 +28,10 @@ class AppState:
     """One app's Zibrato state, kept in ``app.extensions["zibrato"]``."""
 
     def __init__(
-        self, app: Flask, settings: FlaskSettings, plain_engines: database.PlainEngines
+        self, app: Flask, settings: Settings, plain_engines: database.PlainEngines
     ) -> None:
         self.settings = settings
+        self.exclude = settings.exclude
         self.tags = TagCache()
         # This app's client and buffers once made; None again when the process's
         # publishers are closed (clients.close_all), so that the next request makes new.
@@ -85,7 +83,7 @@ class AppState:
         if app is None or "sqlalchemy" not in self._extensions:
             return
         engines = database.flask_sqlalchemy_engines(self._extensions, app)
-        if len(engines) == self._engines_seen:
+        if not engines or len(engines) == self._engines_seen:  # none: not in app's context
             return
         namespaces = {}
         for bind_key, engine in list(engines.items()):
@@ -125,17 +123,16 @@ class Zibrato(LazyZibrato):
     def init_app(self, app: Flask) -> None:
         """Instrument ``app``: read and check its ``ZIBRATO_*`` config, install the hooks.
 
-        Raises :class:`~zibrato.errors.ConfigError` (one line: which key, what to write)
+        Raises :class:`~zibrato.errors.ConfigError` (one line: which key, what is allowed)
         for a setting that cannot work, and ``RuntimeError`` if ``app`` already has it.
+        A misspelled key is logged with the likely intended name.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 f"zibrato_flask: {app!r} is already instrumented; call Zibrato(app) or "
                 "zibrato.init_app(app) once per app"
             )
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, copy.deepcopy(value))
-        settings = read_settings(app.config)
+        settings = read_app_settings(app.config)
         state = AppState(app, settings, self._settings.plain_engines)
         app.extensions[EXTENSION_KEY] = state
         app.wsgi_app = request_timer(app.wsgi_app, state)  # type: ignore[method-assign,assignment]
@@ -156,47 +153,6 @@ class Zibrato(LazyZibrato):
         database.instrument(engine, namespace, lambda: self)
         self._settings.plain_engines.add(namespace)
 
-    # -- the client: instruments made before init_app wait for its settings ----------------
-    def timer(
-        self,
-        name: str,
-        rate: float | None = None,
-        *,
-        level: str | None = None,
-        source: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> Timer:
-        """Return a timer for ``name``: use it as a decorator or a context manager."""
-
-        def make() -> Timer:
-            return Client.timer(self, name, level=level, source=source, tags=tags, rate=rate)
-
-        return make() if self.started else DeferredTimer(make, name, source, tags)
-
-    def counter(
-        self,
-        name: str,
-        value: float = 1,
-        rate: float | None = None,
-        *,
-        level: str | None = None,
-        source: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> Counter:
-        """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
-
-        def make() -> Counter:
-            return Client.counter(
-                self, name, value, level=level, source=source, tags=tags, rate=rate
-            )
-
-        return make() if self.started else DeferredCounter(make, name, value, source, tags)
-
-    time_me = timer
-    Time_me = timer
-    count_me = counter
-    Count_me = counter
-
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self, linger: float | None = None) -> None:
         """Close the process's Flask publishers; the next metric reads the settings again."""
@@ -216,15 +172,15 @@ class _ExtensionSettings:
     """
 
     def __init__(self) -> None:
-        self.settings: FlaskSettings | None = None
+        self.settings: Settings | None = None
         self.plain_engines = database.PlainEngines()
         self.lock = threading.Lock()
 
     def __call__(self) -> dict[str, Any]:
-        settings = self.settings or read_settings(DEFAULTS)
-        return {"publisher": clients.client_for(settings).publisher, "level": settings.level}
+        client = clients.client_for(self.settings or DEFAULT_SETTINGS)
+        return {"publisher": client.publisher, "level": client.threshold}
 
-    def adopt(self, extension: Zibrato, settings: FlaskSettings) -> None:
+    def adopt(self, extension: Zibrato, settings: Settings) -> None:
         """Take the first app's settings; a client started with the defaults starts again."""
         with self.lock:
             if self.settings is not None:

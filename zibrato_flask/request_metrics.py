@@ -35,35 +35,47 @@ Nothing here raises into the request: a failure is counted in the client's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.units import RequestState, current_request
+from zibrato.framework.units import RequestRecorder, RequestState, current_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask.typing import ResponseReturnValue
     from werkzeug.wrappers import Request
 
-    from zibrato_flask.extension import AppState
-
 HOOK_FAILED = "flask_hook_failed"
 _UNMATCHED = schema.UNMATCHED_ROUTE
 
 
-def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplication:
+class InstrumentedApp(Protocol):
+    """What the request and database hooks need of one app's state (``AppState``),
+    named here so that neither imports the extension that holds it."""
+
+    exclude: re.Pattern[str] | None  # ZIBRATO_EXCLUDE_PATHS, searched in the path
+    current_recorder: RequestRecorder | None
+
+    def recorder(self) -> RequestRecorder: ...
+
+    def client(self) -> Zibrato: ...
+
+
+def request_timer(wsgi_app: WSGIApplication, app_state: InstrumentedApp) -> WSGIApplication:
     """Return ``wsgi_app`` wrapped to time, then record, each request of one app."""
-    exclude_paths = app_state.settings.exclude_paths
+    exclude = app_state.exclude
 
     def zibrato_request_timer(
         environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        if exclude_paths and environ.get("PATH_INFO", "").startswith(exclude_paths):
+        if exclude is not None and exclude.search(environ.get("PATH_INFO", "")):
             return wsgi_app(environ, start_response)
         start = perf_counter()
         state = RequestState()
@@ -88,8 +100,6 @@ def request_timer(wsgi_app: WSGIApplication, app_state: AppState) -> WSGIApplica
             recorder = app_state.current_recorder or app_state.recorder()
             try:
                 recorder.record(state, environ.get("REQUEST_METHOD", ""), seconds)
-                if state.tally is not None:
-                    app_state.check_engines()
             except Exception as failure:
                 recorder.publisher.reject(HOOK_FAILED, f"request not recorded: {failure!r}")
 

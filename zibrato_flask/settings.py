@@ -1,163 +1,65 @@
-"""The ``ZIBRATO_*`` configuration keys: their defaults, and one clear error per mistake.
+"""The ``ZIBRATO_*`` configuration keys, read through the framework kit's one settings core.
 
-``init_app`` sets every key with ``app.config.setdefault`` (so ``app.config`` shows what
-is in force) and reads them once into a frozen :class:`FlaskSettings`; a value that
-cannot work raises :class:`~zibrato.errors.ConfigError` naming the key, what is wrong and
-what to write instead.
+Flask's keys are the kit's own (:data:`zibrato.framework.settings.KEYS`, documented in
+``docs/settings.md``) with the ``ZIBRATO_`` prefix: this module only translates the
+names. ``init_app`` is the start-up check: :func:`read_app_settings` raises
+:class:`~zibrato.errors.ConfigError` with one line naming the key and what is allowed,
+and the likely intended name of a misspelled key (``ZIBRATO_BACKEND``) is logged.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import copy
+import logging
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from zibrato import backends, levels
-from zibrato.addresses import DEFAULT_BACKEND, DEFAULT_FRONTEND, check_endpoint
-from zibrato.client import PUBLISH_ENV
 from zibrato.errors import ConfigError
-from zibrato.framework import schema
-from zibrato.security.curve import adapter_keywords
+from zibrato.framework import settings as kit
+from zibrato.framework.settings import Settings, likely_meant, read_settings
 
-DEFAULTS: Mapping[str, Any] = {
-    "ZIBRATO_PUBLISH": None,  # $ZIBRATO_PUBLISH, else the broker frontend below
-    "ZIBRATO_LEVEL": levels.DEFAULT_THRESHOLD,
-    "ZIBRATO_REQUEST_LEVEL": schema.REQUEST_LEVEL,  # the request and view timers
-    "ZIBRATO_DB_LEVEL": schema.DB_REQUEST_LEVEL,  # the per-request database metrics
-    "ZIBRATO_SOURCE": None,
-    "ZIBRATO_TAGS": None,
-    "ZIBRATO_EXCLUDE_PATHS": (),
-    "ZIBRATO_BACKENDS": ({"kind": "console"},),
-    "ZIBRATO_BROKER_FRONTEND": DEFAULT_FRONTEND,
-    "ZIBRATO_BROKER_BACKEND": DEFAULT_BACKEND,
-    "ZIBRATO_CURVE": None,  # a keys directory (`zibrato keys DIR`); None: $ZIBRATO_CURVE
-    "ZIBRATO_INSECURE": False,  # let `flask zibrato broker` bind beyond loopback without CURVE
-}
+log = logging.getLogger("zibrato.flask")
+
+PREFIX = "ZIBRATO_"
+# What the "no broker answers" warning tells a Flask user to run.
+BROKER_HINT = "flask zibrato broker"
+DEFAULTS: Mapping[str, Any] = {PREFIX + key: kit.KEYS[key].default for key in kit.FLASK_KEYS}
+# The settings of an extension used before any init_app (and always valid).
+DEFAULT_SETTINGS = read_settings({}, keys=kit.FLASK_KEYS)
 
 
-@dataclass(frozen=True)
-class FlaskSettings:
-    """One app's Zibrato settings, checked."""
-
-    publish: str
-    level: str
-    request_level: str
-    db_level: str
-    source: str | None
-    tags: tuple[tuple[str, str], ...]
-    exclude_paths: tuple[str, ...]
-    backends: tuple[Mapping[str, Any], ...]
-    broker_frontend: str
-    broker_backend: str
-    curve: str | None  # the CURVE keys directory of the client and the broker; None: none
-    insecure: bool
-
-    @property
-    def publisher_key(self) -> tuple[str, str | None, tuple[tuple[str, str], ...], str | None]:
-        """What apps must share to share one publisher: address, source, tags and keys."""
-        return (self.publish, self.source, self.tags, self.curve)
-
-    @property
-    def tail_address(self) -> str:
-        """Where ``flask zibrato tail`` connects: the broker backend, if one can connect."""
-        return connectable(self.broker_backend) or DEFAULT_BACKEND
+def spell(key: str) -> str:
+    """Return how a key is written in a Flask config: ``ZIBRATO_PUBLISH``."""
+    return PREFIX + key
 
 
-def read_settings(config: Mapping[str, Any]) -> FlaskSettings:
-    """Return the checked settings from a Flask ``config``; raise ConfigError if one is wrong."""
-    frontend = _endpoint(config, "ZIBRATO_BROKER_FRONTEND")
-    backend_address = _endpoint(config, "ZIBRATO_BROKER_BACKEND")
-    publish = config["ZIBRATO_PUBLISH"]
-    if publish is None:
-        publish = os.environ.get(PUBLISH_ENV) or connectable(frontend) or DEFAULT_FRONTEND
-    else:
-        publish = _checked("ZIBRATO_PUBLISH", publish, check_endpoint)
-    security = adapter_keywords(
-        config["ZIBRATO_CURVE"], insecure=config["ZIBRATO_INSECURE"], prefix="ZIBRATO_", check=True
-    )
-    return FlaskSettings(
-        publish=publish,
-        level=_checked("ZIBRATO_LEVEL", config["ZIBRATO_LEVEL"], levels.normalize),
-        request_level=_checked(
-            "ZIBRATO_REQUEST_LEVEL", config["ZIBRATO_REQUEST_LEVEL"], levels.normalize
-        ),
-        db_level=_checked("ZIBRATO_DB_LEVEL", config["ZIBRATO_DB_LEVEL"], levels.normalize),
-        source=_source(config["ZIBRATO_SOURCE"]),
-        tags=_tags(config["ZIBRATO_TAGS"]),
-        exclude_paths=_exclude_paths(config["ZIBRATO_EXCLUDE_PATHS"]),
-        backends=_backends(config["ZIBRATO_BACKENDS"], backend_address),
-        broker_frontend=frontend,
-        broker_backend=backend_address,
-        curve=security.runner["curve"],
-        insecure=security.runner["insecure"],
-    )
+def read_app_settings(config: MutableMapping[str, Any]) -> Settings:
+    """Return the checked settings of a Flask ``config``; raise ConfigError if one is wrong.
 
-
-def connectable(address: str) -> str | None:
-    """Return a bind address if a client can connect to it as written (no ``*``, port 0)."""
-    transport, _, rest = address.partition("://")
-    if transport != "tcp":
-        return address
-    host, _, port = rest.rpartition(":")
-    if host in ("*", "0.0.0.0", "[::]") or port in ("0", "*"):
-        return None
-    return address
-
-
-def _checked(key: str, value: Any, check: Any) -> Any:
-    try:
-        return check(value)
-    except (ConfigError, ValueError) as exc:
-        raise ConfigError(f"{key} = {value!r}: {exc}") from None
-
-
-def _endpoint(config: Mapping[str, Any], key: str) -> str:
-    return str(_checked(key, config[key], lambda value: check_endpoint(value, bind=True)))
-
-
-def _source(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value):
-        return value
-    raise ConfigError(
-        f"ZIBRATO_SOURCE = {value!r}: use a non-empty string naming this process "
-        "(e.g. 'web-1'), or None"
-    )
-
-
-def _tags(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if isinstance(value, Mapping) and all(
-        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    Every key is then set on ``config`` with ``setdefault``, so that it shows what is in
+    force. Misspelled keys are logged, one line each, with the likely intended name.
+    """
+    given = {key[len(PREFIX) :]: value for key, value in config.items() if key.startswith(PREFIX)}
+    settings = read_settings(given, keys=kit.FLASK_KEYS, check_backends=True, check_curve_keys=True)
+    if settings.errors:
+        raise ConfigError(settings.errors[0].line(spell))
+    for line in (
+        *(p.line(spell) for p in settings.warnings if not p.features),  # the client's: later
+        *_misspelled_prefix(config),
     ):
-        return tuple(sorted(value.items()))
-    raise ConfigError(
-        f"ZIBRATO_TAGS = {value!r}: use a dict of string names to string values, "
-        "e.g. {'app': 'shop'}, or None"
-    )
+        log.warning("%s", line)
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, copy.deepcopy(value))
+    config[spell("BROKER_BACKEND_ADDRESS")] = settings.broker_backend_address
+    return settings
 
 
-def _exclude_paths(value: Any) -> tuple[str, ...]:
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, str | bytes)
-        and all(isinstance(path, str) and path.startswith("/") for path in value)
-    ):
-        return tuple(value)
-    raise ConfigError(
-        f"ZIBRATO_EXCLUDE_PATHS = {value!r}: use a list of path prefixes that start with '/', "
-        "e.g. ['/health', '/static/']"
-    )
-
-
-def _backends(value: Any, connect: str) -> tuple[Mapping[str, Any], ...]:
-    try:
-        backends.build(value, connect=connect)  # validation only: nothing starts
-    except ConfigError as exc:
-        raise ConfigError(f"ZIBRATO_BACKENDS: {exc}") from None
-    except TypeError:
-        raise ConfigError(
-            f"ZIBRATO_BACKENDS = {value!r}: use a list of mappings, e.g. [{{'kind': 'console'}}]"
-        ) from None
-    return tuple(value)
+def _misspelled_prefix(config: Mapping[str, Any]) -> list[str]:
+    """A key like ``ZIBARTO_PUBLISH`` is a typo of a Zibrato key that nobody reads."""
+    found = []
+    for key in config:
+        if isinstance(key, str) and not key.startswith(PREFIX) and key[:3].upper() == "ZIB":
+            meant = likely_meant(key.upper(), DEFAULTS)
+            if meant is not None:
+                found.append(f"{key}: not a Zibrato setting; did you mean {meant}?")
+    return found

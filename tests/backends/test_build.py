@@ -48,7 +48,7 @@ def test_build_makes_each_kind_with_its_options_and_the_defaults(tmp_path: Path)
         ({"kind": "console"}, "backends must be a list of mappings"),
         ([{"kind": "prometheus", "port": 9102}], "unknown option 'port'; it accepts listen"),
         ([{"kind": "prometheus", "listen": "nonsense"}], "backend: listen must be HOST:PORT"),
-        ([{"kind": "statsd", "max_packet": "big"}], "option 'max-packet' invalid"),
+        ([{"kind": "statsd", "max_packet": "big"}], "option 'max-packet' must be a whole number"),
         ([{"kind": "statsd", "tag_style": "odd"}], "'tag-style' must be one of name"),
         ([{"kind": "console", "health": "yes"}], "option 'health' must be true or false"),
         ([{"kind": "console", "flush": 0}], "the flush interval must be more than 0 seconds"),

@@ -65,5 +65,5 @@ def test_names_from_plain_data_and_in_the_startup_line() -> None:
     assert backend.describe() == "printing a table of orders.*,queue.depth to standard output"
     (listed,) = build([{"kind": "console", "names": ["orders.*", "queue.depth"]}])
     assert isinstance(listed, ConsoleBackend) and listed.names == backend.names
-    with pytest.raises(BackendConfigError, match=r"^console backend: names must be comma-sep"):
+    with pytest.raises(BackendConfigError, match=r"^console backend: option .names. must be a str"):
         build([{"kind": "console", "names": 3}], connect=NOWHERE)

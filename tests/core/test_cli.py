@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from zibrato import __version__
+from zibrato import __version__, backends, cli
 
 TAIL_PROBE = "tail.probe"
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
@@ -78,9 +83,9 @@ def test_tail_rejects_an_unknown_level():
 def test_broker_on_an_address_in_use_exits_with_a_message(broker, run_cli, side):
     taken = getattr(broker, side)
     free = "tcp://127.0.0.1:0"
-    args = ["--frontend", taken, "--backend", free]
+    args = ["--frontend", taken, "--backend-address", free]
     if side == "backend":
-        args = ["--frontend", free, "--backend", taken]
+        args = ["--frontend", free, "--backend-address", taken]
     second = run_cli("broker", *args)
     code = second.wait(10)
     assert code is not None, "the second broker kept running on an address in use"
@@ -200,3 +205,94 @@ def test_tail_says_what_it_waits_on(run_cli):
         "zibrato tail: showing events of level warning and above from the broker at "
         "tcp://127.0.0.1:1 (start one with `zibrato run` if none is running)"
     ), tail
+
+
+def test_broker_backend_is_the_address_for_one_more_release_with_one_line_of_notice(run_cli):
+    old = run_cli("broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0")
+    line = old.wait_for_line(lambda text: "subscribers connect to" in text, 30)
+    assert "tcp://127.0.0.1:0" not in line  # the address given, bound on a picked port
+    old.signal(signal.SIGINT)
+    assert old.wait(5) == 0
+    old.stop()
+    assert old.stderr == [
+        "zibrato broker: --backend ADDR is deprecated, use --backend-address ADDR (--backend "
+        "names a backend KIND in every other command)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["run", "--backend", "tcp://127.0.0.1:35037"],
+            "zibrato run: 'tcp://127.0.0.1:35037' is an address, not a backend kind: use one "
+            "of console",
+        ),
+        (["broker", "--backend", "console"], "zibrato broker: argument --backend: 'console' is"),
+        (["broker", "--frontend", "tcp://127.0.0.1:²"], "'²' is not a port number (1-65535)"),
+        (
+            ["run", "--backend-address", "tcp://127.0.0.1:\u0665\u0665\u0665\u0660"],
+            "is not a port number",
+        ),
+    ],
+)
+def test_backend_is_a_kind_and_backend_address_an_address(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert message in line, line
+
+
+# -- every option and backend option, fuzzed: one line and exit status 2, never a traceback --
+ODD_VALUES = st.one_of(
+    st.sampled_from(["", "²", "٣", "nan", "inf", "-inf", "1e308", "-1", "0", "x" * 5000, "\n"]),
+    st.text(max_size=20),
+    st.floats(allow_nan=True).map(repr),
+    st.integers().map(str),
+)
+OPTIONS = sorted(
+    {f"--{option.name}" for kind in backends.BUILTIN for option in backends.load(kind).options}
+    - {"--health", "--tags"}  # flags: they take no value
+)
+COMMON = ["--level", "--flush", "--percentiles", "--connect", "--curve"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(backends.BUILTIN)), option=st.sampled_from(OPTIONS + COMMON))
+@example(kind="dashboard", option="--history-days").via("the issue: FLUSH 1e308 and the like")
+def test_any_backend_option_value_is_one_line_and_exit_2_or_a_backend(kind, option):
+    for value in ("1e308", "nan", "²", "x" * 5000, "-1"):
+        _one_line_or_built(["backend", kind, option, value])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(sorted(backends.BUILTIN)),
+    option=st.sampled_from(OPTIONS + COMMON),
+    value=ODD_VALUES,
+)
+def test_any_option_value_is_one_line_and_exit_2_or_a_backend(kind, option, value):
+    _one_line_or_built(["backend", kind, option, value])
+
+
+def _one_line_or_built(argv):
+    """Parse and build as ``zibrato ARGV`` would (nothing starts): a backend, or one line."""
+    stderr = io.StringIO()
+    with (
+        tempfile.TemporaryDirectory() as scratch,  # where a jsonl or dashboard file may go
+        contextlib.chdir(scratch),
+        contextlib.redirect_stderr(stderr),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        try:
+            parser, cls = cli.backend_parser(argv[1:])
+            parsed = parser.parse_args(argv[1:])
+            spec = cli.backend_spec(parsed.kind, cls, parsed, "")
+            cli.build_backends(parser, [spec], parsed, parsed.connect)
+        except SystemExit as exc:
+            assert exc.code == 2, (argv, stderr.getvalue())
+            (line,) = stderr.getvalue().splitlines()
+            assert line.startswith(f"zibrato backend {argv[1]}: ") and len(line) < 600, line
+            return
+    assert stderr.getvalue() == ""

@@ -104,6 +104,27 @@ def test_a_site_that_dies_ends_the_run_with_one_line_and_status_1(start_demo: St
     assert processes_of(run.data) == {}
 
 
+def test_the_workers_of_a_site_whose_master_died_are_stopped_too(start_demo: StartDemo) -> None:
+    # The master killed, its workers orphaned and frozen: on a loaded machine an orphan may
+    # take seconds to notice that its master is gone; a frozen one never does by itself.
+    run = start_demo()
+    run.wait_running()
+    processes = processes_of(run.data)
+    (master,) = [
+        pid
+        for pid, command in processes.items()
+        if "gunicorn" in command and "warehouse" in command and _parent(pid) == run.pid
+    ]
+    workers = [pid for pid in processes if _parent(pid) == master]
+    assert workers, processes
+    os.kill(master, signal.SIGKILL)
+    for worker in workers:
+        os.kill(worker, signal.SIGSTOP)
+    assert run.wait(timeout=60) == 1
+    assert run.stdout[-1] == "zibrato demo: stopped"
+    assert processes_of(run.data) == {}
+
+
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])

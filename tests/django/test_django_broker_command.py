@@ -159,3 +159,60 @@ def get(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("zibrato", "line"),
+    [
+        (
+            "{'PUBLISH': 'tcp://127.0.0.1:²'}",
+            "zibrato_broker: ZIBRATO['PUBLISH']: 'tcp://127.0.0.1:²': '²' is not a port number "
+            "(1-65535); use tcp://HOST:PORT, e.g. tcp://127.0.0.1:5550 (zibrato.E002)",
+        ),
+        (
+            "{'BACKENDS': [{'KIND': 'prometheus', 'LISTEN': 9102}]}",
+            "zibrato_broker: ZIBRATO['BACKENDS']: prometheus backend: option 'listen' must be a "
+            "string of printable characters, not 9102 (zibrato.E003)",
+        ),
+        (
+            "{'BACKENDS': [{'KIND': 'console', 'FLUSH': 1e308}]}",
+            "zibrato_broker: ZIBRATO['BACKENDS']: console backend: the flush interval must be "
+            "more than 0 seconds and at most 86400 (a day), not 1e+308 (zibrato.E003)",
+        ),
+        (
+            "['PUBLISH']",
+            "zibrato_broker: settings.ZIBRATO: ['PUBLISH']: use a dict of settings (zibrato.E004)",
+        ),
+    ],
+    ids=["non-ASCII digit", "int LISTEN", "FLUSH 1e308", "not a dict"],
+)
+def test_a_setting_that_cannot_work_is_one_line_and_exit_2(zibrato: str, line: str) -> None:
+    result = subprocess.run(
+        manage("zibrato_broker"),
+        env=site_env(DJTEST_ZIBRATO=zibrato),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [line], "")
+
+
+def test_the_command_users_run_shows_a_typo_with_the_likely_name(
+    start_site: Callable[..., SiteProcess], tmp_path: Path
+) -> None:
+    settings = {
+        "BROKER_FRONTEND": "tcp://127.0.0.1:0",
+        "BROKER_BACKEND_ADDRESS": "tcp://127.0.0.1:0",
+        "PUBLISH": "tcp://127.0.0.1:9",
+        "BACKEND": [{"KIND": "jsonl", "PATH": str(tmp_path / "m.jsonl")}],
+    }
+    broker = start_site("zibrato_broker", DJTEST_ZIBRATO=repr(settings), DJTEST_ZIBARTO="{}")
+    broker.wait_line("running; Ctrl-C to stop")
+    broker.signal(signal.SIGINT)
+    assert broker.finish(10) == 0
+    assert broker.stderr == [
+        "zibrato_broker: warning: settings.ZIBARTO is not a Zibrato setting; did you mean "
+        "settings.ZIBRATO? (zibrato.W004)",
+        "zibrato_broker: warning: ZIBRATO['BACKEND']: not a Zibrato setting; did you mean "
+        "ZIBRATO['BACKENDS']? (zibrato.W003)",
+    ]

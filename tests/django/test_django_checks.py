@@ -40,7 +40,7 @@ def test_unknown_level_is_e001(key: str) -> None:
         ("PUBLISH", "127.0.0.1:5550"),
         ("PUBLISH", "tcp://127.0.0.1:0"),
         ("BROKER_FRONTEND", "udp://127.0.0.1:5550"),
-        ("BROKER_BACKEND", "tcp://127.0.0.1"),
+        ("BROKER_BACKEND_ADDRESS", "tcp://127.0.0.1"),
     ],
 )
 def test_malformed_address_is_e002(key: str, value: str) -> None:

@@ -13,6 +13,7 @@ from django.test import override_settings
 from django_support import BROKER_LINE, wait_for_records
 from process_support import SiteProcess
 
+from zibrato.framework.settings import OFF_ADDRESS
 from zibrato.security.curve import CURVE_ENV
 from zibrato.security.keygen import write_keys
 from zibrato_django.checks import check_settings
@@ -66,7 +67,7 @@ def test_a_bad_curve_setting_never_raises_and_never_sends_in_clear(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="zibrato.django"):
         keywords = client_keywords({**DEFAULTS, "CURVE": 42})
-    assert keywords["curve"] == ""  # keys that never load: the client stays unconnected
+    assert keywords["publish"] == OFF_ADDRESS  # the client is off: nothing sent in clear
     assert any("ZIBRATO['CURVE']" in record.getMessage() for record in caplog.records)
 
 

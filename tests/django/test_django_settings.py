@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND
+from zibrato.framework.settings import OFF_ADDRESS
 from zibrato.testing import CapturedMetrics
 from zibrato_django import zibrato
 from zibrato_django.conf import DEFAULTS, build_runner, client_keywords, get_config
@@ -92,51 +93,98 @@ def test_the_shared_client_speaks_the_2013_and_the_modern_api(metrics: CapturedM
     assert metrics.filter("djtest.block", tags={"shop": "eu"})
 
 
-def test_bad_client_settings_fall_back_and_never_raise(caplog: pytest.LogCaptureFixture) -> None:
-    keywords = client_keywords(
-        {**DEFAULTS, "PUBLISH": "nonsense", "LEVEL": "loud", "SOURCE": 3, "TAGS": [1]}
-    )
-    assert keywords["publish"] == DEFAULT_FRONTEND and keywords["level"] == "debug"
-    assert keywords["tags"] == {} and isinstance(keywords["source"], str)
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("PUBLISH", "tcp://127.0.0.1:²"), ("LEVEL", "loud"), ("SOURCE", 3), ("TAGS", [1])],
+)
+def test_a_bad_client_setting_switches_the_client_off_with_one_line_logged_once(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    @zibrato.time_me(name="djtest.decorated")  # at "import time": nothing starts
+    def decorated() -> int:
+        return 7
+
+    assert not zibrato.started
+    with override_settings(ZIBRATO={**settings.ZIBRATO, key: value}):
+        for _ in range(3):
+            zibrato.incr("djtest.off")
+            assert decorated() == 7
+        zibrato.flush(timeout=2)
+        assert zibrato.publisher.address == OFF_ADDRESS  # never a guessed address
+        assert zibrato.stats()["dropped"].get("invalid_address", 0) >= 6
+        zibrato.reset(linger=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zibrato.django"]
+    assert len(lines) == 1 and lines[0].startswith(f"ZIBRATO[{key!r}]: "), lines
+    assert "the client is off" in lines[0]
 
 
 settings_values = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
+    st.floats(allow_nan=True),
     st.text(max_size=30),
     st.lists(st.text(max_size=10), max_size=3),
     st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers()), max_size=3),
-    st.sampled_from([*levels.LEVELS, "tcp://127.0.0.1:5550", "ipc:///tmp/x", r"^/(", "[{"]),
+    st.sampled_from(
+        [*levels.LEVELS, "tcp://127.0.0.1:5550", "ipc:///tmp/x", r"^/(", "[{", "²", "\u0663"]
+    ),
+    st.sampled_from(["", "x" * 5000, 1e308, float("inf"), "tcp://127.0.0.1:²", "tcp://*:0"]),
+    st.lists(
+        st.fixed_dictionaries(
+            {"KIND": st.sampled_from(["console", "jsonl", "statsd", "prometheus", "dashboard"])},
+            optional={
+                option: st.one_of(st.text(max_size=8), st.integers(), st.floats(), st.none())
+                for option in ("FLUSH", "LISTEN", "MAX_PACKET", "WIDTH", "PERCENTILES", "LEVEL")
+            },
+        ),
+        max_size=2,
+    ),
 )
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(sorted(DEFAULTS)), settings_values, max_size=5))
-def test_any_settings_give_a_working_client_or_a_check_message(user: dict[str, Any]) -> None:
+def test_any_settings_give_a_check_message_and_never_an_exception_in_the_app(
+    user: dict[str, Any],
+) -> None:
+    from django.test import Client
+
     from zibrato_django.checks import check_settings
     from zibrato_django.conf import request_plan
 
-    config = {**DEFAULTS, **user}
-    keywords = client_keywords(config)
-    assert levels.normalize(keywords["level"]) and isinstance(keywords["source"], str)
+    @zibrato.time_me(name="djtest.fuzzed")
+    def decorated() -> int:
+        return 7
+
     with override_settings(ZIBRATO=user):
         messages = check_settings()  # never raises
         plan = request_plan()
         assert plan.request_level in levels.LEVELS and plan.db_level in levels.LEVELS
         try:
             build_runner(get_config())
-        except ValueError:
-            assert messages, "build_runner refused settings that the checks accepted"
+        except ValueError as exc:
+            assert [m for m in messages if m.is_serious()], f"not in the checks: {exc}"
+            assert "\n" not in str(exc)
+        # The application: a request, a decorated function, a counter. Nothing raises.
+        response = Client().get("/")
+        assert (response.status_code, response.content) == (200, b"home")
+        assert decorated() == 7
+        zibrato.incr("djtest.fuzzed.count")
+        zibrato.reset(linger=0)
 
 
-def test_importing_the_app_has_no_side_effects() -> None:
+def test_importing_the_app_and_decorating_with_it_has_no_side_effects() -> None:
     code = (
         "import threading, sys\n"
         "before = threading.active_count()\n"
         "import zibrato_django, zibrato_django.middleware, zibrato_django.db, "
         "zibrato_django.checks, zibrato_django.conf, zibrato_django.model_signals, "
         "zibrato_django.apps\n"
+        "@zibrato_django.zibrato.time_me(name='report')\n"  # decorating, as a module does
+        "def report(): pass\n"
+        "@zibrato_django.zibrato.count_me(name='exports')\n"
+        "def export(): pass\n"
         "from django.conf import settings\n"
         "assert not settings.configured, 'settings were read'\n"
         "assert threading.active_count() == before, 'a thread started'\n"

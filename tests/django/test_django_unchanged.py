@@ -52,7 +52,7 @@ def test_the_projects_own_suite_gives_identical_results_with_zibrato() -> None:
     added = [line for line in with_lines if line not in without_lines]
     assert added == [
         f"zibrato: no broker answers at ipc://{tempfile.gettempdir()}/plainsite-none; start "
-        "one with `zibrato run` (or point ZIBRATO_PUBLISH at one). Until one answers, events "
-        "are dropped and counted as zibrato.publisher.dropped{reason=no_broker}"
+        "one with `python manage.py zibrato_broker` (or point ZIBRATO_PUBLISH at one). Until "
+        "one answers, events are dropped and counted as zibrato.publisher.dropped{reason=no_broker}"
     ]
     assert not any("Warning" in line for line in with_lines)

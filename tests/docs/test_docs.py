@@ -290,6 +290,8 @@ def check_command(command: str) -> str | None:
     if not words:
         return None
     program = words[0].removeprefix(".venv/bin/").removeprefix("$(BIN)/")
+    if program.startswith("python") and words[1:3] == ["-m", "pip"]:
+        program, words = "pip", ["pip", *words[3:]]
     if program == "zibrato":
         return check_zibrato(words[1:], synopsis="[" in command)
     if program in ("python", "python3"):
@@ -306,12 +308,27 @@ def check_command(command: str) -> str | None:
         missing = [target for target in unknown if "=" not in target]
         missing = [target for target in missing if target not in make_targets()]
         return f"no Makefile target {missing[0]!r}" if missing else None
-    if program == "pip" or (program.startswith("python") and words[1:3] == ["-m", "pip"]):
+    if program == "pip":
         for word in words:
             wanted = re.findall(r"\[([^\]]*)\]", word)
             for extra in (e.strip() for group in wanted for e in group.split(",")):
                 if extra and extra not in extras():
                     return f"no extra {extra!r} in pyproject.toml"
+        return check_install(words)
+    return None
+
+
+def check_install(words: list[str]) -> str | None:
+    """An install of ``zibrato`` by name gets the package index's 2013 release (0.2.0,
+    which does not build on Python 3) until 2.0.0 is published: only paths work."""
+    if "install" not in words:
+        return None
+    for word in words[words.index("install") + 1 :]:
+        if re.match(r"(?i)^zibrato($|\[|[<>=!~ ;@])", word):
+            return (
+                f"{word!r} installs the package index's 2013 zibrato: install from a "
+                "checkout ('.[django]') or a wheel (dist/zibrato-2.0.0-py3-none-any.whl)"
+            )
     return None
 
 
@@ -540,6 +557,63 @@ def test_harness_command_checks(command: str, problem: str | None) -> None:
         assert found is None
     else:
         assert found is not None and problem in found, found
+
+
+_INLINE_CODE = re.compile(r"`([^`\n]+)`")
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def prose_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield the lines of ``path`` outside fenced blocks, numbered from 1."""
+    fence = None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        found = _FENCE.match(line)
+        if found:
+            marker = found["fence"][0] * 3
+            fence = None if fence == marker else fence or marker
+        elif fence is None:
+            yield number, line
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_install_instruction_works_as_written(path: Path) -> None:
+    # Newcomer item 1 of issue 17: `pip install "zibrato[flask]"` got the 2013 release.
+    failures = [
+        f"{path.name}:{number}: {span}: {problem}"
+        for number, line in prose_lines(path)
+        for span in _INLINE_CODE.findall(line)
+        if re.match(r"^(python[0-9.]* -m )?pip install ", span)
+        and (problem := check_command(span)) is not None
+    ]
+    assert failures == []
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_link_and_reference_is_in_the_repository(path: Path) -> None:
+    # Newcomer item 5 of issue 17: "DESIGN §4" named a document that is not in the repo.
+    failures = []
+    for number, line in prose_lines(path):
+        if re.search(r"\bDESIGN\b", line):
+            failures.append(f"{path.name}:{number}: cites DESIGN, which is not in the repository")
+        for target in _LINK.findall(line):
+            if re.match(r"^(https?:|mailto:|#)", target):
+                continue
+            if not (path.parent / target.partition("#")[0]).exists():
+                failures.append(f"{path.name}:{number}: {target} does not exist")
+    assert failures == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'pip install "zibrato[flask]"',
+        "pip install 'zibrato[django]'",
+        "pip install zibrato",
+        "python -m pip install zibrato>=2",
+    ],
+)
+def test_harness_refuses_an_install_from_the_index(command: str) -> None:
+    assert "2013" in str(check_command(command))
 
 
 def test_docs_exist() -> None:

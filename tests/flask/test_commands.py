@@ -74,7 +74,7 @@ def test_the_broker_command_receives_a_real_request_and_stops_cleanly(
         run_cli,
         "broker",
         ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
         ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(rollups), "flush": 0.2}],
     )
     frontend = broker.wait_line(READY.pattern, WAIT)[1]
@@ -101,7 +101,7 @@ def test_the_broker_command_runs_the_backends_named_on_the_command_line(
         "--backend",
         "console",
         ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
         ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": "never-written.jsonl"}],
     )
     broker.wait_line("flask zibrato broker: console backend:", WAIT)
@@ -169,3 +169,44 @@ def test_a_forked_worker_publishes_through_its_own_socket(broker: Any, subscribe
     )
     publishers = {e.publisher for e in collector.named(schema.REQUEST_DURATION)}
     assert len(publishers) == 2, "the worker got a socket of its own"
+
+
+def test_a_misspelled_key_is_one_line_with_the_likely_name(run_cli: RunCli) -> None:
+    broker = flask_zibrato(
+        run_cli,
+        "broker",
+        ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
+        ZIBRATO_BACKEND=[{"kind": "jsonl", "path": "never-written.jsonl"}],
+    )
+    broker.wait_line("running; Ctrl-C to stop", WAIT)
+    broker.signal(signal.SIGINT)
+    assert broker.finish(WAIT) == 0
+    assert broker.stderr == [
+        "ZIBRATO_BACKEND: not a Zibrato setting; did you mean ZIBRATO_BACKENDS?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        (
+            "ZIBRATO_PUBLISH",
+            "tcp://127.0.0.1:²",
+            "flask zibrato broker: ZIBRATO_PUBLISH: 'tcp://127.0.0.1:²': '²' is not a port "
+            "number (1-65535); use tcp://HOST:PORT, e.g. tcp://127.0.0.1:5550",
+        ),
+        (
+            "ZIBRATO_BACKENDS",
+            [{"kind": "prometheus", "listen": 9102}],
+            "flask zibrato broker: ZIBRATO_BACKENDS: prometheus backend: option 'listen' must "
+            "be a string of printable characters, not 9102",
+        ),
+    ],
+)
+def test_a_setting_that_cannot_work_is_one_line_and_exit_2(
+    run_cli: RunCli, key: str, value: Any, line: str
+) -> None:
+    process = flask_zibrato(run_cli, "broker", **{key: value})
+    assert process.finish(WAIT) == 2
+    assert process.stderr == [line]

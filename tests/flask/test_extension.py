@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import threading
 from typing import Any
 
@@ -48,18 +50,18 @@ def test_every_key_is_set_with_setdefault() -> None:
         ("ZIBRATO_PUBLISH", "tcp://127.0.0.1:0", "port number"),
         ("ZIBRATO_LEVEL", "loud", "debug, info, warning, error, crit"),
         ("ZIBRATO_LEVEL", 3, "debug, info"),
-        ("ZIBRATO_SOURCE", "", "non-empty string"),
-        ("ZIBRATO_SOURCE", 12, "non-empty string"),
-        ("ZIBRATO_TAGS", {"app": 1}, "string names to string values"),
-        ("ZIBRATO_TAGS", ["app"], "string names to string values"),
-        ("ZIBRATO_EXCLUDE_PATHS", "/health", "list of path prefixes"),
-        ("ZIBRATO_EXCLUDE_PATHS", ["health"], "start with '/'"),
-        ("ZIBRATO_BACKENDS", {"kind": "console"}, "list of mappings"),
+        ("ZIBRATO_SOURCE", "", "a name for this process"),
+        ("ZIBRATO_SOURCE", 12, "a name for this process"),
+        ("ZIBRATO_TAGS", {"app": 1}, "names to string values"),
+        ("ZIBRATO_TAGS", ["app"], "names to string values"),
+        ("ZIBRATO_EXCLUDE_PATHS", "/health", "a list of regular expressions"),
+        ("ZIBRATO_EXCLUDE_PATHS", ["^/(health"], "is not a regular expression"),
+        ("ZIBRATO_BACKENDS", {"kind": "console"}, "a list of backends"),
         ("ZIBRATO_BACKENDS", [{"kind": "carrier-pigeon"}], "unknown backend"),
         ("ZIBRATO_BACKENDS", [{"kind": "jsonl", "colour": "red"}], "unknown option 'colour'"),
-        ("ZIBRATO_BACKENDS", 7, "list of mappings"),
+        ("ZIBRATO_BACKENDS", 7, "a list of backends"),
         ("ZIBRATO_BROKER_FRONTEND", "udp://x:1", "unknown transport"),
-        ("ZIBRATO_BROKER_BACKEND", "tcp://127.0.0.1", "has no port"),
+        ("ZIBRATO_BROKER_BACKEND_ADDRESS", "tcp://127.0.0.1", "has no port"),
     ],
 )
 def test_each_bad_setting_is_one_clear_error(key: str, value: Any, advice: str) -> None:
@@ -92,7 +94,10 @@ def test_publish_follows_the_environment_then_the_broker_frontend(
     monkeypatch.delenv("ZIBRATO_PUBLISH")
     for frontend, publish in (
         ("tcp://127.0.0.1:6100", "tcp://127.0.0.1:6100"),
-        ("tcp://*:6100", "tcp://127.0.0.1:5550"),  # cannot connect to "*": the default
+        ("tcp://*:6100", "tcp://127.0.0.1:6100"),  # bound everywhere: reached on loopback
+        ("tcp://0.0.0.0:6100", "tcp://127.0.0.1:6100"),
+        ("tcp://[::]:6100", "tcp://[::1]:6100"),
+        ("tcp://127.0.0.1:0", None),  # a port the system picks: nobody can know it
     ):
         app = build_shop({"ZIBRATO_BROKER_FRONTEND": frontend})
         Zibrato(app)
@@ -141,7 +146,7 @@ def test_used_before_init_app_then_the_app_settings_apply(metrics: CapturedMetri
     zibrato.incr("early")  # before init_app: the defaults
     zibrato.init_app(build_shop({"ZIBRATO_SOURCE": "web-9"}))
     zibrato.incr("late")
-    assert only(metrics, "early").source is None
+    assert only(metrics, "early").source == socket.gethostname()  # the default source
     assert only(metrics, "late").source == "web-9"
 
 
@@ -216,3 +221,16 @@ def test_deferred_instruments_take_the_clients_options(metrics: CapturedMetrics)
         pass
     assert len(metrics.values("sampled.job")) == len(metrics.values("manual.job")) == 1
     assert metrics.total("sampled.count") == 3
+
+
+def test_the_no_broker_warning_names_the_flask_command(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as holder:  # bound, never listening: nobody answers there
+        holder.bind(("127.0.0.1", 0))
+        app = make_app(ZIBRATO_PUBLISH=f"tcp://127.0.0.1:{holder.getsockname()[1]}")
+        assert app.test_client().get("/items/1").json == {"pk": 1}
+        with caplog.at_level(logging.WARNING, logger="zibrato"):
+            clients.close_all(linger=0.1)
+    (warning,) = [r.getMessage() for r in caplog.records if "no broker answers" in r.getMessage()]
+    assert "start one with `flask zibrato broker`" in warning

@@ -31,7 +31,7 @@ def curve_broker(run_cli: RunCli, keys: Path, rollups: Path) -> tuple[Any, str, 
         run_cli,
         "broker",
         ZIBRATO_BROKER_FRONTEND="tcp://127.0.0.1:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
         ZIBRATO_BACKENDS=[{"kind": "jsonl", "path": str(rollups), "flush": 0.2}],
         ZIBRATO_CURVE=str(keys),
     )
@@ -66,7 +66,7 @@ def test_the_setting_wins_over_the_environment_and_picks_the_publisher(
 @pytest.mark.parametrize(
     ("value", "advice"),
     [
-        (42, "ZIBRATO_CURVE must be the path of a keys directory"),
+        (42, "ZIBRATO_CURVE: 42: use the path of a keys directory"),
         ("nowhere", "ZIBRATO_CURVE: nowhere is not a directory of CURVE keys"),
     ],
 )
@@ -82,7 +82,7 @@ def test_missing_key_files_and_a_bad_insecure_are_one_clear_error(keys: Path) ->
     (keys / "broker.key").unlink()
     with pytest.raises(ConfigError, match=r"^ZIBRATO_CURVE: .*broker\.key is missing"):
         Zibrato(build_shop({"ZIBRATO_CURVE": str(keys)}))
-    with pytest.raises(ConfigError, match=r"^ZIBRATO_INSECURE must be True or False"):
+    with pytest.raises(ConfigError, match=r"^ZIBRATO_INSECURE: 'yes': use True or False"):
         Zibrato(build_shop({"ZIBRATO_INSECURE": "yes"}))
 
 
@@ -122,7 +122,7 @@ def test_the_broker_refuses_to_bind_beyond_loopback_without_curve(run_cli: RunCl
         run_cli,
         "broker",
         ZIBRATO_BROKER_FRONTEND="tcp://0.0.0.0:0",
-        ZIBRATO_BROKER_BACKEND="tcp://127.0.0.1:0",
+        ZIBRATO_BROKER_BACKEND_ADDRESS="tcp://127.0.0.1:0",
     )
     assert broker.finish(WAIT) == 2, broker
     (line,) = broker.stderr

@@ -24,8 +24,9 @@ methods = st.one_of(
 )
 paths = st.one_of(
     st.sampled_from(["/items/1", "/items/-1", "/shop/orders/x", "/boom", "/teapot", "/stream"]),
-    # a "?" would start the query string, which the test passes on its own
-    st.text(max_size=40).map(lambda text: "/" + text.replace("?", "%3F")),
+    # a "?" would start the query string, which the test passes on its own; "//" would
+    # start a host name, which the test client tries to encode
+    st.text(max_size=40).map(lambda text: "/" + text.replace("?", "%3F").lstrip("/")),
     st.builds(lambda n: f"/items/{n}", st.integers()),
 )
 no_db = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

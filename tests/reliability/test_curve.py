@@ -361,7 +361,9 @@ def test_refused_publishers_get_nothing_through_and_count_it(
 
 
 def test_a_client_with_keys_never_talks_to_a_broker_without_curve(run_cli, keys, caplog):
-    broker = run_cli("broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0")
+    broker = run_cli(
+        "broker", "--frontend", "tcp://127.0.0.1:0", "--backend-address", "tcp://127.0.0.1:0"
+    )
     frontend = broker.wait_line(BROKER_READY.pattern, timeout=TIMEOUT)["frontend"]
     with caplog.at_level(logging.WARNING, logger="zibrato"):
         client = Zibrato(frontend, curve=str(keys))
@@ -406,7 +408,7 @@ def test_a_refused_client_gets_in_once_the_broker_knows_its_key(
     broker.stop()
     shutil.copyfile(stranger / "client.key", keys / "authorized" / "stranger.key")
     restarted = run_cli(
-        "broker", "--frontend", frontend, "--backend", backend, "--curve", str(keys)
+        "broker", "--frontend", frontend, "--backend-address", backend, "--curve", str(keys)
     )
     restarted.wait_line(BROKER_READY.pattern, timeout=TIMEOUT)
     good = subscribers(backend, client_keys(keys))
@@ -562,8 +564,8 @@ def test_a_broker_socket_without_its_authenticator_lets_nobody_in(keys):
 @pytest.mark.parametrize(
     "args",
     [
-        ["broker", "--frontend", "tcp://0.0.0.0:0", "--backend", "tcp://127.0.0.1:0"],
-        ["broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://*:0"],
+        ["broker", "--frontend", "tcp://0.0.0.0:0", "--backend-address", "tcp://127.0.0.1:0"],
+        ["broker", "--frontend", "tcp://127.0.0.1:0", "--backend-address", "tcp://*:0"],
         ["run", "--frontend", "tcp://0.0.0.0:0", "--backend-address", "tcp://127.0.0.1:0"],
     ],
 )
@@ -608,7 +610,12 @@ def test_insecure_warns_once_and_binds_nothing(caplog):
 
 def test_insecure_on_loopback_runs_quietly(run_cli):
     broker = run_cli(
-        "broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0", "--insecure"
+        "broker",
+        "--frontend",
+        "tcp://127.0.0.1:0",
+        "--backend-address",
+        "tcp://127.0.0.1:0",
+        "--insecure",
     )
     broker.wait_line(BROKER_READY.pattern, timeout=TIMEOUT)
     assert broker.stderr == [], broker

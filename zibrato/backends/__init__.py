@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zibrato import levels
-from zibrato.addresses import DEFAULT_BACKEND, check_endpoint
+from zibrato.addresses import DEFAULT_BACKEND, check_endpoint, shown
 from zibrato.aggregation import DEFAULT_PERCENTILES
 from zibrato.backends.base import DEFAULT_FLUSH_INTERVAL, Backend, Option
 from zibrato.errors import ConfigError
@@ -37,6 +37,10 @@ BUILTIN: dict[str, str] = {
 
 # Options every kind takes, beside its own (``level``, ``flush``, ``percentiles``).
 COMMON_OPTIONS = ("level", "flush", "percentiles")
+# Bounds that keep a number from overflowing a clock, a buffer size or a timeout.
+MAX_FLUSH_SECONDS = 86_400.0
+MAX_OPTION_NUMBER = 1e9
+MAX_PERCENTILES = 20
 
 
 class UnknownBackend(ConfigError, LookupError):
@@ -56,6 +60,11 @@ def load(kind: str) -> type[Backend]:
     """
     if not isinstance(kind, str):
         raise UnknownBackend(f"a backend kind must be a string, not {kind!r}")
+    if "://" in kind:
+        raise UnknownBackend(
+            f"{shown(kind)} is an address, not a backend kind: use one of {', '.join(BUILTIN)} "
+            "or package.module:Class (the broker's address for backends is --backend-address)"
+        )
     target = BUILTIN.get(kind, kind)
     module_name, _, class_name = target.partition(":")
     if not class_name:
@@ -130,7 +139,17 @@ def _build_one(spec: object, position: int, defaults: Mapping[str, Any]) -> Back
         common["percentiles"] = percentile_list(common["percentiles"])
         return cls.from_options(common, values)
     except (ValueError, TypeError) as exc:
-        raise BackendConfigError(f"{where}: {exc}") from None
+        raise BackendConfigError(f"{where}: {_bounded(exc)}") from None
+    except Exception as exc:  # a constructor's own failure: still one line, no traceback
+        raise BackendConfigError(
+            f"{where} cannot be built: {type(exc).__name__}: {_bounded(exc)}"
+        ) from None
+
+
+def _bounded(exc: BaseException) -> str:
+    """A constructor's message, kept to one short line whatever value it quotes."""
+    text = " ".join(str(exc).splitlines())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _option_key(key: object, position: int) -> str:
@@ -142,28 +161,81 @@ def _option_key(key: object, position: int) -> str:
 def _convert(option: Option, value: Any, where: str) -> Any:
     """Return ``value`` as ``option`` takes it: strings are parsed as the command line does."""
     try:
-        if option.flag:
-            if not isinstance(value, bool):
-                raise ValueError(f"must be true or false, not {value!r}")
-            return value
-        if isinstance(value, str) and option.type is not str:
-            value = option.type(value)
-        if option.choices is not None and value not in option.choices:
-            choices = ", ".join(map(str, option.choices))
-            raise ValueError(f"must be one of {choices}, not {value!r}")
-        return value
-    except (ValueError, TypeError) as exc:
+        return option_value(option, value)
+    except ValueError as exc:
         raise BackendConfigError(f"{where}: option {option.name!r} {exc}") from None
 
 
+def option_value(option: Option, value: Any) -> Any:
+    """Return ``value`` as ``option`` takes it; raise ValueError saying what it accepts.
+
+    The command line's options and the settings' backend dicts both go through here.
+    """
+    try:
+        if option.flag:
+            if not isinstance(value, bool):
+                raise ValueError(f"must be true or false, not {shown(value)}")
+            return value
+        value = _typed(option.type, value)
+        if option.choices is not None and value not in option.choices:
+            choices = ", ".join(map(str, option.choices))
+            raise ValueError(f"must be one of {choices}, not {shown(value)}")
+        return value
+    except (TypeError, ArithmeticError, RecursionError) as exc:
+        raise ValueError(f"cannot take {shown(value)}: {exc}") from None
+    except ValueError as exc:
+        text = str(exc)
+        raise ValueError(text if len(text) < 300 else f"cannot take {shown(value)}") from None
+
+
+def _typed(kind: Any, value: Any) -> Any:
+    """Return ``value`` as an option of type ``kind`` takes it (strings parsed as the
+    command line parses them); raise ValueError naming what is accepted."""
+    if kind is str:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)  # the command line's comma-separated form
+        if not isinstance(value, str) or not value.isprintable():
+            raise ValueError(f"must be a string of printable characters, not {shown(value)}")
+        return value
+    if kind is int:
+        number = _parsed(int, value)  # ASCII digits only: int() would also read '٣' as 3
+        if type(number) is not int or abs(number) > MAX_OPTION_NUMBER:
+            raise ValueError(f"must be a whole number, not {shown(value)}")
+        return number
+    if kind is float:
+        number = _parsed(float, value)
+        if type(number) not in (int, float) or not abs(number) <= MAX_OPTION_NUMBER:
+            raise ValueError(f"must be a finite number, not {shown(value)}")
+        return float(number)
+    return kind(value)  # the option's own parser (bucket lists): its ValueError says why
+
+
+def _parsed(kind: type[float], value: Any) -> Any:
+    """Return a string as ``kind`` parses it (None when it cannot); other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value) if value.isascii() else None
+    except ValueError:
+        return None
+
+
 def positive_seconds(value: object) -> float:
-    """Return ``value`` as a positive number of seconds; raise ValueError if it is not."""
+    """Return ``value`` as a positive number of seconds, at most a day; raise ValueError
+    if it is not (a longer one would overflow the clocks that wait for it)."""
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
+        value = None  # True is not 1 second, and '²' is not a number
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"the flush interval must be a number of seconds, not {value!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"the flush interval must be more than 0 seconds, not {value!r}")
+        raise ValueError(
+            f"the flush interval must be a number of seconds, not {shown(value)}"
+        ) from None
+    if not 0 < seconds <= MAX_FLUSH_SECONDS:
+        raise ValueError(
+            f"the flush interval must be more than 0 seconds and at most {MAX_FLUSH_SECONDS:g} "
+            f"(a day), not {shown(value)}"
+        )
     return seconds
 
 
@@ -171,12 +243,20 @@ def percentile_list(value: object) -> tuple[float, ...]:
     """Return percentiles from ``"90,95,99"`` or a sequence of numbers, each in (0, 100]."""
     try:
         parts: Iterable[Any] = value.split(",") if isinstance(value, str) else value  # type: ignore[assignment]
-        pcts = tuple(float(p) for p in parts if not isinstance(p, str) or p.strip())
-    except (TypeError, ValueError):
-        raise ValueError(f"percentiles must be numbers like 90,95,99, not {value!r}") from None
-    if not pcts or not all(0 < p <= 100 for p in pcts):
-        raise ValueError(f"percentiles must be in (0, 100], not {value!r}")
+        pcts = tuple(_number(p) for p in parts if not isinstance(p, str) or p.strip())
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"percentiles must be numbers like 90,95,99, not {shown(value)}") from None
+    if not pcts or len(pcts) > MAX_PERCENTILES or not all(0 < p <= 100 for p in pcts):
+        raise ValueError(
+            f"percentiles must be in (0, 100], 1-{MAX_PERCENTILES} of them, not {shown(value)}"
+        )
     return pcts
+
+
+def _number(part: object) -> float:
+    if isinstance(part, bool) or (isinstance(part, str) and not part.isascii()):
+        raise ValueError(part)
+    return float(part)  # type: ignore[arg-type]
 
 
 __all__ = [

@@ -3,9 +3,12 @@
 The environment lets subprocess tests aim it elsewhere: ``DJTEST_PUBLISH`` (where the shared
 client publishes), ``DJTEST_DB`` (a SQLite file instead of the test databases),
 ``DJTEST_FRONTEND`` / ``DJTEST_BACKEND`` / ``DJTEST_JSONL`` (what ``manage.py
-zibrato_broker`` binds and writes), ``DJTEST_CURVE`` (CURVE keys of the client and the broker).
+zibrato_broker`` binds and writes), ``DJTEST_CURVE`` (CURVE keys of the client and the broker);
+``DJTEST_ZIBRATO`` (a Python literal) replaces the whole ``ZIBRATO`` setting and
+``DJTEST_ZIBARTO`` sets a misspelled one.
 """
 
+import ast
 import os
 import tempfile
 
@@ -25,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "zibrato_django",
+    "rest_framework",
     "djtest",
 ]
 MIDDLEWARE = [
@@ -49,7 +53,7 @@ ZIBRATO = {
     "PUBLISH": os.environ.get("DJTEST_PUBLISH") or f"ipc://{tempfile.gettempdir()}/djtest-none",
     "EXCLUDE_PATHS": [r"^/health"],
     "BROKER_FRONTEND": os.environ.get("DJTEST_FRONTEND", "tcp://127.0.0.1:0"),
-    "BROKER_BACKEND": os.environ.get("DJTEST_BACKEND", "tcp://127.0.0.1:0"),
+    "BROKER_BACKEND_ADDRESS": os.environ.get("DJTEST_BACKEND", "tcp://127.0.0.1:0"),
     "CURVE": os.environ.get("DJTEST_CURVE"),
     "BACKENDS": [
         {
@@ -61,3 +65,7 @@ ZIBRATO = {
         }
     ],
 }
+if "DJTEST_ZIBRATO" in os.environ:
+    ZIBRATO = ast.literal_eval(os.environ["DJTEST_ZIBRATO"])
+if "DJTEST_ZIBARTO" in os.environ:
+    ZIBARTO = ast.literal_eval(os.environ["DJTEST_ZIBARTO"])

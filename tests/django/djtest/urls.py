@@ -1,6 +1,6 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from djtest import views
+from djtest import api, views
 
 shop = [
     path("shelves/<slug:slug>/", views.ShelfView.as_view(), name="shelf"),
@@ -32,4 +32,10 @@ urlpatterns = [
     path("early/", views.home),
     path("sabotage/", views.home),
     path("shop/<str:region>/", include(shop)),
+    # Regex routes: a REST framework router (format suffixes), nested, and re_path.
+    path("api/", include(api.router.urls)),
+    path("api/v2/", include([path("shop/", include(api.nested.urls))])),
+    re_path(r"^legacy/(?P<slug>[a-z]+)/$", api.legacy),
+    re_path(r"^archive/(\d{4})/(\d{2})/?$", api.legacy),
+    re_path(r"^files/(?:(?P<folder>[a-z]+)/)?(?P<name>[\w.-]+)\Z", api.legacy),
 ]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from django.core.checks import CheckMessage
 from django.core.management.base import BaseCommand, CommandParser
 
 from zibrato.errors import ConfigError
 from zibrato.runner import EXIT_USAGE, serve
-from zibrato_django.conf import build_runner, get_config
+from zibrato_django.checks import IDS, check_config
+from zibrato_django.conf import build_runner, current
 
 NAME = "zibrato_broker"
+BACKENDS_ID = IDS["backends"]
 
 
 class Command(BaseCommand):
@@ -19,7 +22,8 @@ class Command(BaseCommand):
         "Run the Zibrato broker and the backends of settings.ZIBRATO['BACKENDS'] in one "
         "process, until Ctrl-C (SIGINT) or SIGTERM."
     )
-    # Our own validation gives one line and exit status 2, like the zibrato command.
+    # Not Django's whole check run (a block of text and exit status 1): Zibrato's own
+    # checks, below, each as one line, and exit status 2 like the zibrato command.
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,11 +36,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        messages = check_config()
+        for warning in (m for m in messages if not m.is_serious()):
+            print(f"{NAME}: warning: {one_line(warning)}", file=sys.stderr, flush=True)
+        errors = [m for m in messages if m.is_serious()]
+        if options["backend"]:  # the configured backends do not run
+            errors = [m for m in errors if m.id != BACKENDS_ID]
         try:
-            runner = build_runner(get_config(), kinds=options["backend"])
+            if errors:
+                raise ConfigError(one_line(errors[0]))
+            runner = build_runner(current(), kinds=options["backend"])
         except ConfigError as exc:
             print(f"{NAME}: {exc}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USAGE)
         status = serve(runner, name=NAME)
         if status:
             sys.exit(status)
+
+
+def one_line(message: CheckMessage) -> str:
+    """Return a check message as the one line a command prints: the problem and its id."""
+    return f"{message.msg} ({message.id})"
