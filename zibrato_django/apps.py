@@ -17,7 +17,7 @@ class ZibratoConfig(AppConfig):
     verbose_name = "Zibrato metrics"
 
     def ready(self) -> None:
-        """Register the checks and connect the hooks (nothing is read or opened yet)."""
+        """Register the checks and connect the hooks (no client, socket or thread yet)."""
         from zibrato_django import db, model_signals
         from zibrato_django.checks import check_settings
         from zibrato_django.middleware import note_unhandled
@@ -28,6 +28,39 @@ class ZibratoConfig(AppConfig):
         got_request_exception.connect(note_unhandled, dispatch_uid="zibrato_django.errors")
         db.install_on_existing()
         model_signals.connect()
+        install_components()
+
+
+def install_components() -> None:
+    """Install what measures where the time goes: each part the settings switch on.
+
+    A part switched off at start is not installed at all; one switched off later (the
+    settings changed) stays installed but measures nothing.
+    """
+    from zibrato.framework import http_client, statements
+    from zibrato.framework import settings as kit
+    from zibrato_django import caches, failures, templates
+    from zibrato_django.conf import current
+
+    try:
+        config = current()  # read, not logged: a bad value is logged when it is used
+        if config.switch(kit.HTTP_CLIENT):
+            http_client.install(outside=outside_client)
+        if config.switch(kit.CACHE):
+            caches.install()
+        if config.switch(kit.TEMPLATES):
+            templates.install()
+        statements.SAMPLER.code.add_packages(config.app_packages)
+    except Exception as exc:  # a broken part must not stop the project from starting
+        failures.report("django_install", exc)
+
+
+def outside_client() -> Any:
+    """The shared client, for outgoing calls made outside requests (None: not measured)."""
+    from zibrato_django import zibrato
+    from zibrato_django.conf import request_plan
+
+    return zibrato if request_plan().switches.http_client else None
 
 
 def reload_settings(setting: str, **kwargs: Any) -> None:
@@ -41,3 +74,5 @@ def reload_settings(setting: str, **kwargs: Any) -> None:
     clear_caches()
     if setting == SETTING and zibrato.started and client_keywords() != client_settings.used:
         zibrato.reset()
+    if setting == SETTING:
+        install_components()

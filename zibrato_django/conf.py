@@ -28,6 +28,7 @@ from zibrato.backends import build
 from zibrato.errors import ConfigError
 from zibrato.framework import settings as kit
 from zibrato.framework.settings import Settings, read_settings
+from zibrato.framework.units import ALL_ON, Switches
 from zibrato.runner import Runner
 
 log = logging.getLogger("zibrato.django")
@@ -88,6 +89,9 @@ class RequestPlan:
     model_signals: bool
     # Where a request without queries records 0 queries; None: the project has no database.
     db_namespace: str | None
+    # Which parts of where the time goes are measured (ALL_ON itself when all are).
+    switches: Switches = ALL_ON
+    app_packages: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -101,7 +105,23 @@ def request_plan() -> RequestPlan:
         exclude=config.exclude if requests_on else _EVERY_PATH,
         model_signals=config.model_signals and feature_enabled(kit.MODEL_SIGNALS, config),
         db_namespace=_default_namespace(),
+        switches=switches_of(config),
+        app_packages=config.app_packages,
     )
+
+
+def switches_of(config: Settings) -> Switches:
+    """Return which parts of where the time goes ``config`` measures (a bad value: off)."""
+    for feature in (kit.BREAKDOWN, kit.HTTP_CLIENT, kit.CACHE, kit.TEMPLATES, kit.STATEMENTS):
+        feature_enabled(feature, config)  # logs why, once, when a bad value switches it off
+    found = Switches(
+        breakdown=config.switch(kit.BREAKDOWN),
+        http_client=config.switch(kit.HTTP_CLIENT),
+        cache=config.switch(kit.CACHE),
+        templates=config.switch(kit.TEMPLATES),
+        statements=config.switch(kit.STATEMENTS),
+    )
+    return ALL_ON if found == ALL_ON else found
 
 
 def _default_namespace() -> str | None:

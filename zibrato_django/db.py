@@ -4,9 +4,10 @@ Every connection of every alias gets one :func:`measure_query` wrapper when it c
 (``connection_created``), and connections that already exist when the app becomes ready
 get it then. Each query is timed; inside a request (the request state of
 :mod:`zibrato.framework.units`) it is also added to that request's tally, from which the
-middleware records ``db.client.request.*`` once at the end. Outside a request
-(management commands, workers, tests that query directly) a query records
-``db.client.operation.duration`` only.
+middleware records ``db.client.request.*`` once at the end, and it is a ``db`` span of
+the request's time breakdown (a statement that repeats is located there too:
+:mod:`zibrato.framework.statements`). Outside a request (management commands, workers,
+tests that query directly) a query records ``db.client.operation.duration`` only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from zibrato.framework import schema
+from zibrato.framework.breakdown import DB
 from zibrato.framework.units import current_request
 from zibrato_django import failures, zibrato
 
@@ -30,15 +32,18 @@ def measure_query(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
     """Time one query (``executemany`` counts as one) and add it to the current request."""
+    state = current_request.get()
     start = perf_counter()
+    span = state.open_span(DB, start) if state is not None else None
     try:
         return execute(sql, params, many, context)
     finally:
-        elapsed = perf_counter() - start
+        end = perf_counter()
+        elapsed = end - start
         try:
             alias = context["connection"].alias
-            state = current_request.get()
             if state is not None:
+                state.close_span(span, end)
                 state.add_query(alias, sql, elapsed)
             zibrato.timing(
                 schema.DB_OPERATION_DURATION,

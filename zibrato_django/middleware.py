@@ -24,7 +24,7 @@ from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 
 from zibrato.framework import schema
-from zibrato.framework.units import RequestRecorder, RequestState, current_request
+from zibrato.framework.units import ALL_ON, RequestRecorder, RequestState, current_request
 from zibrato_django import failures, zibrato
 from zibrato_django.conf import RequestPlan, request_plan
 from zibrato_django.routes import route_of
@@ -58,6 +58,8 @@ class ZibratoMiddleware:
         if plan is None:
             return self.get_response(request)
         state = RequestState()
+        if plan.switches is not ALL_ON:
+            state.switches = plan.switches
         token = current_request.set(state)
         start = perf_counter()
         response = None
@@ -75,6 +77,8 @@ class ZibratoMiddleware:
         if plan is None:
             return await get_response(request)
         state = RequestState()
+        if plan.switches is not ALL_ON:
+            state.switches = plan.switches
         token = current_request.set(state)
         start = perf_counter()
         response = None

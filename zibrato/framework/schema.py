@@ -36,6 +36,15 @@ DB_REQUEST_QUERIES = "db.client.request.queries"
 DB_REQUEST_DURATION = "db.client.request.duration"
 DB_REQUEST_DUPLICATES = "db.client.request.duplicates"
 DB_OPERATION_DURATION = "db.client.operation.duration"
+# Why is it slow (docs/web-metrics.md): where each request's time goes, and what repeats.
+BREAKDOWN = "http.server.request.breakdown"
+HTTP_CLIENT_DURATION = "http.client.request.duration"
+CACHE_REQUEST_CALLS = "cache.request.calls"
+CACHE_REQUEST_HITS = "cache.request.hits"
+CACHE_REQUEST_MISSES = "cache.request.misses"
+CACHE_REQUEST_DURATION = "cache.request.duration"
+TEMPLATE_REQUEST_DURATION = "template.request.duration"
+STATEMENT_REPEATS = "db.client.statement.repeats"
 
 # -- their levels (the adapters' defaults for the request and per-request DB metrics) ---------
 REQUEST_LEVEL = "info"
@@ -50,6 +59,19 @@ STATUS = "http.response.status_code"
 ERROR_TYPE = "error.type"
 DB_NAMESPACE = "db.namespace"
 DB_OPERATION = "db.operation.name"
+COMPONENT = "component"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+# The route of the request an outgoing call was made in: our own key, since on a client
+# metric OpenTelemetry's http.route would mean the route the *server* matched.
+PARENT_ROUTE = "zibrato.route"
+CACHE_ALIAS = "cache.alias"
+TEMPLATE_NAME = "template.name"
+TEMPLATE_LINE = "template.line.number"
+QUERY_TEXT = "db.query.text"
+CODE_FILE = "code.file.path"
+CODE_LINE = "code.line.number"
+CODE_FUNCTION = "code.function.name"
 
 # -- bounded tag values ----------------------------------------------------------------------
 UNMATCHED_ROUTE = "<unmatched>"
@@ -185,13 +207,54 @@ class TagCache:
 
 
 class RouteTags:
-    """The tags of one route's database metrics (or of a unit of work without a route)."""
+    """The tags of one route's per-request metrics (or of a unit of work without a route)."""
 
-    __slots__ = ("_databases", "route")
+    __slots__ = ("_calls", "_databases", "_tagged", "name", "route")
 
     def __init__(self, route: str | None) -> None:
+        self.name = route
         self.route: Mapping[str, str] = {} if route is None else {ROUTE: route}
         self._databases: dict[str, Mapping[str, str]] = {}
+        self._tagged: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._calls: dict[tuple[object, ...], Mapping[str, str]] = {}
+
+    def client_call(
+        self, address: tuple[str, str], method: str, status: str | None, error: str | None
+    ) -> Mapping[str, str]:
+        """Return the tags of an outgoing HTTP call made in this route's requests.
+
+        ``address`` is the bounded ``(server.address, server.port)``; ``method`` a known
+        method or ``_OTHER``; ``status`` the response's code (None: no response);
+        ``error`` the failure's ``error.type`` (None: a status below 400 is no error).
+        """
+        key = (address, method, status, error)
+        found = self._calls.get(key)
+        if found is None:
+            tags = {SERVER_ADDRESS: address[0], SERVER_PORT: address[1], METHOD: method}
+            if status is not None:
+                tags[STATUS] = status
+            if error is not None:
+                tags[ERROR_TYPE] = error
+            elif status is not None and status >= "400":
+                tags[ERROR_TYPE] = status  # OpenTelemetry: a 4xx or 5xx fails a client call
+            if self.name is not None:
+                tags[PARENT_ROUTE] = self.name
+            found = tags
+            if len(self._calls) < MAX_CACHED_TAGS:
+                self._calls[key] = found
+        return found
+
+    def tagged(self, key: str, value: str) -> Mapping[str, str]:
+        """Return this route's tags and one more (``component``, ``cache.alias``...).
+
+        ``value`` must already be bounded (a component, an alias, a capped template name).
+        """
+        found = self._tagged.get((key, value))
+        if found is None:
+            found = {**self.route, key: value}
+            if len(self._tagged) < MAX_CACHED_TAGS:
+                self._tagged[key, value] = found
+        return found
 
     def database(self, namespace: str) -> Mapping[str, str]:
         """Return the tags of this route's per-request metrics of one ``db.namespace``."""

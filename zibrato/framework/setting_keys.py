@@ -28,7 +28,15 @@ CLIENT = "the client"  # nothing is recorded or sent
 REQUESTS = "request metrics"  # request, view and per-request database metrics
 MODEL_SIGNALS = "model signals"  # Django's per-model save and delete counters
 BROKER = "the broker"  # only the broker commands read it, and they refuse to start
-EVERY_FEATURE = (CLIENT, REQUESTS, MODEL_SIGNALS, BROKER)
+# Where the time goes (docs/web-metrics.md): each part can be switched off alone.
+BREAKDOWN = "the time breakdown"  # http.server.request.breakdown
+HTTP_CLIENT = "outgoing HTTP metrics"  # http.client.request.duration
+CACHE = "cache metrics"  # Django's cache calls per request
+TEMPLATES = "template metrics"  # template time per request
+STATEMENTS = "repeated statements"  # SQL text and code locations of an N+1
+EVERY_FEATURE = (
+    CLIENT, REQUESTS, MODEL_SIGNALS, BROKER, BREAKDOWN, HTTP_CLIENT, CACHE, TEMPLATES, STATEMENTS
+)  # fmt: skip
 
 # What a problem is, so that a front end can give each kind its own id (Django's E001...).
 LEVEL, ADDRESS, BACKENDS, TYPE, REGEX, CURVE = (
@@ -127,6 +135,24 @@ def _switch(value: object) -> bool:
     raise ConfigError(f"{shown(value)}: use True or False")
 
 
+# A Python package name, dotted or not ("myproject", "myproject.shop").
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+MAX_APP_PACKAGES = 100
+
+
+def _packages(value: object) -> tuple[str, ...]:
+    if (
+        isinstance(value, list | tuple)
+        and len(value) <= MAX_APP_PACKAGES
+        and all(isinstance(p, str) and len(p) <= 200 and _PACKAGE.fullmatch(p) for p in value)
+    ):
+        return tuple(value)
+    raise ConfigError(
+        f"{shown(value)}: use a list of at most {MAX_APP_PACKAGES} package names whose code is "
+        "the application's even when installed into site-packages, e.g. ['myproject']"
+    )
+
+
 # The longest path a system takes (Linux's PATH_MAX): longer is not a directory anywhere.
 MAX_PATH = 4096
 
@@ -158,6 +184,12 @@ KEYS: dict[str, Key] = {
     "DB_LEVEL": Key(schema.DB_REQUEST_LEVEL, REQUESTS, LEVEL, _level, "per-request DB level"),
     "EXCLUDE_PATHS": Key([], REQUESTS, TYPE, _exclude, "regexes searched in the path"),
     "MODEL_SIGNALS": Key(True, MODEL_SIGNALS, TYPE, _switch, "count model saves and deletes"),
+    "BREAKDOWN": Key(True, BREAKDOWN, TYPE, _switch, "where each request's time goes"),
+    "HTTP_CLIENT": Key(True, HTTP_CLIENT, TYPE, _switch, "time outgoing HTTP calls"),
+    "CACHE": Key(True, CACHE, TYPE, _switch, "count and time cache calls per request"),
+    "TEMPLATES": Key(True, TEMPLATES, TYPE, _switch, "time template rendering per request"),
+    "REPEATED_STATEMENTS": Key(True, STATEMENTS, TYPE, _switch, "SQL and code of an N+1"),
+    "APP_PACKAGES": Key([], STATEMENTS, TYPE, _packages, "packages that are the application"),
     "BROKER_FRONTEND": Key(DEFAULT_FRONTEND, BROKER, ADDRESS, _bind, "the broker binds here"),
     "BROKER_BACKEND_ADDRESS": Key(DEFAULT_BACKEND, BROKER, ADDRESS, _bind, "and here"),
     "BACKENDS": Key(list(DEFAULT_BACKENDS), BROKER, BACKENDS, _backends, "what it runs"),
@@ -173,6 +205,7 @@ def parse_setting(key: str, value: object) -> Any:
     return KEYS[key].parse(value)
 
 
-# Every key but MODEL_SIGNALS, which only Django has.
+# Every key but MODEL_SIGNALS and CACHE, which only Django has.
 WEB_KEYS = tuple(KEYS)
-FLASK_KEYS = tuple(key for key in KEYS if key != "MODEL_SIGNALS")
+DJANGO_ONLY = ("MODEL_SIGNALS", "CACHE")
+FLASK_KEYS = tuple(key for key in KEYS if key not in DJANGO_ONLY)

@@ -46,17 +46,22 @@ from zibrato.errors import ConfigError
 from zibrato.framework.setting_keys import (  # the keys' table, named here for front ends
     ADDRESS,
     BACKENDS,
+    BREAKDOWN,
     BROKER,
+    CACHE,
     CLIENT,
     CURVE,
     DEPRECATED_KEY,
     EVERY_FEATURE,
     FLASK_KEYS,
+    HTTP_CLIENT,
     KEYS,
     LEVEL,
     MODEL_SIGNALS,
     REGEX,
     REQUESTS,
+    STATEMENTS,
+    TEMPLATES,
     TYPE,
     UNKNOWN_KEY,
     UNREACHABLE,
@@ -69,18 +74,23 @@ from zibrato.security.curve import CURVE_ENV, client_keys
 __all__ = [
     "ADDRESS",
     "BACKENDS",
+    "BREAKDOWN",
     "BROKER",
+    "CACHE",
     "CLIENT",
     "CURVE",
     "DEPRECATED_KEY",
     "EVERY_FEATURE",
     "FLASK_KEYS",
+    "HTTP_CLIENT",
     "KEYS",
     "LEVEL",
     "MODEL_SIGNALS",
     "OFF_ADDRESS",
     "REGEX",
     "REQUESTS",
+    "STATEMENTS",
+    "TEMPLATES",
     "TYPE",
     "UNKNOWN_KEY",
     "UNREACHABLE",
@@ -152,6 +162,12 @@ class Settings:
     db_level: str
     exclude_paths: tuple[str, ...]
     model_signals: bool
+    breakdown: bool
+    http_client: bool
+    cache: bool
+    templates: bool
+    repeated_statements: bool
+    app_packages: tuple[str, ...]
     broker_frontend: str
     broker_backend_address: str
     backends: tuple[Mapping[str, Any], ...]
@@ -189,6 +205,17 @@ class Settings:
             "curve": self.curve,
             "broker_hint": broker_hint,
         }
+
+    def switch(self, feature: str) -> bool:
+        """Whether one of the "where the time goes" features is on (a bad value: off)."""
+        values = {
+            BREAKDOWN: self.breakdown,
+            HTTP_CLIENT: self.http_client,
+            CACHE: self.cache,
+            TEMPLATES: self.templates,
+            STATEMENTS: self.repeated_statements,
+        }
+        return values[feature] and self.enabled(feature)
 
     @property
     def tail_address(self) -> str:
@@ -273,6 +300,12 @@ def _resolve(
         db_level=parsed["DB_LEVEL"],
         exclude_paths=parsed["EXCLUDE_PATHS"],
         model_signals=parsed["MODEL_SIGNALS"],
+        breakdown=parsed["BREAKDOWN"],
+        http_client=parsed["HTTP_CLIENT"],
+        cache=parsed["CACHE"],
+        templates=parsed["TEMPLATES"],
+        repeated_statements=parsed["REPEATED_STATEMENTS"],
+        app_packages=parsed["APP_PACKAGES"],
         broker_frontend=parsed["BROKER_FRONTEND"],
         broker_backend_address=parsed["BROKER_BACKEND_ADDRESS"],
         backends=parsed["BACKENDS"],

@@ -17,6 +17,15 @@ every measured request records its queries and DB time per namespace it used, an
 duplicates; a request that used none records 0 for the app's default namespace, so that
 queries-per-request percentiles count the requests that ran none.
 
+Where the time goes (``docs/web-metrics.md``): the hooks of each component (database,
+outgoing HTTP, cache, templates) also open and close spans on the request's
+:class:`~zibrato.framework.breakdown.Breakdown` (:meth:`RequestState.open_span`) and
+note what they did on the state; the recorder adds all of it to the request's events in
+one step (:func:`breakdown_events`): ``http.server.request.breakdown`` for each component
+that took time and for ``app``, each outgoing call, the cache and template time, and the
+repeated statements (:mod:`zibrato.framework.statements`). Which of these a request
+measures is its app's :class:`Switches`.
+
 >>> state = RequestState()
 >>> for _ in range(3):
 ...     state.add_query("shop", "SELECT * FROM item WHERE id = ?", 0.001)
@@ -26,24 +35,40 @@ queries-per-request percentiles count the requests that ran none.
 
 from __future__ import annotations
 
+import sys
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from zibrato import levels
 from zibrato.client import Zibrato
+from zibrato.framework import breakdown as parts
+from zibrato.framework.breakdown import Breakdown, NoBreakdown, Span
 from zibrato.framework.schema import (
+    BREAKDOWN,
+    CACHE_ALIAS,
+    CACHE_REQUEST_CALLS,
+    CACHE_REQUEST_DURATION,
+    CACHE_REQUEST_HITS,
+    CACHE_REQUEST_MISSES,
+    COMPONENT,
     DB_REQUEST_DUPLICATES,
     DB_REQUEST_DURATION,
     DB_REQUEST_LEVEL,
     DB_REQUEST_QUERIES,
     EXCEPTIONS,
     EXCEPTIONS_LEVEL,
+    HTTP_CLIENT_DURATION,
     REQUEST_DURATION,
     REQUEST_LEVEL,
+    STATEMENT_REPEATS,
+    TEMPLATE_NAME,
+    TEMPLATE_REQUEST_DURATION,
     UNMATCHED_ROUTE,
     VIEW_DURATION,
     RouteTags,
     TagCache,
 )
+from zibrato.framework.statements import REPEATED, SAMPLER, Location
 from zibrato.instruments import LevelBuffer
 from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
 
@@ -67,10 +92,11 @@ class QueryTally:
         self.duplicates = 0
         # namespace -> [queries, seconds]
         self.namespaces: dict[str, list[float]] = {}
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[tuple[str, str], int] = {}  # (namespace, SQL) -> times it ran
 
-    def add(self, namespace: str, statement: object, seconds: float) -> None:
-        """Count one query of ``namespace`` that took ``seconds``."""
+    def add(self, namespace: str, statement: object, seconds: float) -> int:
+        """Count one query of ``namespace`` that took ``seconds``; return how many times
+        its SQL text has run in this unit now (0: not counted, as a non-``str``)."""
         self.queries += 1
         totals = self.namespaces.get(namespace)
         if totals is None:
@@ -79,12 +105,36 @@ class QueryTally:
             totals[0] += 1
             totals[1] += seconds
         if type(statement) is not str:
-            return
+            return 0
         key = (namespace, statement)
-        if key in self._seen:
+        seen = self._seen.get(key)
+        if seen is not None:
             self.duplicates += 1
-        elif len(self._seen) < MAX_DISTINCT_STATEMENTS:
-            self._seen.add(key)
+            seen += 1
+            self._seen[key] = seen
+            return seen
+        if len(self._seen) < MAX_DISTINCT_STATEMENTS:
+            self._seen[key] = 1
+        return 1
+
+    def runs(self, namespace: str, statement: str) -> int:
+        """Return how many times ``statement`` ran in this unit (in ``namespace``)."""
+        return self._seen.get((namespace, statement), 0)
+
+
+@dataclass(frozen=True)
+class Switches:
+    """Which parts of "where the time goes" a unit of work measures (its app's settings)."""
+
+    breakdown: bool = True
+    http_client: bool = True
+    cache: bool = True
+    templates: bool = True
+    statements: bool = True
+
+
+ALL_ON = Switches()
+_NO_BREAKDOWN = NoBreakdown()
 
 
 class RequestState:
@@ -104,13 +154,70 @@ class RequestState:
     error: str | None = None
     view_failed = False
     tally: QueryTally | None = None
+    # Where the time goes: each made on first use (see the module's docstring).
+    switches: Switches = ALL_ON
+    breakdown: Breakdown | None = None
+    # Outgoing calls: ((server.address, server.port), method, status, error.type, seconds).
+    calls: list[tuple[tuple[str, str], str, str | None, str | None, float]] | None = None
+    cache: dict[str, list[float]] | None = None  # alias -> [calls, hits, misses, seconds]
+    renders: list[tuple[str, float]] | None = None  # (template.name, seconds) per render
+    repeats: dict[tuple[str, str], Location] | None = None  # (namespace, SQL) -> location
 
     def add_query(self, namespace: str, statement: object, seconds: float) -> None:
-        """Count one query of this request."""
+        """Count one query of this request (a repeated one is located: ``statements``)."""
         tally = self.tally
         if tally is None:
             tally = self.tally = QueryTally()
-        tally.add(namespace, statement, seconds)
+        if tally.add(namespace, statement, seconds) == REPEATED and self.switches.statements:
+            self._locate(namespace, str(statement))
+
+    def _locate(self, namespace: str, statement: str) -> None:
+        repeats = self.repeats
+        if repeats is None:
+            repeats = self.repeats = {}
+        # From the frame of the hook that counted the query: the walk goes out from there.
+        repeats[namespace, statement] = SAMPLER.locate(namespace, statement, sys._getframe(2))
+
+    def open_span(self, component: int, now: float) -> Span:
+        """Start a span of ``component`` (``breakdown.DB``...) at ``now`` (perf_counter)."""
+        found = self.breakdown
+        if found is None:
+            found = self.breakdown = Breakdown() if self.switches.breakdown else _NO_BREAKDOWN
+        return found.open(component, now)
+
+    def close_span(self, span: Span | None, now: float) -> None:
+        """End a span that :meth:`open_span` started."""
+        found = self.breakdown
+        if found is not None and span is not None:
+            found.close(span, now)
+
+    def add_call(self, call: tuple[tuple[str, str], str, str | None, str | None, float]) -> None:
+        """Note one outgoing HTTP call (see :attr:`calls`), recorded with the request."""
+        calls = self.calls
+        if calls is None:
+            calls = self.calls = []
+        calls.append(call)
+
+    def add_cache_call(self, alias: str, seconds: float, hits: int, misses: int) -> None:
+        """Note one call to the cache ``alias`` (a bounded tag value)."""
+        cache = self.cache
+        if cache is None:
+            cache = self.cache = {}
+        totals = cache.get(alias)
+        if totals is None:
+            cache[alias] = [1, hits, misses, seconds]
+        else:
+            totals[0] += 1
+            totals[1] += hits
+            totals[2] += misses
+            totals[3] += seconds
+
+    def add_render(self, name: str, seconds: float) -> None:
+        """Note one template render (``name``: a bounded ``template.name``)."""
+        renders = self.renders
+        if renders is None:
+            renders = self.renders = []
+        renders.append((name, seconds))
 
     def note_error(self, error: str, *, in_view: bool) -> None:
         """Note the request's error (the first one noted wins)."""
@@ -188,7 +295,9 @@ class RequestRecorder:
                 (TIMER, VIEW_DURATION, view, None, tags.view),
             ]
         if state.tally is not None or self.namespace is not None:
-            self._add_database(events, tags.db, state.tally)
+            self._add_database(events, tags.db, state.tally, state.repeats)
+        if state.switches.breakdown or state.calls or state.cache or state.renders:
+            events += breakdown_events(state, tags.db, seconds)
         sink = self._request
         if sink is not None:
             # append_all(), written out: this runs for every request.
@@ -202,11 +311,17 @@ class RequestRecorder:
             append_all(self._error, [(COUNTER, EXCEPTIONS, 1, None, tags.error)])
 
     def _add_database(
-        self, events: list[Event], route: RouteTags, tally: QueryTally | None
+        self,
+        events: list[Event],
+        route: RouteTags,
+        tally: QueryTally | None,
+        repeats: dict[tuple[str, str], Location] | None = None,
     ) -> None:
         """Add the per-request database events to ``events`` (or to their own level's buffer)."""
         if tally is not None:
             database = database_events(tally, route)
+            if repeats:
+                database += statement_events(tally, repeats, route)
         elif self.namespace is not None:
             database = zero_events(route, self.namespace)
         else:
@@ -240,4 +355,53 @@ def zero_events(route: RouteTags, namespace: str) -> list[Event]:
         (DISTRIBUTION, DB_REQUEST_QUERIES, 0, None, tags),
         (TIMER, DB_REQUEST_DURATION, 0.0, None, tags),
         (DISTRIBUTION, DB_REQUEST_DUPLICATES, 0, None, route.route),
+    ]
+
+
+def breakdown_events(state: RequestState, route: RouteTags, seconds: float) -> list[Event]:
+    """Return where one request's time went, as events for ``route``: the breakdown of
+    its ``seconds`` (each component that took time, and ``app``), its outgoing HTTP
+    calls, and its cache and template time (only what it did)."""
+    events: list[Event] = []
+    found = state.breakdown
+    if found is None:
+        if state.switches.breakdown:  # no component ran: all of it was the app's own
+            events.append((TIMER, BREAKDOWN, seconds, None, route.tagged(COMPONENT, parts.APP)))
+    else:
+        for component, spent in found.parts(seconds):
+            events.append((TIMER, BREAKDOWN, spent, None, route.tagged(COMPONENT, component)))
+    if state.calls:
+        for address, method, status, error, spent in state.calls:
+            tags = route.client_call(address, method, status, error)
+            events.append((TIMER, HTTP_CLIENT_DURATION, spent, None, tags))
+    if state.cache:
+        for alias, (calls, hits, misses, spent) in state.cache.items():
+            tags = route.tagged(CACHE_ALIAS, alias)
+            events.append((DISTRIBUTION, CACHE_REQUEST_CALLS, calls, None, tags))
+            events.append((DISTRIBUTION, CACHE_REQUEST_HITS, hits, None, tags))
+            events.append((DISTRIBUTION, CACHE_REQUEST_MISSES, misses, None, tags))
+            events.append((TIMER, CACHE_REQUEST_DURATION, spent, None, tags))
+    if state.renders:
+        by_name: dict[str, float] = {}
+        for name, spent in state.renders:
+            by_name[name] = by_name.get(name, 0.0) + spent
+        for name, spent in by_name.items():
+            tags = route.tagged(TEMPLATE_NAME, name)
+            events.append((TIMER, TEMPLATE_REQUEST_DURATION, spent, None, tags))
+    return events
+
+
+def statement_events(
+    tally: QueryTally, repeats: dict[tuple[str, str], Location], route: RouteTags
+) -> list[Event]:
+    """Return one event per repeated statement: how many times it ran in this unit."""
+    return [
+        (
+            DISTRIBUTION,
+            STATEMENT_REPEATS,
+            tally.runs(namespace, statement),
+            None,
+            SAMPLER.tags(route.name, namespace, statement, location),
+        )
+        for (namespace, statement), location in repeats.items()
     ]
