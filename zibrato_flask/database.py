@@ -7,7 +7,9 @@ swapped or patched). Every query then:
 * adds to the tally of the unit of work it runs in: the request being served (recorded
   with its ``http.route`` at teardown), or else the app context (a ``flask`` CLI command,
   a script's ``with app.app_context()``: recorded without a route when the context ends);
-* records its own duration as ``db.client.operation.duration`` at level debug.
+* records its own duration as ``db.client.operation.duration`` at level debug;
+* inside a request, is a ``db`` span of the request's time breakdown, and a statement
+  that repeats is located (:mod:`zibrato.framework.statements`).
 
 Flask-SQLAlchemy's engines (every bind) are found in ``app.extensions["sqlalchemy"]``,
 whichever of ``db.init_app(app)`` and ``zibrato.init_app(app)`` runs first; an engine of
@@ -34,6 +36,7 @@ from flask import (
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
+from zibrato.framework.breakdown import DB
 from zibrato.framework.schema import TagCache
 from zibrato.framework.units import QueryTally, current_request
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
@@ -126,7 +129,11 @@ class EngineHooks:
     def before_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        conn.info.setdefault(_STARTS, []).append(perf_counter())
+        state = current_request.get()
+        start = perf_counter()
+        # The query's start, and its span of the request's time breakdown (None: no request).
+        span = state.open_span(DB, start) if state is not None else None
+        conn.info.setdefault(_STARTS, []).append((start, span))
 
     def after_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -143,11 +150,13 @@ class EngineHooks:
         starts = conn.info.get(_STARTS)
         if not starts:
             return
-        seconds = end - starts.pop()
+        start, span = starts.pop()
+        seconds = end - start
         client = None
         try:
             state = current_request.get()
             if state is not None:
+                state.close_span(span, end)
                 state.add_query(self.namespace, statement, seconds)
             else:
                 tally, client = context_unit()

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
+from zibrato.framework import http_client, statements
+from zibrato.framework import settings as kit
 from zibrato.framework.lazy import LazyZibrato
 from zibrato.framework.schema import TagCache
 from zibrato.framework.settings import Settings
-from zibrato.framework.units import RequestRecorder, current_request
-from zibrato_flask import clients, database
+from zibrato.framework.units import ALL_ON, RequestRecorder, Switches, current_request
+from zibrato_flask import clients, database, templates
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
 from zibrato_flask.settings import DEFAULT_SETTINGS, read_app_settings
@@ -32,6 +34,7 @@ class AppState:
     ) -> None:
         self.settings = settings
         self.exclude = settings.exclude
+        self.switches = switches_of(settings)
         self.tags = TagCache()
         # This app's client and buffers once made; None again when the process's
         # publishers are closed (clients.close_all), so that the next request makes new.
@@ -95,6 +98,18 @@ class AppState:
         self.update_db_namespace()
 
 
+def switches_of(settings: Settings) -> Switches:
+    """Return which parts of where the time goes an app's settings measure."""
+    found = Switches(
+        breakdown=settings.switch(kit.BREAKDOWN),
+        http_client=settings.switch(kit.HTTP_CLIENT),
+        cache=False,  # Django's cache only
+        templates=settings.switch(kit.TEMPLATES),
+        statements=settings.switch(kit.STATEMENTS),
+    )
+    return found if found != Switches(cache=False) else ALL_ON
+
+
 class Zibrato(LazyZibrato):
     """Request, view and database metrics for Flask apps; also a client for your own code.
 
@@ -141,6 +156,20 @@ class Zibrato(LazyZibrato):
         _check_engines_on_first_context(app, state)
         app.cli.add_command(zibrato_command)
         self._settings.adopt(self, settings)
+        self._install_components(app, state)
+
+    def _install_components(self, app: Flask, state: AppState) -> None:
+        """Install what measures where the time goes: each part ``app``'s settings want."""
+        if state.switches.http_client:
+            http_client.install(outside=self._outside_client)
+        if state.switches.templates:
+            templates.connect(app)
+        statements.SAMPLER.code.add_packages(state.settings.app_packages)
+
+    def _outside_client(self) -> Client | None:
+        """This extension, for outgoing calls made outside requests (None: not measured)."""
+        settings = self._settings.settings or DEFAULT_SETTINGS
+        return self if settings.switch(kit.HTTP_CLIENT) else None
 
     def instrument_engine(self, engine: Engine, *, namespace: str | None = None) -> None:
         """Count ``engine``'s queries per request (``db.namespace``: given, else its database).

@@ -45,7 +45,14 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.units import RequestRecorder, RequestState, current_request
+from zibrato.framework.units import (
+    ALL_ON,
+    RequestRecorder,
+    RequestState,
+    Switches,
+    current_request,
+)
+from zibrato_flask.templates import abandon as abandon_renders
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -61,6 +68,7 @@ class InstrumentedApp(Protocol):
     named here so that neither imports the extension that holds it."""
 
     exclude: re.Pattern[str] | None  # ZIBRATO_EXCLUDE_PATHS, searched in the path
+    switches: Switches  # which parts of where the time goes it measures
     current_recorder: RequestRecorder | None
 
     def recorder(self) -> RequestRecorder: ...
@@ -71,6 +79,7 @@ class InstrumentedApp(Protocol):
 def request_timer(wsgi_app: WSGIApplication, app_state: InstrumentedApp) -> WSGIApplication:
     """Return ``wsgi_app`` wrapped to time, then record, each request of one app."""
     exclude = app_state.exclude
+    switches = app_state.switches
 
     def zibrato_request_timer(
         environ: WSGIEnvironment, start_response: StartResponse
@@ -79,6 +88,8 @@ def request_timer(wsgi_app: WSGIApplication, app_state: InstrumentedApp) -> WSGI
             return wsgi_app(environ, start_response)
         start = perf_counter()
         state = RequestState()
+        if switches is not ALL_ON:
+            state.switches = switches
 
         def note_status(status: str, headers: Any, exc_info: Any = None) -> Any:
             # Flask answers while its request object is still in the environ (teardown
@@ -138,6 +149,8 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
         try:
             result = dispatch_request()
         except BaseException as exc:
+            if state.rendering:  # a render that raised: Flask sends no template_rendered
+                abandon_renders(state)
             if request.routing_exception is None:  # else: 404/405, no view ran
                 state.view = perf_counter() - start
                 if is_error(exc):

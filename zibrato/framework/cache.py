@@ -30,7 +30,9 @@ from zibrato.framework.units import current_request
 # The cache API's methods that talk to the backend; get_or_set, incr_version and the
 # async a* methods are built on these by Django's BaseCache, so they are counted through them.
 LOOKUPS = ("get", "get_many")
-OTHERS = ("set", "add", "delete", "set_many", "delete_many", "has_key", "incr", "decr", "touch", "clear")
+OTHERS = (
+    "set", "add", "delete", "set_many", "delete_many", "has_key", "incr", "decr", "touch", "clear"
+)  # fmt: skip
 MARK = "_zibrato_cache_alias"
 
 # Set while a measured call runs in this context: the calls it makes itself are its own.

@@ -236,8 +236,7 @@ def _report(failure: Exception) -> None:
     _failures += 1
     if _failures == 1:
         log.error(
-            "zibrato: an outgoing HTTP call was not measured (%r); further failures are "
-            "not logged",
+            "zibrato: an outgoing HTTP call was not measured (%r); further failures are not logged",
             failure,
         )
 

@@ -45,6 +45,7 @@ from types import CodeType, FrameType
 
 from zibrato.framework import schema
 from zibrato.framework.templates import template_at
+from zibrato.protocol import MAX_TAG_LENGTH
 
 REPEATED = 3  # a statement that runs this many times in one unit of work is repeated
 MAX_PER_ROUTE = 5  # statements kept per route; the others are tagged _OTHER
@@ -93,7 +94,7 @@ def normalize(statement: str) -> str:
     text = _collapse_select_list(text)
     if cut:
         text += " " + ELLIPSIS
-    return text if len(text) <= schema.MAX_TAG_LENGTH else text[: schema.MAX_TAG_LENGTH - 1] + ELLIPSIS
+    return text if len(text) <= MAX_TAG_LENGTH else text[: MAX_TAG_LENGTH - 1] + ELLIPSIS
 
 
 def _token(match: re.Match[str]) -> str:
@@ -221,8 +222,9 @@ class ApplicationCode:
 def _library_paths() -> tuple[str, ...]:
     """The folders of the standard library and of installed packages."""
     paths = sysconfig.get_paths()
-    found = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
-    found.update(p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages")))
+    found = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    installed = ("site-packages", "dist-packages")
+    found.update(p for p in sys.path if p.rstrip(os.sep).endswith(installed))
     return tuple(sorted(os.path.join(os.path.abspath(p), "") for p in found if p))
 
 

@@ -161,6 +161,9 @@ class RequestState:
     calls: list[tuple[tuple[str, str], str, str | None, str | None, float]] | None = None
     cache: dict[str, list[float]] | None = None  # alias -> [calls, hits, misses, seconds]
     renders: list[tuple[str, float]] | None = None  # (template.name, seconds) per render
+    # Renders in progress, for hooks that see a render's start and end apart (Flask's
+    # signals): (template, start, span).
+    rendering: list[tuple[object, float, Span]] | None = None
     repeats: dict[tuple[str, str], Location] | None = None  # (namespace, SQL) -> location
 
     def add_query(self, namespace: str, statement: object, seconds: float) -> None:
