@@ -238,6 +238,19 @@ def short_path(filename: str) -> str:
     return filename[len(best) :] if best else os.path.basename(filename)
 
 
+_COMPREHENSION = re.compile(r"(?:\.<locals>)?\.<(?:listcomp|dictcomp|setcomp|genexpr)>$")
+
+
+def function_name(code: CodeType) -> str:
+    """Return a function's qualified name; a comprehension is part of its function."""
+    name = code.co_qualname
+    while True:
+        shorter = _COMPREHENSION.sub("", name)
+        if shorter == name:
+            return name
+        name = shorter
+
+
 def find_location(frame: FrameType | None, code: ApplicationCode) -> Location:
     """Walk out from ``frame``: the first application frame, and the template rendering."""
     found: Location | None = None
@@ -250,7 +263,7 @@ def find_location(frame: FrameType | None, code: ApplicationCode) -> Location:
         if found is None:
             path = code.path_of(frame)
             if path is not None:
-                found = Location(path, frame.f_lineno or 0, frame.f_code.co_qualname)
+                found = Location(path, frame.f_lineno or 0, function_name(frame.f_code))
         frame = frame.f_back
     found = found or UNKNOWN
     if template is not None:

@@ -47,6 +47,18 @@ DATABASES = {
     "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB_FILE + ".other"},
 }
 DATABASE_ROUTERS = ["djtest.routers.OtherDatabaseRouter"]
+TEMPLATES = [
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True},
+    {"BACKEND": "django.template.backends.jinja2.Jinja2", "APP_DIRS": True, "NAME": "jinja2"},
+]
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "djtest_cache"},
+    "files": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.path.join(tempfile.gettempdir(), f"djtest-cache-{os.getpid()}"),
+    },
+}
 
 ZIBRATO = {
     # Nobody listens there: metrics are captured in tests, or aimed at a broker by the env.

@@ -1,6 +1,6 @@
 from django.urls import include, path, re_path
 
-from djtest import api, views
+from djtest import api, views, why_slow
 
 shop = [
     path("shelves/<slug:slug>/", views.ShelfView.as_view(), name="shelf"),
@@ -32,6 +32,14 @@ urlpatterns = [
     path("early/", views.home),
     path("sabotage/", views.home),
     path("shop/<str:region>/", include(shop)),
+    path("why/nested/", why_slow.nested),
+    path("why/cached/", why_slow.cached),
+    path("why/view/", why_slow.repeat_in_view),
+    path("why/helper/", why_slow.repeat_in_helper),
+    path("why/tag/", why_slow.repeat_in_tag),
+    path("why/template/", why_slow.repeat_in_template),
+    path("why/jinja/", why_slow.jinja),
+    path("why/upstream/", why_slow.upstream),
     # Regex routes: a REST framework router (format suffixes), nested, and re_path.
     path("api/", include(api.router.urls)),
     path("api/v2/", include([path("shop/", include(api.nested.urls))])),
