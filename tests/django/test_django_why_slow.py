@@ -63,13 +63,11 @@ def test_the_parts_of_a_nested_view_add_up_to_the_request(
     assert 0.025 <= found["template"] < 0.025 + 0.015
     # The value computed with an HTTP call, for the cache: http.client.
     assert UPSTREAM_MS / 1000 <= found["http.client"] < UPSTREAM_MS / 1000 + 0.030
-    assert APP_MS / 1000 <= found["app"]
+    assert found["app"] >= APP_MS / 1000
     assert found["cache"] < 0.005
     template = only(metrics, schema.TEMPLATE_REQUEST_DURATION)
-    assert template.tags == {"app": "djtest", "http.route": "why/nested/",
-                             "template.name": "djtest/nested.html"} or (
-        template.tags["template.name"] == "djtest/nested.html"
-    )  # fmt: skip
+    assert template.tags["template.name"] == "djtest/nested.html"
+    assert template.tags["http.route"] == "why/nested/"
     assert template.value >= found["template"] + found["db"]  # inclusive: what ran inside
     call = only(metrics, schema.HTTP_CLIENT_DURATION)
     assert (
