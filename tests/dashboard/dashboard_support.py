@@ -23,6 +23,8 @@ VIEW = "http.server.view.duration"
 QUERIES = "db.client.request.queries"
 DUPLICATES = "db.client.request.duplicates"
 DB_TIME = "db.client.request.duration"
+BREAKDOWN = "http.server.request.breakdown"
+REPEATS = "db.client.statement.repeats"
 WAIT = 15.0
 Event = tuple[int, str, float | str, str | None, dict[str, str]]
 
@@ -47,6 +49,31 @@ def request_events(
     return events
 
 
+def breakdown_events(route: str, parts: Mapping[str, float]) -> list[Event]:
+    """The breakdown events of one request: seconds per component (``app`` included)."""
+    return [
+        (3, BREAKDOWN, seconds, None, {"http.route": route, "component": component})
+        for component, seconds in parts.items()
+    ]
+
+
+def statement_tags(
+    route: str, text: str, file: str, line: int, function: str, template: str | None = None
+) -> dict[str, str]:
+    """The tags of one repeated statement, as the adapters record it."""
+    tags = {
+        "http.route": route,
+        "db.namespace": "default",
+        "db.query.text": text,
+        "code.file.path": file,
+        "code.line.number": str(line),
+        "code.function.name": function,
+    }
+    if template is not None:
+        tags["template.name"], tags["template.line.number"] = template, "7"
+    return tags
+
+
 def emit(backend: DashboardBackend, ts: float, interval: float, events: Iterable[Event]) -> Rollup:
     """Aggregate ``events`` as one flush ending at ``ts`` and store it in ``backend``."""
     aggregator = Aggregator()
@@ -67,8 +94,11 @@ def record_request(
     queries: int | None = None,
     duplicates: int = 0,
     method: str = "GET",
+    breakdown: Mapping[str, float] | None = None,
+    repeats: Iterable[tuple[dict[str, str], int]] = (),
 ) -> None:
-    """Record one request the way the Django and Flask adapters do (DESIGN §4)."""
+    """Record one request the way the Django and Flask adapters do (DESIGN §4), with
+    where its time went and its repeated statements when given."""
     tags = {
         "http.route": route,
         "http.request.method": method,
@@ -85,6 +115,10 @@ def record_request(
         z.observe(QUERIES, queries, tags=db_tags)
         z.observe(DUPLICATES, duplicates, tags={"http.route": route})
         z.timing(DB_TIME, seconds / 3, tags=db_tags)
+    for _, name, value, _, event_tags in breakdown_events(route, breakdown or {}):
+        z.timing(name, float(value), tags=event_tags)
+    for statement, runs in repeats:
+        z.observe(REPEATS, runs, tags=statement)
 
 
 @dataclass

@@ -28,6 +28,8 @@ from zibrato.backends.dashboard.downsampling import (
 )
 from zibrato.backends.dashboard.health import file_bytes, pipeline_health
 from zibrato.backends.dashboard.routes import (
+    BREAKDOWN,
+    COMPONENTS,
     DB_TIME,
     DUPLICATES,
     ERRORS,
@@ -35,7 +37,9 @@ from zibrato.backends.dashboard.routes import (
     REQUEST,
     ROUTE_TAG,
     VIEW,
+    summary_key,
 )
+from zibrato.backends.dashboard.statements import STATEMENT_REPEATS, statement_rows
 from zibrato.backends.dashboard.store import RECEIVED, ROUTE, HistoryStore, StoredSeries
 from zibrato.backends.toolkit.httpserver import BadRequest, Handler, Request, Response
 
@@ -93,6 +97,7 @@ class DashboardApi:
             "/api/status": self.status,
             "/api/routes": self.route_table,
             "/api/route": self.route_charts,
+            "/api/statements": self.statements,
             "/api/metrics": self.metrics,
             "/api/series": self.series,
             "/api/health": self.health,
@@ -144,7 +149,7 @@ class DashboardApi:
             }
             if merged.get(REQUEST) is None and merged.get(QUERIES) is None:
                 continue
-            rows.append(_route_row(route, merged, seconds))
+            rows.append({**_route_row(route, merged, seconds), **_time_shares(merged)})
         return Response.json({"start": start, "end": end, "seconds": seconds, "routes": rows})
 
     def route_charts(self, request: Request) -> Response:
@@ -156,7 +161,7 @@ class DashboardApi:
         points = self.store.points((s.id for s in members.values()), start, end)
         lines: dict[str, list[float | None]] = {}
         for name, stats, key in (
-            (REQUEST, ("rate", "p50", "p95", "p99", "mean"), "latency"),
+            (REQUEST, ("rate", "p50", "p95", "p99", "mean", "count"), "latency"),
             (ERRORS, ("rate",), "errors"),
             (VIEW, ("p50", "p95", "p99", "mean"), "view"),
             (QUERIES, ("p50", "p95", "mean", "max"), "queries"),
@@ -167,9 +172,24 @@ class DashboardApi:
             found = points.get(series.id, []) if series is not None else []
             for stat, values in aligned(axis, found, step, stats).items():
                 lines[f"{key}.{stat}"] = values
+        lines.update(_breakdown_lines(axis, step, members, points, lines["latency.count"]))
         return Response.json(
             {"route": route, "step": step, "t": [p.ts for p in axis], "lines": lines}
         )
+
+    def statements(self, request: Request) -> Response:
+        route = request.param("route")
+        if route is None:
+            raise BadRequest("name a route: /api/statements?route=...")
+        start, end = self._span(request, DEFAULT_TABLE_WINDOW)
+        found = [
+            s
+            for s in self.store.list_series(RECEIVED)
+            if s.name == STATEMENT_REPEATS and s.tags.get(ROUTE_TAG) == route
+        ]
+        points = self.store.points((s.id for s in found), start, end)
+        rows = statement_rows(((s.tags, points.get(s.id, [])) for s in found), end)
+        return Response.json({"route": route, "start": start, "end": end, "statements": rows})
 
     def metrics(self, request: Request) -> Response:
         found: dict[tuple[str, str], dict[str, Any]] = {}
@@ -247,7 +267,7 @@ class DashboardApi:
         for series in self.store.list_series(ROUTE):
             route = series.tags.get(ROUTE_TAG)
             if route is not None:
-                by_route.setdefault(route, {})[series.name] = series
+                by_route.setdefault(route, {})[summary_key(series.name, series.tags)] = series
         return by_route
 
 
@@ -267,6 +287,40 @@ def _route_row(route: str, merged: Mapping[str, Point | None], seconds: float) -
         "duplicates": _summary(merged.get(DUPLICATES), ("p95", "mean", "max")),
         "db_time": _summary(merged.get(DB_TIME), ("p95", "mean")),
     }
+
+
+def _time_shares(merged: Mapping[str, Point | None]) -> dict[str, Any]:
+    """Return where a route's time went: seconds per component, and the largest share."""
+    spent = {}
+    for component in COMPONENTS:
+        point = merged.get(f"{BREAKDOWN}#{component}")
+        if point is not None and point.sum:
+            spent[component] = point.sum
+    whole = total(spent.values())
+    if not spent or not whole > 0:
+        return {"breakdown": spent, "dominant": None}
+    top = max(spent, key=lambda component: spent[component])
+    return {"breakdown": spent, "dominant": {"component": top, "share": spent[top] / whole}}
+
+
+def _breakdown_lines(
+    axis: Sequence[Point],
+    step: float,
+    members: Mapping[str, StoredSeries],
+    points: Mapping[int, list[Point]],
+    requests: Sequence[float | None],
+) -> dict[str, list[float | None]]:
+    """Return each component's seconds per request at every time (they stack to the mean)."""
+    lines = {}
+    for component in COMPONENTS:
+        series = members.get(f"{BREAKDOWN}#{component}")
+        found = points.get(series.id, []) if series is not None else []
+        sums = aligned(axis, found, step, ("sum",))["sum"]
+        lines[f"breakdown.{component}"] = [
+            (spent or 0.0) / count if count else None
+            for spent, count in zip(sums, requests, strict=True)
+        ]
+    return lines
 
 
 def _activity(points: Sequence[Point]) -> float:

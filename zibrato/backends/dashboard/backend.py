@@ -18,7 +18,7 @@ from zibrato.aggregation import Rollup
 from zibrato.backends.base import Backend, BackendOptions, Option
 from zibrato.backends.dashboard.api import DashboardApi
 from zibrato.backends.dashboard.downsampling import Point, Tier, point_from_stats
-from zibrato.backends.dashboard.routes import ROUTE_TAG, summarize_routes
+from zibrato.backends.dashboard.routes import summarize_routes
 from zibrato.backends.dashboard.store import (
     DEFAULT_MAX_STORED_SERIES,
     RECEIVED,
@@ -81,7 +81,7 @@ def rollup_points(rollup: Rollup) -> Iterator[tuple[Identity, Point]]:
         key = identity(RECEIVED, series.name, series.type, series.source, series.tags)
         yield key, point_from_stats(series.type, series.stats, ts)
     for summary in summarize_routes(rollup.series):
-        key = identity(ROUTE, summary.name, summary.type, None, {ROUTE_TAG: summary.route})
+        key = identity(ROUTE, summary.name, summary.type, None, summary.tags)
         yield key, point_from_stats(summary.type, summary.stats, ts)
 
 

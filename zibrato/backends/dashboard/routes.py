@@ -4,12 +4,13 @@ The frameworks record ``http.server.request.duration`` per route, method, status
 error type and process. The dashboard's table and charts are per route, so at every flush
 the values of all the series of one route are pooled into one summary per metric, whose
 percentiles are exact for that flush (computed from every value, like the aggregator's).
-Pure computation, no I/O.
+``http.server.request.breakdown`` is pooled per route and ``component``: where the
+route's time went. Pure computation, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from zibrato.aggregation import Series, SeriesType, quantile
@@ -21,21 +22,39 @@ VIEW = "http.server.view.duration"
 QUERIES = "db.client.request.queries"
 DUPLICATES = "db.client.request.duplicates"
 DB_TIME = "db.client.request.duration"
+BREAKDOWN = "http.server.request.breakdown"
+COMPONENT_TAG = "component"
+# The components in the order the page stacks them, bottom first ("app": the rest).
+COMPONENTS = ("db", "http.client", "cache", "template", "app")
 # Derived: requests that failed (a 5xx status or an ``error.type`` tag), a counter.
 ERRORS = "http.server.request.errors"
-POOLED = (REQUEST, VIEW, QUERIES, DUPLICATES, DB_TIME)
+POOLED = (REQUEST, VIEW, QUERIES, DUPLICATES, DB_TIME, BREAKDOWN)
 ROUTE_METRICS = (*POOLED, ERRORS)
 SUMMARY_PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass(frozen=True, slots=True)
 class RouteSummary:
-    """One metric of one route over one flush."""
+    """One metric of one route over one flush (of one component, for the breakdown)."""
 
     route: str
     name: str
     type: str
     stats: dict[str, float]
+    component: str | None = None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags the summary is stored under."""
+        if self.component is None:
+            return {ROUTE_TAG: self.route}
+        return {ROUTE_TAG: self.route, COMPONENT_TAG: self.component}
+
+
+def summary_key(name: str, tags: Mapping[str, str]) -> str:
+    """Return the key of a stored summary among its route's: its name, and its component."""
+    component = tags.get(COMPONENT_TAG)
+    return name if component is None else f"{name}#{component}"
 
 
 def is_error(series: Series) -> bool:
@@ -46,7 +65,7 @@ def is_error(series: Series) -> bool:
 
 def summarize_routes(series: Iterable[Series]) -> list[RouteSummary]:
     """Return the route summaries of one rollup's series (routes with requests or DB data)."""
-    parts: dict[tuple[str, str], list[Series]] = {}
+    parts: dict[tuple[str, str, str | None], list[Series]] = {}
     errors: dict[str, float] = {}
     for one in series:
         route = one.tags.get(ROUTE_TAG)
@@ -57,13 +76,16 @@ def summarize_routes(series: Iterable[Series]) -> list[RouteSummary]:
             or not one.values
         ):
             continue
-        parts.setdefault((route, one.name), []).append(one)
+        component = one.tags.get(COMPONENT_TAG) if one.name == BREAKDOWN else None
+        if one.name == BREAKDOWN and component is None:
+            continue
+        parts.setdefault((route, one.name, component), []).append(one)
         if one.name == REQUEST:
             failed = one.stats["count"] if is_error(one) else 0
             errors[route] = errors.get(route, 0) + failed
     summaries = [
-        RouteSummary(route, name, members[0].type, pooled_stats(members))
-        for (route, name), members in parts.items()
+        RouteSummary(route, name, members[0].type, pooled_stats(members), component)
+        for (route, name, component), members in parts.items()
     ]
     for route, failed in errors.items():
         summaries.append(RouteSummary(route, ERRORS, SeriesType.COUNTER, {"sum": failed}))
