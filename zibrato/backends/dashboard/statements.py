@@ -34,21 +34,19 @@ def statement_rows(
     for tags, points in series:
         if points:
             grouped.setdefault(tuple(tags.get(key) for key in ROW_TAGS), []).extend(points)
-    rows = []
+    rows: list[tuple[float, str, dict[str, Any]]] = []
     for key, points in grouped.items():
         merged = merge(points, end)
         text, file, line, function, template, template_line = key
         code = None if file is None else {"file": file, "line": line, "function": function}
         shown = None if template is None else {"name": template, "line": template_line}
-        rows.append(
-            {
+        rows.append((-(merged.count or 0), text or "", {
                 "statement": text,
                 "requests": merged.count or 0,
                 "repeats": {"mean": merged.mean, "max": merged.max},
                 "code": code,
                 "template": shown,
                 "last_seen": max(point.ts for point in points),
-            }
-        )
-    rows.sort(key=lambda row: (-row["requests"], str(row["statement"])))
-    return rows[:MAX_ROWS]
+            }))  # fmt: skip
+    rows.sort(key=lambda row: row[:2])
+    return [row for _, _, row in rows[:MAX_ROWS]]
