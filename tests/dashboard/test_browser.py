@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from browser_support import WatchedPage, save_screenshot
-from dashboard_support import LiveSite, record_request, routes_by_name, wait_for
+from dashboard_support import LiveSite, record_request, routes_by_name, statement_tags, wait_for
 
 # uPlot draws each line in its series' colour: counting those pixels proves data was drawn.
 REQUESTS_BLUE = (129, 140, 248)
@@ -26,16 +26,28 @@ COUNT_PIXELS = """([key, rgb, enough]) => {
 }"""
 
 
+CATEGORY_SQL = "SELECT … FROM shop_category WHERE shop_category.id = ? LIMIT ?"
+CATEGORY = statement_tags(
+    "/products/", CATEGORY_SQL, "shop/views.py", 42, "product_list", "shop/product_list.html"
+)
+HTTP_CLIENT_BLUE = (56, 189, 248)  # the breakdown's http.client band
+
+
 def publish_shop(site: LiveSite, n: int = 0) -> None:
     """One batch of a small shop's traffic: an N+1 list, a slow page, a failing page."""
     z = site.client
     for i in range(12):
+        seconds = 0.03 + i / 500
         record_request(
-            z, "/products/", 0.03 + i / 500, view=0.022 + i / 600, queries=23, duplicates=20
-        )
+            z, "/products/", seconds, view=0.022 + i / 600, queries=23, duplicates=20,
+            breakdown={"db": seconds * 0.7, "template": seconds * 0.2, "app": seconds * 0.1},
+            repeats=[(CATEGORY, 22)],
+        )  # fmt: skip
     for i in range(6):
         record_request(z, "/products/<int:id>/", 0.012 + i / 1000, view=0.008, queries=3)
-    record_request(z, "/slow/", 0.6 + (n % 5) / 20, view=0.55 + (n % 5) / 20, queries=2)
+    slow = 0.6 + (n % 5) / 20
+    record_request(z, "/slow/", slow, view=0.55 + (n % 5) / 20, queries=2,
+                   breakdown={"http.client": slow - 0.1, "db": 0.02, "app": 0.08})  # fmt: skip
     record_request(z, "/boom/", 0.02, status=500, error="ZeroDivisionError", view=0.015, queries=1)
     record_request(z, "/boom/", 0.01, view=0.006, queries=1)
     z.incr("orders.placed", 1 + n % 3, tags={"shop": "eu"})
@@ -94,6 +106,13 @@ def test_the_dashboard_shows_routes_and_draws_charts_that_follow_the_choices(
     badges = page.eval_on_selector_all("#routes tr", "rows => rows.map(r => r.textContent)")
     assert any("/products/" in row and "N+1" in row for row in badges)
     assert any("/slow/" in row and "slowest" in row for row in badges)
+    # Where each route's time goes: the dominant component, by share of summed time.
+    goes_to = dict(
+        page.eval_on_selector_all(
+            "#routes tr", "rows => rows.map(r => [r.dataset.route, r.lastChild.textContent])"
+        )[1:]
+    )
+    assert goes_to["/slow/"].endswith("http.client") and goes_to["/products/"].endswith("db")
 
     # The chosen route (the slowest) is charted; lines need two flushes at least.
     keep_publishing(
@@ -114,6 +133,17 @@ def test_the_dashboard_shows_routes_and_draws_charts_that_follow_the_choices(
         keep_publishing(site, browser_page, COUNT_PIXELS, "the p99 line", ["latency", P99_RED, 20])
         > 20
     )
+    # Where /slow/'s time goes, stacked: mostly the http.client band.
+    assert (
+        keep_publishing(
+            site, browser_page, COUNT_PIXELS, "the breakdown", ["breakdown", HTTP_CLIENT_BLUE, 20]
+        )
+        > 20
+    )
+    stacked_top = page.evaluate(
+        "() => window.zibratoDashboard.charts.breakdown.data[1].filter(v => v !== null)"
+    )  # the app band's top: the whole mean request
+    assert stacked_top and all(0.6 <= top <= 0.81 for top in stacked_top)
 
     # Choosing another route redraws its charts with its data.
     before = draws(browser_page, "rate")
@@ -125,6 +155,17 @@ def test_the_dashboard_shows_routes_and_draws_charts_that_follow_the_choices(
         "() => window.zibratoDashboard.charts.queries.data[1].filter(v => v !== null)"
     )
     assert queries_p95 and set(queries_p95) == {23}
+    # Its repeated statement: the SQL, the repeats per request, the code and the template.
+    rows = browser_page.wait_until(
+        """() => { const rows = [...document.querySelectorAll('#statements tbody tr')];
+                   return rows.length && rows.map(r => [...r.cells].map(c => c.textContent)); }""",
+        "the repeated statements of /products/",
+    )
+    assert rows[0][0] == CATEGORY_SQL and rows[0][1] == "22 (22)"
+    assert rows[0][3] == (
+        "shop/views.py:42 in product_listtemplate shop/product_list.html:7"
+    )  # three spans: file:line, function, template
+    assert not page.is_visible("#statements-empty")
     assert (
         page.eval_on_selector("#routes tr.selected td.route", "c => c.firstChild.textContent")
         == "/products/"

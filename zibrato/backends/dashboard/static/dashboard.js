@@ -21,6 +21,9 @@
     queries: "#a78bfa",
     queriesMean: "#818cf8",
     duplicates: "#fb923c",
+    // Where the time goes, bottom of the stack first (docs/web-metrics.md).
+    components: [["db", "#a78bfa"], ["http.client", "#38bdf8"], ["cache", "#34d399"],
+                 ["template", "#fbbf24"], ["app", "#8b97b0"]],
     palette: ["#818cf8", "#34d399", "#fbbf24", "#f87171", "#38bdf8", "#a78bfa",
               "#fb923c", "#f472b6", "#2dd4bf", "#a3e635", "#e879f9", "#facc15"],
   };
@@ -32,7 +35,7 @@
   const state = {
     ready: false, lastFlush: null, flushInterval: 10, route: null, metric: null,
     sort: { key: "p95", descending: true }, rows: [], metrics: [], charts: {},
-    draws: {}, points: {}, refreshes: 0, failures: [],
+    draws: {}, points: {}, refreshes: 0, failures: [], statements: [],
   };
   window.zibratoDashboard = state;
 
@@ -122,7 +125,10 @@
     }));
   }
 
-  function draw(key, t, lines, format) {
+  // ``stacked``: each line's values are cumulative (the lines stacked bottom-up, given
+  // top-first so that each fill is painted over the one above it); the legend shows each
+  // line's own share, its value less the next line's.
+  function draw(key, t, lines, format, stacked) {
     const target = $("chart-" + key);
     const data = breakGaps([t, ...lines.map((line) => line.values)]);
     const labels = lines.map((line) => line.label).join("\u0000");
@@ -156,7 +162,12 @@
           width: line.width || 1.6,
           dash: line.dash,
           fill: line.fill,
-          value: (u, v) => (v === null || v === undefined ? "–" : format(v)),
+          value: (u, v, si, idx) => {
+            if (v === null || v === undefined) return "–";
+            if (!stacked || idx === null) return format(v);
+            const below = si + 1 < u.data.length ? u.data[si + 1][idx] : 0;
+            return format(v - (below || 0));
+          },
         })),
       ],
     };
@@ -214,6 +225,8 @@
       view_p95: pick("view", "p95"),
       queries_p95: pick("queries", "p95"),
       duplicates_mean: pick("duplicates", "mean"),
+      dominant_share: route.dominant ? route.dominant.share : null,
+      dominant_component: route.dominant ? route.dominant.component : null,
     };
   }
 
@@ -246,6 +259,20 @@
     return td;
   }
 
+  // "78 % http.client": the component that took the largest share of the route's time.
+  function shareCell(row) {
+    const td = element("td", "text share");
+    if (row.dominant_component === null) {
+      td.classList.add("muted");
+      td.textContent = "–";
+      return td;
+    }
+    td.classList.add(row.dominant_component.replace(".", "-"));
+    td.append(element("span", "num", fmtPercent(row.dominant_share)),
+              element("span", "component", row.dominant_component));
+    return td;
+  }
+
   function renderTable() {
     const rows = state.rows.slice().sort(compareRows);
     const max = (key) => Math.max(0, ...rows.map((r) => r[key] || 0));
@@ -274,6 +301,7 @@
                    many ? heat(row.queries_p95, top.queries) : ""),
         numberCell(fmtNumber(row.duplicates_mean), null, 0,
                    row.duplicates_mean >= 1 ? "heat-2" : row.duplicates_mean === null ? "muted" : ""),
+        shareCell(row),
       );
       return tr;
     }));
@@ -321,6 +349,55 @@
       { label: "queries mean", values: l["queries.mean"], color: COLORS.queriesMean, dash: [6, 4] },
       { label: "duplicates mean", values: l["duplicates.mean"], color: COLORS.duplicates },
     ], fmtNumber);
+    draw("breakdown", answer.t, stackedLines(l), msAxis, true);
+    await loadStatements();
+  }
+
+  // The breakdown's lines, cumulative bottom-up and given top-first (see draw()).
+  function stackedLines(lines) {
+    const running = [];
+    const stacked = COLORS.components.map(([name, color]) => {
+      const own = lines["breakdown." + name] || [];
+      own.forEach((v, i) => {
+        running[i] = v === null || v === undefined ? (running[i] ?? null) : (running[i] || 0) + v;
+      });
+      return { label: name, values: running.slice(), color: color, fill: color + "55", width: 1 };
+    });
+    return stacked.reverse();
+  }
+
+  // -- repeated statements --------------------------------------------------------------
+  function statementRow(row) {
+    const tr = element("tr");
+    const sql = element("td", "text sql", row.statement || "");
+    sql.title = row.statement || "";
+    const where = element("td", "text where");
+    if (row.code) {
+      where.append(element("span", "file", row.code.file + ":" + row.code.line),
+                   element("span", "function", " in " + row.code.function));
+    } else {
+      where.append(element("span", "function", "past the statements kept per route"));
+    }
+    if (row.template) {
+      where.append(element("span", "template", "template " + row.template.name + ":" + row.template.line));
+    }
+    const repeats = row.repeats || {};
+    tr.append(
+      sql,
+      element("td", "", fmtNumber(repeats.mean) + " (" + fmtNumber(repeats.max) + ")"),
+      element("td", "", fmtNumber(row.requests)),
+      where,
+      element("td", "", fmtTime(row.last_seen)),
+    );
+    return tr;
+  }
+
+  async function loadStatements() {
+    if (state.route === null) return;
+    const answer = await getJson("/api/statements", { route: state.route, window: tableWindow() });
+    state.statements = answer.statements;
+    $("statements").tBodies[0].replaceChildren(...answer.statements.map(statementRow));
+    $("statements-empty").hidden = answer.statements.length > 0;
   }
 
   // -- explorer -------------------------------------------------------------------------
@@ -581,7 +658,7 @@
     $("stat-select").addEventListener("change", () => run(loadExplorer));
     $("tag-select").addEventListener("change", () => run(loadExplorer));
     $("window").addEventListener("change", () => run(() => Promise.all([loadRoute(), loadExplorer(), loadHealth()])));
-    $("table-window").addEventListener("change", () => run(loadTable));
+    $("table-window").addEventListener("change", () => run(() => Promise.all([loadTable(), loadStatements()])));
     let resizing = null;
     window.addEventListener("resize", () => {
       window.clearTimeout(resizing);
