@@ -182,6 +182,7 @@ def _recorder(plan: RequestPlan) -> RequestRecorder:
             request_level=plan.request_level,
             db_level=plan.db_level,
             namespace=plan.db_namespace,
+            breakdown=plan.switches.breakdown,
         )
         current = _current = (plan, recorder)
     return current[1]

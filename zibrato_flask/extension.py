@@ -62,6 +62,7 @@ class AppState:
                 request_level=self.settings.request_level,
                 db_level=self.settings.db_level,
                 namespace=self.db_namespace,
+                breakdown=self.switches.breakdown,
             )
             self.current_recorder = recorder
         return recorder

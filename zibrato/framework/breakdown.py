@@ -42,10 +42,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from time import perf_counter
 
+from zibrato.framework.schema import APP_COMPONENT
+
 # The components, as indexes (a span's first item) and as their tag values.
 DB, HTTP_CLIENT, CACHE, TEMPLATE = 0, 1, 2, 3
 COMPONENTS = ("db", "http.client", "cache", "template")
-APP = "app"
+APP = APP_COMPONENT
 
 Span = tuple[int]
 

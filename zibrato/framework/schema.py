@@ -60,6 +60,7 @@ ERROR_TYPE = "error.type"
 DB_NAMESPACE = "db.namespace"
 DB_OPERATION = "db.operation.name"
 COMPONENT = "component"
+APP_COMPONENT = "app"  # the breakdown's remainder: the view's own code and the framework's
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 # The route of the request an outgoing call was made in: our own key, since on a client
@@ -209,7 +210,7 @@ class TagCache:
 class RouteTags:
     """The tags of one route's per-request metrics (or of a unit of work without a route)."""
 
-    __slots__ = ("_calls", "_databases", "_tagged", "name", "route")
+    __slots__ = ("_calls", "_databases", "_tagged", "app", "name", "route")
 
     def __init__(self, route: str | None) -> None:
         self.name = route
@@ -217,6 +218,8 @@ class RouteTags:
         self._databases: dict[str, Mapping[str, str]] = {}
         self._tagged: dict[tuple[str, str], Mapping[str, str]] = {}
         self._calls: dict[tuple[object, ...], Mapping[str, str]] = {}
+        # The tags of the breakdown's "app" part, which every request records.
+        self.app: Mapping[str, str] = self.tagged(COMPONENT, APP_COMPONENT)
 
     def client_call(
         self, address: tuple[str, str], method: str, status: str | None, error: str | None

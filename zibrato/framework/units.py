@@ -161,6 +161,8 @@ class RequestState:
     calls: list[tuple[tuple[str, str], str, str | None, str | None, float]] | None = None
     cache: dict[str, list[float]] | None = None  # alias -> [calls, hits, misses, seconds]
     renders: list[tuple[str, float]] | None = None  # (template.name, seconds) per render
+    # Whether a breakdown, calls, cache or renders exist: one check when recording.
+    noted = False
     # Renders in progress, for hooks that see a render's start and end apart (Flask's
     # signals): (template, start, span).
     rendering: list[tuple[object, float, Span]] | None = None
@@ -186,6 +188,7 @@ class RequestState:
         found = self.breakdown
         if found is None:
             found = self.breakdown = Breakdown() if self.switches.breakdown else _NO_BREAKDOWN
+            self.noted = True
         return found.open(component, now)
 
     def close_span(self, span: Span | None, now: float) -> None:
@@ -199,6 +202,7 @@ class RequestState:
         calls = self.calls
         if calls is None:
             calls = self.calls = []
+            self.noted = True
         calls.append(call)
 
     def add_cache_call(self, alias: str, seconds: float, hits: int, misses: int) -> None:
@@ -206,6 +210,7 @@ class RequestState:
         cache = self.cache
         if cache is None:
             cache = self.cache = {}
+            self.noted = True
         totals = cache.get(alias)
         if totals is None:
             cache[alias] = [1, hits, misses, seconds]
@@ -220,6 +225,7 @@ class RequestState:
         renders = self.renders
         if renders is None:
             renders = self.renders = []
+            self.noted = True
         renders.append((name, seconds))
 
     def note_error(self, error: str, *, in_view: bool) -> None:
@@ -261,6 +267,7 @@ class RequestRecorder:
         "_error",
         "_request",
         "_same_level",
+        "breakdown",
         "client",
         "namespace",
         "publisher",
@@ -275,8 +282,10 @@ class RequestRecorder:
         request_level: str = REQUEST_LEVEL,
         db_level: str = DB_REQUEST_LEVEL,
         namespace: str | None = None,
+        breakdown: bool = True,
     ) -> None:
         self.client = client
+        self.breakdown = breakdown  # the app's BREAKDOWN: record http.server.request.breakdown
         self.publisher = client.publisher
         self.tags = tags
         self.namespace = namespace
@@ -299,8 +308,12 @@ class RequestRecorder:
             ]
         if state.tally is not None or self.namespace is not None:
             self._add_database(events, tags.db, state.tally, state.repeats)
-        if state.switches.breakdown or state.calls or state.cache or state.renders:
+        if state.noted:
             events += breakdown_events(state, tags.db, seconds)
+        elif self.breakdown:
+            # breakdown_events() of a request that measured no component, written out:
+            # this is most requests.
+            events.append((TIMER, BREAKDOWN, seconds, None, tags.db.app))
         sink = self._request
         if sink is not None:
             # append_all(), written out: this runs for every request.
@@ -365,14 +378,24 @@ def breakdown_events(state: RequestState, route: RouteTags, seconds: float) -> l
     """Return where one request's time went, as events for ``route``: the breakdown of
     its ``seconds`` (each component that took time, and ``app``), its outgoing HTTP
     calls, and its cache and template time (only what it did)."""
-    events: list[Event] = []
     found = state.breakdown
-    if found is None:
-        if state.switches.breakdown:  # no component ran: all of it was the app's own
-            events.append((TIMER, BREAKDOWN, seconds, None, route.tagged(COMPONENT, parts.APP)))
+    if found is None:  # no component ran (or the breakdown is off): all of it was the app's
+        events: list[Event] = (
+            [(TIMER, BREAKDOWN, seconds, None, route.app)] if state.switches.breakdown else []
+        )
     else:
-        for component, spent in found.parts(seconds):
-            events.append((TIMER, BREAKDOWN, spent, None, route.tagged(COMPONENT, component)))
+        events = [
+            (TIMER, BREAKDOWN, spent, None, route.tagged(COMPONENT, component))
+            for component, spent in found.parts(seconds)
+        ]
+    if state.noted:
+        events += noted_events(state, route)
+    return events
+
+
+def noted_events(state: RequestState, route: RouteTags) -> list[Event]:
+    """Return the events of a request's outgoing calls, cache calls and template renders."""
+    events: list[Event] = []
     if state.calls:
         for address, method, status, error, spent in state.calls:
             tags = route.client_call(address, method, status, error)
