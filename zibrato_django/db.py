@@ -20,7 +20,6 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from zibrato.framework import schema
-from zibrato.framework.breakdown import DB
 from zibrato.framework.units import current_request
 from zibrato_django import failures, zibrato
 
@@ -32,9 +31,7 @@ def measure_query(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
     """Time one query (``executemany`` counts as one) and add it to the current request."""
-    state = current_request.get()
     start = perf_counter()
-    span = state.open_span(DB, start) if state is not None else None
     try:
         return execute(sql, params, many, context)
     finally:
@@ -42,9 +39,9 @@ def measure_query(
         elapsed = end - start
         try:
             alias = context["connection"].alias
+            state = current_request.get()
             if state is not None:
-                state.close_span(span, end)
-                state.add_query(alias, sql, elapsed)
+                state.add_query(alias, sql, elapsed, end)
             zibrato.timing(
                 schema.DB_OPERATION_DURATION,
                 elapsed,

@@ -36,7 +36,6 @@ from flask import (
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.breakdown import DB
 from zibrato.framework.schema import TagCache
 from zibrato.framework.units import QueryTally, current_request
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
@@ -129,11 +128,7 @@ class EngineHooks:
     def before_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        state = current_request.get()
-        start = perf_counter()
-        # The query's start, and its span of the request's time breakdown (None: no request).
-        span = state.open_span(DB, start) if state is not None else None
-        conn.info.setdefault(_STARTS, []).append((start, span))
+        conn.info.setdefault(_STARTS, []).append(perf_counter())
 
     def after_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -150,14 +145,12 @@ class EngineHooks:
         starts = conn.info.get(_STARTS)
         if not starts:
             return
-        start, span = starts.pop()
-        seconds = end - start
+        seconds = end - starts.pop()
         client = None
         try:
             state = current_request.get()
             if state is not None:
-                state.close_span(span, end)
-                state.add_query(self.namespace, statement, seconds)
+                state.add_query(self.namespace, statement, seconds, end)
             else:
                 tally, client = context_unit()
                 if tally is not None:

@@ -47,6 +47,23 @@ def test_nested_work_counts_as_the_innermost_component() -> None:
                                  APP: 5.0}  # fmt: skip
 
 
+def test_work_told_once_over_counts_as_a_span_would() -> None:
+    b = Breakdown()
+    render = b.open(TEMPLATE, 1.0)
+    b.add(DB, 1.5, 2.5)  # a query inside the render, told when it is over
+    b.close(render, 3.0)
+    b.add(DB, 4.0, 4.5)  # one outside any span
+    assert parts_of(b, 5.0) == {"db": 1.5, "template": 1.0, APP: 2.5}
+
+
+def test_work_told_late_counts_only_what_no_other_span_took() -> None:
+    b = Breakdown()
+    call = b.open(HTTP_CLIENT, 2.0)  # another thread's call opened while a query ran...
+    b.close(call, 3.0)
+    b.add(DB, 1.0, 4.0)  # ...from 1 to 4: only what followed the call is the query's
+    assert parts_of(b, 5.0) == {"db": 1.0, "http.client": 1.0, APP: 3.0}
+
+
 def test_only_what_took_time_is_reported_and_app_is_the_remainder() -> None:
     b = Breakdown()
     span = b.open(DB, 0.0)

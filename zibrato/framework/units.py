@@ -41,8 +41,7 @@ from dataclasses import dataclass
 
 from zibrato import levels
 from zibrato.client import Zibrato
-from zibrato.framework import breakdown as parts
-from zibrato.framework.breakdown import Breakdown, NoBreakdown, Span
+from zibrato.framework.breakdown import DB, Breakdown, NoBreakdown, Span
 from zibrato.framework.schema import (
     BREAKDOWN,
     CACHE_ALIAS,
@@ -168,8 +167,18 @@ class RequestState:
     rendering: list[tuple[object, float, Span]] | None = None
     repeats: dict[tuple[str, str], Location] | None = None  # (namespace, SQL) -> location
 
-    def add_query(self, namespace: str, statement: object, seconds: float) -> None:
-        """Count one query of this request (a repeated one is located: ``statements``)."""
+    def add_query(
+        self, namespace: str, statement: object, seconds: float, end: float | None = None
+    ) -> None:
+        """Count one query of this request (a repeated one is located: ``statements``);
+        with ``end`` (its perf_counter() when it ended), it is a ``db`` part of the
+        request's time breakdown too."""
+        if end is not None:
+            found = self.breakdown
+            if found is None:
+                found = self.breakdown = Breakdown() if self.switches.breakdown else _NO_BREAKDOWN
+                self.noted = True
+            found.add(DB, end - seconds, end)
         tally = self.tally
         if tally is None:
             tally = self.tally = QueryTally()
