@@ -28,6 +28,7 @@ LISTENERS = (
     ("flask", "the Flask warehouse"),
     ("dashboard", "the dashboard"),
     ("prometheus", "prometheus' /metrics"),
+    ("recommendations", "the recommendation service the shop calls"),
 )
 
 
@@ -42,6 +43,7 @@ class DemoSettings:
     flask_listen: str = "127.0.0.1:8001"
     dashboard_listen: str = "127.0.0.1:8050"
     prometheus_listen: str = "127.0.0.1:9102"
+    recommendations_listen: str = "127.0.0.1:8002"
     flush: float = DEFAULT_FLUSH
     workers: int = DEFAULT_WORKERS
     rate: float = DEFAULT_RATE

@@ -2,33 +2,42 @@
 
 In this process, through the same serve loop as ``zibrato run``: the broker and three
 backends (the dashboard, prometheus, a short console summary). As child processes: the
-Django shop and the Flask warehouse, each under gunicorn with several worker processes,
-and the traffic generator. Prints where everything is and what to open first; Ctrl-C or
-SIGTERM (or ``--seconds`` / ``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush
-included. Every address is an option, so tests run it on ports the system picks (``:0``).
+recommendation service the shop calls over HTTP, the Django shop and the Flask
+warehouse, each under gunicorn with several worker processes, and the traffic generator.
+Prints where everything is and what to open first; Ctrl-C or SIGTERM (or ``--seconds`` /
+``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush included. Every address is an
+option, so tests run it on ports the system picks (``:0``).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
+
+import requests
 
 from demo_site import prepare
 from demo_site.children import RUN_ENV, Child, new_marker, stop_all
 from demo_site.options import CONSOLE_EVERY, DemoSettings, parse_settings
 from demo_site.paths import DATA_ENV
-from demo_site.sites import WebSite
+from demo_site.sites import WebSite, listening_socket
 from zibrato import backends
 from zibrato.backends.dashboard import DashboardBackend
+from zibrato.backends.toolkit.httpserver import base_url
 from zibrato.client import PUBLISH_ENV
+from zibrato.errors import ConfigError
 from zibrato.runner import EXIT_USAGE, Runner, serve, stop_on_signals
 
 NAME = "zibrato demo"
 # The console's short summary: what the traffic got, what raised, the 2013-API metrics.
 CONSOLE_NAMES = "demo.traffic.requests,http.server.exceptions,shop.report.*"
 EXIT_INTERRUPTED = 130
+# Where the shop finds the recommendation service (demo_site/settings.py reads it).
+RECOMMENDATIONS_ENV = "ZIBRATO_DEMO_RECOMMENDATIONS"
+SERVICE_READY_TIMEOUT = 20.0
 
 
 def backend_specs(settings: DemoSettings) -> list[dict[str, Any]]:
@@ -81,6 +90,7 @@ class DemoRunner(Runner):
             ),
         ]
         self.children: list[Child] = []
+        self.recommendations_url = ""
         # In every child's environment: what this run started, orphans included.
         self.marker = new_marker()
 
@@ -89,6 +99,7 @@ class DemoRunner(Runner):
         frontend, backend_address = super().start()
         try:
             env = {PUBLISH_ENV: frontend, DATA_ENV: str(self.settings.data), RUN_ENV: self.marker}
+            env[RECOMMENDATIONS_ENV] = self.start_recommendation_service(env)
             for site in self.sites:
                 self.children.append(site.start(env))
             for site in self.sites:
@@ -114,6 +125,38 @@ class DemoRunner(Runner):
             raise
         return frontend, backend_address
 
+    def start_recommendation_service(self, env: dict[str, str]) -> str:
+        """Start the recommendation service the shop calls; return its URL once it answers."""
+        listener = listening_socket(
+            self.settings.recommendations_listen,
+            what="the recommendation service",
+            option="--recommendations-listen",
+        )
+        with listener:
+            self.recommendations_url = base_url(*listener.getsockname()[:2])
+            service = Child(
+                "recommendation service",
+                [sys.executable, "-m", "demo_site.recommendations", f"--fd={listener.fileno()}"],
+                log_path=self.settings.logs / "recommendations.log",
+                env=env,
+                pass_fds=[listener.fileno()],
+            )
+            self.children.append(service)
+            service.start()
+        deadline = time.monotonic() + SERVICE_READY_TIMEOUT
+        while not self.stop_event.is_set():
+            try:
+                requests.get(self.recommendations_url + "/health", timeout=2).close()
+                break
+            except requests.RequestException:
+                if not service.running or time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"the recommendation service did not answer at "
+                        f"{self.recommendations_url}: {service.log_tail()}"
+                    ) from None
+            self.stop_event.wait(0.1)
+        return self.recommendations_url
+
     def stop(self, timeout: float = 1.5) -> None:
         """Stop the children (bounded, nothing left behind), then the backends and broker."""
         stop_all(self.children, marker=self.marker)
@@ -135,6 +178,10 @@ class DemoRunner(Runner):
                 f"{site.title}: {site.url} (gunicorn, {site.workers} worker processes; "
                 f"log in {site.log_path})"
             )
+        lines.append(
+            f"recommendation service: {self.recommendations_url}/recommendations (the shop's "
+            f"recommendations/ page calls it; log in {self.settings.logs / 'recommendations.log'})"
+        )
         lines.append(
             f"traffic: about {self.settings.rate:g} requests/s to the sites "
             f"(log in {self.settings.logs / 'traffic.log'})"

@@ -7,6 +7,7 @@ sets for the processes it starts (``ZIBRATO["PUBLISH"]`` left at None reads it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from demo_site.paths import data_dir
@@ -41,7 +42,12 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "demo_site.shop.context.categories",  # the nav's category list, cached
+            ]
+        },
     }
 ]
 
@@ -54,6 +60,12 @@ DATABASES = {
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Each gunicorn worker keeps its own: the category list and the catalogue's ids.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# The recommendation service the shop's recommendations/ page calls (make run starts it).
+RECOMMENDATIONS_URL = os.environ.get("ZIBRATO_DEMO_RECOMMENDATIONS", "http://127.0.0.1:8002")
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -27,6 +27,26 @@ READY_TIMEOUT = 60.0  # a loaded machine may take a while to import Django
 _READY_POLL = 0.2
 
 
+def listening_socket(listen: str, *, what: str, option: str) -> socket.socket:
+    """Bind and listen on ``listen`` (HOST:PORT) for a child; one clear line if it cannot."""
+    host, port = parse_listen(listen)
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        where = f"{what} cannot listen on {listen}"
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(
+                f"{where}: the address is already in use; stop what holds it "
+                f"or choose another with {option}"
+            ) from None
+        raise ConfigError(f"{where}: {exc.strerror or exc}; check {option}") from None
+    return listener
+
+
 @dataclass
 class WebSite:
     """One WSGI app served by gunicorn with ``workers`` processes."""
@@ -77,22 +97,7 @@ class WebSite:
         return self.child
 
     def _bind(self) -> socket.socket:
-        host, port = parse_listen(self.listen)
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((host, port))
-            listener.listen(128)
-        except OSError as exc:
-            listener.close()
-            what = f"the {self.title} cannot listen on {self.listen}"
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(
-                    f"{what}: the address is already in use; stop what holds it "
-                    f"or choose another with {self.option}"
-                ) from None
-            raise ConfigError(f"{what}: {exc.strerror or exc}; check {self.option}") from None
-        return listener
+        return listening_socket(self.listen, what=f"the {self.title}", option=self.option)
 
     def wait_until_answering(self, stop: threading.Event, timeout: float = READY_TIMEOUT) -> None:
         """Return once the site answers HTTP (or ``stop`` is set); raise ConfigError if the

@@ -2,7 +2,8 @@
 
 * ``products/``: an N+1 query pattern on purpose; ``?fixed=1`` shows the fix.
 * ``products/<int:pk>/``: a well-behaved detail page (three queries).
-* ``recommendations/``: slow, with variable latency and a long tail.
+* ``recommendations/``: slow, with variable latency and a long tail: it waits for the
+  recommendation service (``demo_site.recommendations``, a real HTTP call).
 * ``checkout/``: raises ``PaymentDeclined`` for one order in four.
 * ``api/products/``: a JSON API, one query.
 * ``report/``: timed and counted with the 2013 decorators.
@@ -10,11 +11,12 @@
 
 from __future__ import annotations
 
-import math
 import random
-import time
 
+import requests
 from django import forms
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, F, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,10 +28,10 @@ from zibrato_django import zibrato
 
 PAGE_SIZE = 24
 DECLINE_RATE = 0.25
-# The pretend recommendation service: a median of 150 ms, a p99 near a second.
-SLOW_MEDIAN = 0.15
-SLOW_SPREAD = 0.8
-SLOW_CAP = 2.0
+RECOMMENDED = 4
+SERVICE_TIMEOUT = 2.5  # the service answers within 2 s
+CATALOGUE_KEY = "shop:product-ids"
+CATALOGUE_SECONDS = 300
 
 
 class PaymentDeclined(Exception):
@@ -69,10 +71,27 @@ def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def recommendations(request: HttpRequest) -> HttpResponse:
-    """Wait for a (pretend) slow recommendation service, then show four products."""
-    time.sleep(min(random.lognormvariate(math.log(SLOW_MEDIAN), SLOW_SPREAD), SLOW_CAP))
-    picks = Product.objects.select_related("category").order_by("?")[:4]
-    return render(request, "shop/recommendations.html", {"products": picks})
+    """Ask the recommendation service (slow, variable) for four products, then show them."""
+    ids: list[int] = (
+        cache.get_or_set(
+            CATALOGUE_KEY,
+            lambda: list(Product.objects.values_list("pk", flat=True)),
+            CATALOGUE_SECONDS,
+        )
+        or []
+    )
+    try:
+        answer = requests.get(
+            f"{settings.RECOMMENDATIONS_URL}/recommendations",
+            params={"count": RECOMMENDED, "among": len(ids)},
+            timeout=SERVICE_TIMEOUT,
+        )
+        answer.raise_for_status()
+        picks = [ids[index] for index in answer.json()["picks"] if 0 <= index < len(ids)]
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        picks = []  # the page still answers, without recommendations
+    products = Product.objects.select_related("category").filter(pk__in=picks)
+    return render(request, "shop/recommendations.html", {"products": products})
 
 
 @require_POST

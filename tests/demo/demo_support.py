@@ -34,12 +34,14 @@ ON_RANDOM_PORTS = (
     "--flask-listen=127.0.0.1:0",
     "--dashboard-listen=127.0.0.1:0",
     "--prometheus-listen=127.0.0.1:0",
+    "--recommendations-listen=127.0.0.1:0",
 )
 URLS = {
     "dashboard": r"dashboard backend: serving (http://\S+/) ",
     "prometheus": r"prometheus backend: serving (http://\S+/metrics) ",
     "django": r"Django shop: (http://\S+/) ",
     "flask": r"Flask warehouse: (http://\S+/) ",
+    "recommendations": r"recommendation service: (http://\S+)/recommendations ",
 }
 RUNNING = "zibrato demo: running; Ctrl-C to stop"
 

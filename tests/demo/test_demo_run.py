@@ -8,6 +8,7 @@ One demo runs for the whole module (starting one takes seconds); the last test s
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import requests
 from browser_support import WatchedPage, save_screenshot
 from demo_support import (
     ON_RANDOM_PORTS,
+    ROOT,
     RUNNING,
     DemoRun,
     copy_prepared,
@@ -115,11 +117,12 @@ def test_the_dashboard_finds_the_n_plus_one_the_slow_and_the_raising_routes(live
         "every demo route, with failed checkouts and syncs",
     )
     products, warehouses = routes["products/"], routes["/warehouses"]
-    # The N+1 lists: 24 products, 2 queries each; 8 warehouses, 1 each.
-    assert products["queries"]["max"] == 49 and products["duplicates"]["max"] == 46
+    # The N+1 lists: 24 products, 2 queries each; 8 warehouses, 1 each. (A cold cache in a
+    # worker adds the navigation's category query to its first page: 50 then.)
+    assert products["queries"]["max"] in (49, 50) and products["duplicates"]["max"] == 46
     assert warehouses["queries"]["max"] == 9 and warehouses["duplicates"]["max"] == 7
     assert routes["products/<int:pk>/"]["duplicates"]["max"] == 0
-    # The recommendations wait for a pretend service: a median of 150 ms.
+    # The recommendations wait for the recommendation service: a median of 150 ms.
     assert routes["recommendations/"]["latency"]["p50"] > 0.05
     assert 0 < routes["checkout/"]["error_ratio"] < 1
     metrics = {entry["name"]: entry for entry in live.api("metrics")["metrics"]}
@@ -133,6 +136,42 @@ def test_the_dashboard_finds_the_n_plus_one_the_slow_and_the_raising_routes(live
         "SupplierTimeout",
     ]
     assert metrics["demo.traffic.requests"]["sources"] == ["traffic"]
+
+
+def test_the_dashboard_says_why_recommendations_are_slow_and_what_products_repeats(
+    live: Live,
+) -> None:
+    """The issue's two answers, without reading code: recommendations/ spends most of its
+    time in http.client to the recommendation service; products/ repeats the category
+    query, from the shop's view and the template line that issues it."""
+    rows = wait_for(
+        live.routes,
+        lambda rows: (rows.get("recommendations/") or {}).get("dominant") is not None,
+        "where recommendations/ spends its time",
+    )
+    dominant = rows["recommendations/"]["dominant"]
+    assert dominant["component"] == "http.client" and dominant["share"] > 0.5, dominant
+    statements = wait_for(
+        lambda: live.api("statements", route="products/", window=WINDOW)["statements"],
+        lambda found: any("shop_category" in row["statement"] for row in found),
+        "the repeated statements of products/",
+    )
+    category = next(row for row in statements if "shop_category" in row["statement"])
+    assert re.fullmatch(r"SELECT … FROM shop_category WHERE .* = \?.*", category["statement"])
+    assert category["repeats"]["max"] == 24
+    assert category["code"]["file"] == "demo_site/shop/views.py"
+    assert category["code"]["function"] == "product_list"
+    assert category["template"]["name"] == "shop/product_list.html"
+    template = (ROOT / "demo_site/shop/templates/shop/product_list.html").read_text()
+    line = template.splitlines()[int(category["template"]["line"]) - 1]
+    assert "product.category.name" in line
+    calls = live.api("metrics")["metrics"]
+    client = next(entry for entry in calls if entry["name"] == "http.client.request.duration")
+    assert client["tags"]["zibrato.route"] == ["recommendations/"]
+    assert client["tags"]["server.address"] == ["127.0.0.1"]
+    assert live.urls["recommendations"].endswith(":" + client["tags"]["server.port"][0])
+    cache = next(entry for entry in calls if entry["name"] == "cache.request.calls")
+    assert "default" in cache["tags"]["cache.alias"]
 
 
 def test_prometheus_serves_both_sites_series(live: Live) -> None:
@@ -189,7 +228,8 @@ def test_the_dashboard_page_shows_the_demo_in_a_browser(
 
 def test_ctrl_c_to_the_process_group_stops_every_process(live: Live) -> None:
     started = processes_of(live.run.data)
-    assert live.run.pid in started and len(started) >= 8, started  # runner, 2x3 gunicorn, traffic
+    # The runner, 2 x 3 gunicorn, the recommendation service, the traffic.
+    assert live.run.pid in started and len(started) >= 9, started
     os.killpg(live.run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert live.run.wait() == 0
     assert live.run.stdout[-1] == "zibrato demo: stopped", live.run
