@@ -204,18 +204,36 @@ def test_the_dashboard_page_shows_the_demo_in_a_browser(
     assert set(DJANGO_ROUTES + FLASK_ROUTES) <= set(shown)
     badges = page.eval_on_selector_all("#routes tr", "rows => rows.map(r => r.textContent)")
     assert any("products/" in row and "N+1" in row for row in badges), badges
-    # The page opens on the slowest route so far, which may be a cold first request to
-    # a route hardly visited since: chart the slow page instead, as README's picture does.
-    before = page.evaluate("() => window.zibratoDashboard.draws.latency || 0")
-    page.click("#routes tr[data-route='recommendations/']")
-    browser_page.wait_until(
-        f"() => window.zibratoDashboard.draws.latency > {before}", "the slow route's charts"
+    # Where the time goes, in the table: recommendations/ waits for its service.
+    goes_to = browser_page.wait_until(
+        """() => { const row = document.querySelector("#routes tr[data-route='recommendations/']");
+                   const text = row && row.lastChild.textContent;
+                   return text && text.endsWith("http.client") && text; }""",
+        "recommendations/ spending its time in http.client",
     )
-    assert page.eval_on_selector("#route-select", "select => select.value") == "recommendations/"
+    assert goes_to.endswith("http.client")
+    # The page opens on the slowest route so far; chart the N+1 list, as README's picture
+    # does: its breakdown (db, template) and the statement it repeats, with its line.
+    before = page.evaluate("() => window.zibratoDashboard.draws.latency || 0")
+    page.click("#routes tr[data-route='products/']")
+    browser_page.wait_until(
+        f"() => window.zibratoDashboard.draws.latency > {before}", "the N+1 route's charts"
+    )
+    assert page.eval_on_selector("#route-select", "select => select.value") == "products/"
+    statements = browser_page.wait_until(
+        """() => { const rows = [...document.querySelectorAll('#statements tbody tr')];
+                   return rows.length >= 2 && rows.map(r => r.cells[0].textContent + " @ "
+                     + r.cells[3].textContent); }""",
+        "the repeated statements of products/",
+    )
+    assert any(
+        "shop_category" in row and "demo_site/shop/views.py" in row and "product_list.html" in row
+        for row in statements
+    ), statements
     # Lines need a few flushes.
     browser_page.wait_until(
         f"() => window.zibratoDashboard.points.latency?.[1] >= {CHART_POINTS}"
-        f" && window.zibratoDashboard.points.rate?.[0] >= {CHART_POINTS}",
+        f" && window.zibratoDashboard.points.breakdown?.[0] >= {CHART_POINTS}",
         f"{CHART_POINTS} points on the route charts",
         timeout=CHART_POINTS * FLUSH + 60,
     )
