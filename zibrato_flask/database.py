@@ -36,8 +36,9 @@ from flask import (
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
+from zibrato.framework.queries import QueryTally
 from zibrato.framework.schema import TagCache
-from zibrato.framework.units import QueryTally, current_request
+from zibrato.framework.units import current_request
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
 
 if TYPE_CHECKING:

@@ -52,7 +52,6 @@ from zibrato.framework.units import (
     Switches,
     current_request,
 )
-from zibrato_flask.templates import abandon as abandon_renders
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -150,7 +149,7 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
             result = dispatch_request()
         except BaseException as exc:
             if state.rendering:  # a render that raised: Flask sends no template_rendered
-                abandon_renders(state)
+                state.abandon_renders(perf_counter())
             if request.routing_exception is None:  # else: 404/405, no view ran
                 state.view = perf_counter() - start
                 if is_error(exc):

@@ -5,11 +5,13 @@ Flask sends ``before_render_template`` and ``template_rendered`` around every
 one app. Inside a request each render is a ``template`` span of the request's time
 breakdown and adds its time, under its bounded ``template.name``, to the request's
 ``template.request.duration``. A render that raises sends no ``template_rendered``: the
-view timer ends such a render where the exception leaves the view (:func:`abandon`).
+view timer ends such a render where the exception leaves the view
+(``RequestState.abandon_renders``).
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from time import perf_counter
 from typing import Any
 
@@ -17,7 +19,8 @@ from flask import Flask, before_render_template, template_rendered
 
 from zibrato.framework.breakdown import TEMPLATE
 from zibrato.framework.templates import NAMES
-from zibrato.framework.units import RequestState, current_request
+from zibrato.framework.units import current_request
+from zibrato_flask.request_metrics import HOOK_FAILED
 
 
 def connect(app: Flask) -> None:
@@ -30,32 +33,37 @@ def _started(sender: Flask, template: Any, context: Any, **extra: Any) -> None:
     state = current_request.get()
     if state is None or not state.switches.templates:
         return
-    start = perf_counter()
-    rendering = state.rendering
-    if rendering is None:
-        rendering = state.rendering = []
-    rendering.append((template, start, state.open_span(TEMPLATE, start)))
+    try:
+        start = perf_counter()
+        rendering = state.rendering
+        if rendering is None:
+            rendering = state.rendering = []
+        rendering.append((template, start, state.open_span(TEMPLATE, start)))
+    except Exception as failure:  # a signal receiver's exception reaches render_template
+        _report(sender, failure)
 
 
 def _rendered(sender: Flask, template: Any, context: Any, **extra: Any) -> None:
     state = current_request.get()
     if state is None or not state.rendering:
         return
-    rendering = state.rendering
-    end = perf_counter()
-    for index in range(len(rendering) - 1, -1, -1):
-        if rendering[index][0] is template:
-            _, start, span = rendering.pop(index)
-            state.close_span(span, end)
-            state.add_render(NAMES.tag(getattr(template, "name", None)), end - start)
-            return
+    try:
+        rendering = state.rendering
+        end = perf_counter()
+        for index in range(len(rendering) - 1, -1, -1):
+            if rendering[index][0] is template:
+                _, start, span = rendering.pop(index)
+                state.close_span(span, end)
+                state.add_render(NAMES.tag(getattr(template, "name", None)), end - start)
+                return
+    except Exception as failure:
+        _report(sender, failure)
 
 
-def abandon(state: RequestState) -> None:
-    """End the renders of ``state`` that raised (no ``template_rendered`` will come)."""
-    rendering = state.rendering
-    end = perf_counter()
-    while rendering:
-        template, start, span = rendering.pop()
-        state.close_span(span, end)
-        state.add_render(NAMES.tag(getattr(template, "name", None)), end - start)
+def _report(app: Flask, failure: Exception) -> None:
+    """Count a failure of ours (``flask_hook_failed``) and log it once, never raise it."""
+    app_state = app.extensions.get("zibrato")
+    with suppress(Exception):
+        if app_state is not None:
+            recorder = app_state.recorder()
+            recorder.publisher.reject(HOOK_FAILED, f"render not measured: {failure!r}")

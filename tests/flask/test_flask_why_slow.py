@@ -89,6 +89,17 @@ def test_the_parts_of_a_nested_view_add_up_to_the_request(
     )
 
 
+def test_a_render_that_raises_counts_until_the_view_gives_up(
+    engine: sa.Engine, metrics: CapturedMetrics
+) -> None:
+    response = site(engine).test_client().get("/broken")
+    assert response.status_code == 500
+    template = only(metrics, schema.TEMPLATE_REQUEST_DURATION)
+    assert template.tags["template.name"] == "why/broken.html" and template.value >= 0.020
+    assert parts(metrics, "/broken")["template"] >= 0.020
+    assert only(metrics, schema.REQUEST_DURATION).tags["error.type"] == "LookupError"
+
+
 def line_of(path: Path, text: str) -> str:
     lines = path.read_text().splitlines()
     return str(next(number for number, line in enumerate(lines, 1) if text in line))

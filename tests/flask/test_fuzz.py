@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from zibrato.errors import ConfigError
 from zibrato.framework import schema
-from zibrato.framework.units import QueryTally
+from zibrato.framework.queries import QueryTally
 from zibrato.testing import capture
 from zibrato_flask import Zibrato
 from zibrato_flask.settings import DEFAULTS

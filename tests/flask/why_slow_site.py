@@ -71,6 +71,13 @@ def build(engine: sa.Engine, config: dict[str, Any] | None = None) -> Flask:
         value = requests.get(f"{upstream}/delay?ms={UPSTREAM_MS}", timeout=10).json()
         return render_template("why/nested.html", value=value, slow_query=slow_query, busy=busy)
 
+    @app.route("/broken")
+    def broken() -> str:
+        def boom() -> str:
+            raise LookupError("no such thing")
+
+        return render_template("why/broken.html", busy=busy, boom=boom)
+
     @app.route("/view")
     def repeat_in_view() -> dict[str, list[int]]:
         counts = []

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.units import QueryTally, RequestRecorder, RequestState
+from zibrato.framework.queries import QueryTally
+from zibrato.framework.units import RequestRecorder, RequestState
 from zibrato.protocol import MAX_TAG_LENGTH
 from zibrato.publisher import Publisher
 from zibrato.testing import capture

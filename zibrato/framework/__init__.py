@@ -2,7 +2,15 @@
 
 * :mod:`~zibrato.framework.schema`: the metric names, tags and bounded tag values;
 * :mod:`~zibrato.framework.units`: one unit of work's accounting (a request's queries,
-  errors and view time) and recording it once;
+  errors and view time, and where its time went) and recording it once; its queries are
+  a :class:`~zibrato.framework.queries.QueryTally`;
+* where the time goes (``docs/web-metrics.md``): :mod:`~zibrato.framework.breakdown`
+  (exclusive time per component, for any unit of work), :mod:`~zibrato.framework.http_client`
+  (outgoing calls of urllib3, ``requests`` and httpx), :mod:`~zibrato.framework.cache`
+  (cache calls, hits and misses), :mod:`~zibrato.framework.templates` (what the adapters'
+  template hooks share), :mod:`~zibrato.framework.statements` (the repeated statement of
+  an N+1, normalized, and the code that issued it), and :mod:`~zibrato.framework.patches`
+  (how a library without a hook is wrapped: idempotent and reversible);
 * :mod:`~zibrato.framework.settings`: the settings every front end reads, one meaning per
   key (the keys themselves in :mod:`~zibrato.framework.setting_keys`), and one rule for
   a bad value;
