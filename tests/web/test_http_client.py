@@ -17,7 +17,7 @@ from upstream_support import Upstream, upstream_server
 
 from zibrato.client import Zibrato
 from zibrato.framework import http_client, schema
-from zibrato.framework.http_client import Addresses, method_tag
+from zibrato.framework.http_client import Addresses
 from zibrato.framework.units import RequestRecorder, RequestState, current_request
 from zibrato.publisher import Publisher
 from zibrato.testing import CapturedMetrics, RecordedEvent, capture
@@ -197,9 +197,10 @@ def test_hosts_are_capped_and_the_rest_is_other() -> None:
 
 
 def test_method_tags_are_bounded() -> None:
-    assert [method_tag(m) for m in ("get", b"POST", "BREW", b"\xff")] == [
-        "GET", "POST", schema.OTHER, schema.OTHER
-    ]  # fmt: skip
+    route = schema.TagCache().route("r/")
+    methods = [route.client_call(("h", "80"), m, 200, None)[schema.METHOD]
+               for m in ("get", b"POST", "BREW", b"\xff")]  # fmt: skip
+    assert methods == ["GET", "POST", schema.OTHER, schema.OTHER]
 
 
 def test_installing_is_idempotent_and_reversible(measured: object) -> None:

@@ -42,14 +42,13 @@ never more, and a part is never negative.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from time import perf_counter
 
-from zibrato.framework.schema import APP_COMPONENT
+from zibrato.framework.schema import APP_COMPONENT, BREAKDOWN_COMPONENTS
 
 # The components, as indexes (a span's first item) and as their tag values.
 DB, HTTP_CLIENT, CACHE, TEMPLATE = 0, 1, 2, 3
-COMPONENTS = ("db", "http.client", "cache", "template")
+COMPONENTS = BREAKDOWN_COMPONENTS[:-1]  # ("db", "http.client", "cache", "template")
 APP = APP_COMPONENT
 
 Span = tuple[int]
@@ -109,8 +108,8 @@ class Breakdown:
             self.seconds[component] += end - since
             self._since = end
 
-    def parts(self, seconds: float, *, end: float | None = None) -> Iterator[tuple[str, float]]:
-        """Yield ``(component, seconds)`` for each component that took time, then ``app``.
+    def parts(self, seconds: float, *, end: float | None = None) -> list[tuple[str, float]]:
+        """Return ``(component, seconds)`` for each component that took time, then ``app``.
 
         ``seconds`` is the unit's whole time; spans still open stop at ``end`` (default:
         now, as the unit is recorded).
@@ -121,12 +120,14 @@ class Breakdown:
             self.seconds[spans[-1][0]] += now - self._since
             spans.clear()
         self.finished = True
+        found = []
         busy = 0.0
         for index, spent in enumerate(self.seconds):
             if spent > 0:
                 busy += spent
-                yield COMPONENTS[index], spent
-        yield APP, seconds - busy if seconds > busy else 0.0
+                found.append((COMPONENTS[index], spent))
+        found.append((APP, seconds - busy if seconds > busy else 0.0))
+        return found
 
 
 class NoBreakdown(Breakdown):
@@ -143,5 +144,5 @@ class NoBreakdown(Breakdown):
     def add(self, component: int, start: float, end: float) -> None:
         return None
 
-    def parts(self, seconds: float, *, end: float | None = None) -> Iterator[tuple[str, float]]:
-        return iter(())
+    def parts(self, seconds: float, *, end: float | None = None) -> list[tuple[str, float]]:
+        return []

@@ -38,7 +38,7 @@ from zibrato.client import Zibrato
 from zibrato.framework import schema
 from zibrato.framework.breakdown import HTTP_CLIENT
 from zibrato.framework.patches import Patch
-from zibrato.framework.units import current_request
+from zibrato.framework.units import RequestState, current_request
 
 log = logging.getLogger("zibrato.http_client")
 
@@ -46,6 +46,7 @@ MAX_ADDRESSES = 100
 HTTP_CLIENT_LEVEL = "info"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _OTHER_ADDRESS = (schema.OTHER, schema.OTHER)
+_ADDRESS = "_zibrato_address"  # a urllib3 pool's address tags, kept on the pool
 
 Address = tuple[str, str]
 # Where a call outside any request is recorded (None: not recorded); set by install().
@@ -86,25 +87,13 @@ class Addresses:
 ADDRESSES = Addresses()
 _outside: list[OutsideClient] = []  # the first installer's, kept while installed
 _tags = schema.TagCache()  # tags of calls outside requests (no route)
-_methods: dict[object, str] = {}  # method as given -> its tag value (bounded: KNOWN + _OTHER)
 # Set while a call is measured in this context: urllib3 calls urlopen again for its own
 # retries and redirects, and those belong to the call already measured.
 _measuring: ContextVar[bool] = ContextVar("zibrato_http_call", default=False)
 
 
-def method_tag(method: object) -> str:
-    """Return ``http.request.method`` for a method given as str or bytes."""
-    found = _methods.get(method)
-    if found is None:
-        text = method.decode("ascii", "replace") if isinstance(method, bytes) else str(method)
-        found = schema.request_method(text)
-        if found != schema.OTHER and len(_methods) < 64:
-            _methods[method] = found
-    return found
-
-
 def record(
-    address: Address, method: str, status: str | None, error: str | None, seconds: float
+    address: Address, method: object, status: object, error: str | None, seconds: float
 ) -> None:
     """Record one call that is not part of a request, through the installer's client."""
     client = _outside[0]() if _outside else None
@@ -114,57 +103,69 @@ def record(
 
 
 def _urllib3_urlopen(original: Callable[..., Any]) -> Callable[..., Any]:
+    # Written out for speed (a view pays it per call): inside a request, two clock reads,
+    # a context variable for urllib3's own retries, and two appends; the tags are made
+    # when the request is recorded. A call holds no other component's work, so it counts
+    # in the breakdown once it is over (Breakdown.add), with no span to open.
     def urlopen(pool: Any, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
-        if _measuring.get():
-            return original(pool, method, url, *args, **kwargs)
         state = current_request.get()
-        if state is not None and not state.switches.http_client:
-            return original(pool, method, url, *args, **kwargs)
+        if state is None:
+            return _call_outside(original, pool, method, url, args, kwargs)
+        if _measuring.get() or not state.switches.http_client:
+            return original(pool, method, url, *args, **kwargs)  # a retry, or switched off
         token = _measuring.set(True)
         status = error = None
         start = perf_counter()
-        span = state.open_span(HTTP_CLIENT, start) if state is not None else None
         try:
             response = original(pool, method, url, *args, **kwargs)
-            status = str(getattr(response, "status", "")) or None
+            status = getattr(response, "status", None)
             return response
         except BaseException as exc:
-            error = schema.error_type(exc)
+            error = type(exc).__qualname__
             raise
         finally:
             end = perf_counter()
             _measuring.reset(token)
-            _finish(state, span, end, end - start, pool, method, status, error)
+            try:
+                (state.breakdown or state.start_breakdown()).add(HTTP_CLIENT, start, end)
+                address = pool.__dict__.get(_ADDRESS) or _address_of(pool)
+                state.add_call((address, method, status, error, end - start))
+            except Exception as failure:  # ours: never the caller's
+                _report(failure)
 
     return urlopen
 
 
-def _finish(
-    state: Any,
-    span: Any,
-    end: float,
-    seconds: float,
-    pool: Any,
-    method: Any,
-    status: str | None,
-    error: str | None,
-) -> None:
-    """Note or record one urllib3 call; never raise into the application's call."""
+def _call_outside(
+    original: Callable[..., Any], pool: Any, method: Any, url: Any, args: Any, kwargs: Any
+) -> Any:
+    """One urllib3 call outside any request: recorded at once (if the installer wants it)."""
+    if _measuring.get():
+        return original(pool, method, url, *args, **kwargs)
+    token = _measuring.set(True)
+    status = error = None
+    start = perf_counter()
     try:
-        address = ADDRESSES.tag(pool.host, pool.port, pool.scheme)
-        _note(state, span, end, (address, method_tag(method), status, error, seconds))
-    except Exception as failure:  # ours, not the caller's
-        _report(failure)
+        response = original(pool, method, url, *args, **kwargs)
+        status = getattr(response, "status", None)
+        return response
+    except BaseException as exc:
+        error = type(exc).__qualname__
+        raise
+    finally:
+        seconds = perf_counter() - start
+        _measuring.reset(token)
+        try:
+            record(pool.__dict__.get(_ADDRESS) or _address_of(pool), method, status, error, seconds)
+        except Exception as failure:
+            _report(failure)
 
 
-def _note(
-    state: Any, span: Any, end: float, call: tuple[Address, str, str | None, str | None, float]
-) -> None:
-    if state is None:
-        record(*call)
-        return
-    state.close_span(span, end)
-    state.add_call(call)
+def _address_of(pool: Any) -> Address:
+    """Return a urllib3 pool's bounded address tags, kept on the pool (it has one host)."""
+    address = ADDRESSES.tag(pool.host, pool.port, pool.scheme)
+    pool.__dict__[_ADDRESS] = address
+    return address
 
 
 def _httpx_send(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -174,17 +175,15 @@ def _httpx_send(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(transport, request)
         status = error = None
         start = perf_counter()
-        span = state.open_span(HTTP_CLIENT, start) if state is not None else None
         try:
             response = original(transport, request)
-            status = str(response.status_code)
+            status = response.status_code
             return response
         except BaseException as exc:
-            error = schema.error_type(exc)
+            error = type(exc).__qualname__
             raise
         finally:
-            end = perf_counter()
-            _finish_httpx(state, span, end, end - start, request, status, error)
+            _finish_httpx(state, perf_counter(), start, request, status, error)
 
     return handle_request
 
@@ -196,34 +195,36 @@ def _httpx_send_async(original: Callable[..., Any]) -> Callable[..., Any]:
             return await original(transport, request)
         status = error = None
         start = perf_counter()
-        span = state.open_span(HTTP_CLIENT, start) if state is not None else None
         try:
             response = await original(transport, request)
-            status = str(response.status_code)
+            status = response.status_code
             return response
         except BaseException as exc:
-            error = schema.error_type(exc)
+            error = type(exc).__qualname__
             raise
         finally:
-            end = perf_counter()
-            _finish_httpx(state, span, end, end - start, request, status, error)
+            _finish_httpx(state, perf_counter(), start, request, status, error)
 
     return handle_async_request
 
 
 def _finish_httpx(
-    state: Any,
-    span: Any,
+    state: RequestState | None,
     end: float,
-    seconds: float,
+    start: float,
     request: Any,
-    status: str | None,
+    status: int | None,
     error: str | None,
 ) -> None:
+    """Note (in a request) or record one httpx call; never raise into the caller's call."""
     try:
         url = request.url
         address = ADDRESSES.tag(url.host, url.port, url.scheme)
-        _note(state, span, end, (address, method_tag(request.method), status, error, seconds))
+        if state is None:
+            record(address, request.method, status, error, end - start)
+            return
+        (state.breakdown or state.start_breakdown()).add(HTTP_CLIENT, start, end)
+        state.add_call((address, request.method, status, error, end - start))
     except Exception as failure:
         _report(failure)
 

@@ -61,6 +61,7 @@ DB_NAMESPACE = "db.namespace"
 DB_OPERATION = "db.operation.name"
 COMPONENT = "component"
 APP_COMPONENT = "app"  # the breakdown's remainder: the view's own code and the framework's
+BREAKDOWN_COMPONENTS = ("db", "http.client", "cache", "template", APP_COMPONENT)
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 # The route of the request an outgoing call was made in: our own key, since on a client
@@ -210,7 +211,7 @@ class TagCache:
 class RouteTags:
     """The tags of one route's per-request metrics (or of a unit of work without a route)."""
 
-    __slots__ = ("_calls", "_databases", "_tagged", "app", "name", "route")
+    __slots__ = ("_calls", "_databases", "_tagged", "app", "components", "name", "route")
 
     def __init__(self, route: str | None) -> None:
         self.name = route
@@ -218,31 +219,27 @@ class RouteTags:
         self._databases: dict[str, Mapping[str, str]] = {}
         self._tagged: dict[tuple[str, str], Mapping[str, str]] = {}
         self._calls: dict[tuple[object, ...], Mapping[str, str]] = {}
-        # The tags of the breakdown's "app" part, which every request records.
-        self.app: Mapping[str, str] = self.tagged(COMPONENT, APP_COMPONENT)
+        # The tags of each part of the breakdown ("app": which every request records).
+        self.components: dict[str, Mapping[str, str]] = {
+            name: self.tagged(COMPONENT, name) for name in BREAKDOWN_COMPONENTS
+        }
+        self.app: Mapping[str, str] = self.components[APP_COMPONENT]
 
     def client_call(
-        self, address: tuple[str, str], method: str, status: str | None, error: str | None
+        self, address: tuple[str, str], method: object, status: object, error: str | None
     ) -> Mapping[str, str]:
         """Return the tags of an outgoing HTTP call made in this route's requests.
 
-        ``address`` is the bounded ``(server.address, server.port)``; ``method`` a known
-        method or ``_OTHER``; ``status`` the response's code (None: no response);
-        ``error`` the failure's ``error.type`` (None: a status below 400 is no error).
+        ``address`` is the bounded ``(server.address, server.port)``; ``method`` and
+        ``status`` are as the HTTP library gives them (``"GET"`` or ``b"GET"``, ``200`` or
+        None when no response came), normalized when a combination is first seen (a
+        method OpenTelemetry does not know is ``_OTHER``); ``error`` the failure's
+        ``error.type`` (None: a status below 400 is no error).
         """
         key = (address, method, status, error)
         found = self._calls.get(key)
         if found is None:
-            tags = {SERVER_ADDRESS: address[0], SERVER_PORT: address[1], METHOD: method}
-            if status is not None:
-                tags[STATUS] = status
-            if error is not None:
-                tags[ERROR_TYPE] = error
-            elif status is not None and status >= "400":
-                tags[ERROR_TYPE] = status  # OpenTelemetry: a 4xx or 5xx fails a client call
-            if self.name is not None:
-                tags[PARENT_ROUTE] = self.name
-            found = tags
+            found = _client_call_tags(address, method, status, error, self.name)
             if len(self._calls) < MAX_CACHED_TAGS:
                 self._calls[key] = found
         return found
@@ -267,6 +264,23 @@ class RouteTags:
             if len(self._databases) < MAX_CACHED_TAGS:
                 self._databases[namespace] = found
         return found
+
+
+def _client_call_tags(
+    address: tuple[str, str], method: object, status: object, error: str | None, route: str | None
+) -> Mapping[str, str]:
+    text = method.decode("ascii", "replace") if isinstance(method, bytes) else str(method)
+    tags = {SERVER_ADDRESS: address[0], SERVER_PORT: address[1], METHOD: request_method(text)}
+    code = None if status is None else str(status)[:3]
+    if code is not None:
+        tags[STATUS] = code
+    if error is not None:
+        tags[ERROR_TYPE] = error
+    elif code is not None and code >= "400":
+        tags[ERROR_TYPE] = code  # OpenTelemetry: a 4xx or 5xx fails a client call
+    if route is not None:
+        tags[PARENT_ROUTE] = route
+    return tags
 
 
 class RequestTags:

@@ -50,7 +50,6 @@ from zibrato.framework.schema import (
     CACHE_REQUEST_DURATION,
     CACHE_REQUEST_HITS,
     CACHE_REQUEST_MISSES,
-    COMPONENT,
     DB_REQUEST_DUPLICATES,
     DB_REQUEST_DURATION,
     DB_REQUEST_LEVEL,
@@ -109,8 +108,9 @@ class RequestState:
     # Where the time goes: each made on first use (see the module's docstring).
     switches: Switches = ALL_ON
     breakdown: Breakdown | None = None
-    # Outgoing calls: ((server.address, server.port), method, status, error.type, seconds).
-    calls: list[tuple[tuple[str, str], str, str | None, str | None, float]] | None = None
+    # Outgoing calls: ((server.address, server.port), method and status as the library
+    # gives them, error.type, seconds); normalized when recorded.
+    calls: list[tuple[tuple[str, str], object, object, str | None, float]] | None = None
     cache: dict[str, list[float]] | None = None  # alias -> [calls, hits, misses, seconds]
     renders: list[tuple[str, float]] | None = None  # (template.name, seconds) per render
     # Whether a breakdown, calls, cache or renders exist: one check when recording.
@@ -127,11 +127,7 @@ class RequestState:
         with ``end`` (its perf_counter() when it ended), it is a ``db`` part of the
         request's time breakdown too."""
         if end is not None:
-            found = self.breakdown
-            if found is None:
-                found = self.breakdown = Breakdown() if self.switches.breakdown else _NO_BREAKDOWN
-                self.noted = True
-            found.add(DB, end - seconds, end)
+            (self.breakdown or self.start_breakdown()).add(DB, end - seconds, end)
         tally = self.tally
         if tally is None:
             tally = self.tally = QueryTally()
@@ -145,13 +141,17 @@ class RequestState:
         # From the frame of the hook that counted the query: the walk goes out from there.
         repeats[namespace, statement] = SAMPLER.locate(namespace, statement, sys._getframe(2))
 
-    def open_span(self, component: int, now: float) -> Span:
-        """Start a span of ``component`` (``breakdown.DB``...) at ``now`` (perf_counter)."""
+    def start_breakdown(self) -> Breakdown:
+        """Return this request's breakdown, made now (hooks call it when it is None)."""
         found = self.breakdown
         if found is None:
             found = self.breakdown = Breakdown() if self.switches.breakdown else _NO_BREAKDOWN
             self.noted = True
-        return found.open(component, now)
+        return found
+
+    def open_span(self, component: int, now: float) -> Span:
+        """Start a span of ``component`` (``breakdown.DB``...) at ``now`` (perf_counter)."""
+        return (self.breakdown or self.start_breakdown()).open(component, now)
 
     def close_span(self, span: Span | None, now: float) -> None:
         """End a span that :meth:`open_span` started."""
@@ -159,7 +159,7 @@ class RequestState:
         if found is not None and span is not None:
             found.close(span, now)
 
-    def add_call(self, call: tuple[tuple[str, str], str, str | None, str | None, float]) -> None:
+    def add_call(self, call: tuple[tuple[str, str], object, object, str | None, float]) -> None:
         """Note one outgoing HTTP call (see :attr:`calls`), recorded with the request."""
         calls = self.calls
         if calls is None:
@@ -354,8 +354,9 @@ def breakdown_events(state: RequestState, route: RouteTags, seconds: float) -> l
             [(TIMER, BREAKDOWN, seconds, None, route.app)] if state.switches.breakdown else []
         )
     else:
+        tagged = route.components
         events = [
-            (TIMER, BREAKDOWN, spent, None, route.tagged(COMPONENT, component))
+            (TIMER, BREAKDOWN, spent, None, tagged[component])
             for component, spent in found.parts(seconds)
         ]
     if state.noted:
