@@ -27,6 +27,7 @@ ENDPOINTS = (
     "/api/status",
     "/api/routes",
     "/api/route",
+    "/api/statements",
     "/api/metrics",
     "/api/series",
     "/api/health",
