@@ -272,28 +272,41 @@ scrape_configs:
 
 
 class Prometheus:
-    """Prometheus scraping ``target`` (host:port serving /metrics) every second."""
+    """Prometheus scraping ``target`` (host:port serving /metrics) every second, or with no
+    target, taking remote write on ``write_url`` (``--web.enable-remote-write-receiver``).
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    ``listen`` is its loopback host (another 127.x address plays another host).
+    """
+
+    def __init__(self, workdir: Path, target: str | None = None, listen: str = "127.0.0.1") -> None:
         self.workdir = workdir
         self.target = target
+        self.listen = listen
         self.url = ""
         self.process: ServerProcess | None = None
+
+    @property
+    def write_url(self) -> str:
+        return f"{self.url}/api/v1/write"
 
     def start(self) -> Prometheus:
         binary = require(PROMETHEUS)
         config = self.workdir / "prometheus.yml"
-        config.write_text(PROMETHEUS_CONFIG.format(target=self.target))
+        if self.target is None:
+            config.write_text("global:\n  scrape_interval: 1s\n")
+        else:
+            config.write_text(PROMETHEUS_CONFIG.format(target=self.target))
         self.process = ServerProcess(
             [
                 str(binary),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                "--web.listen-address=127.0.0.1:0",  # it logs the port it got
+                f"--web.listen-address={self.listen}:0",  # it logs the port it got
+                *(["--web.enable-remote-write-receiver"] if self.target is None else []),
             ],
             self.workdir / "prometheus.log",
         )
-        match = self.process.wait_for_log(r'msg="Listening on" address=(127\.0\.0\.1:\d+)')
+        match = self.process.wait_for_log(r'msg="Listening on" address=(127\.\d+\.\d+\.\d+:\d+)')
         if match is None:
             raise AssertionError(f"Prometheus did not start: {self.process!r}")
         self.url = f"http://{match.group(1)}"
