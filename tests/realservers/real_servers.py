@@ -215,7 +215,12 @@ class CarbonCache:
         process = ServerProcess(
             [sys.executable, str(script), f"--config={conf / 'carbon.conf'}", "--debug", "start"],
             log,
-            env={"PYTHONPATH": str(CARBON_ROOT / "usr" / "lib" / "python3" / "dist-packages")},
+            env={
+                "PYTHONPATH": str(CARBON_ROOT / "usr" / "lib" / "python3" / "dist-packages"),
+                # carbon's own protobuf code predates the protobuf the venv holds (for the
+                # otlp and remote-write extras): the pure-Python runtime still loads it.
+                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            },
         )
         ready = rf"CarbonReceiverFactory starting on {port}\b"
         deadline = time.monotonic() + START_TIMEOUT
@@ -225,8 +230,8 @@ class CarbonCache:
             if time.monotonic() > deadline:
                 raise AssertionError(f"carbon-cache did not start: {process!r}")
             time.sleep(0.05)
+        process.stop()  # it exited: reap it and close its log
         if "Address already in use" in process.text()[offset:]:
-            process.stop()
             return None
         raise AssertionError(f"carbon-cache exited: {process!r}")
 
