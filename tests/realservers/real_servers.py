@@ -288,6 +288,7 @@ class Prometheus:
         self.target = target
         self.listen = listen
         self.url = ""
+        self.starts = 0
         self.process: ServerProcess | None = None
 
     @property
@@ -309,8 +310,10 @@ class Prometheus:
                 f"--web.listen-address={self.listen}:0",  # it logs the port it got
                 *(["--web.enable-remote-write-receiver"] if self.target is None else []),
             ],
-            self.workdir / "prometheus.log",
+            # A restart (same storage, new port) writes a log of its own.
+            self.workdir / f"prometheus-{self.starts}.log",
         )
+        self.starts += 1
         match = self.process.wait_for_log(r'msg="Listening on" address=(127\.\d+\.\d+\.\d+:\d+)')
         if match is None:
             raise AssertionError(f"Prometheus did not start: {self.process!r}")

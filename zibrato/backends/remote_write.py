@@ -17,7 +17,9 @@ stale); if it comes back, its counter starts again from zero, which Prometheus r
 as a counter reset.
 
 The wire format is remote write 1.0: a ``WriteRequest`` (``zibrato/backends/prompb``),
-snappy block-compressed, at most 2 000 samples per request, labels sorted by name.
+snappy block-compressed, at most 2 000 samples per request, each of one flush (so that
+the retry of a flush that Prometheus stored but answered too late, refused whole as out of
+order, holds no newer sample), labels sorted by name.
 Delivery is :mod:`zibrato.backends.toolkit.push`, with the spec's rule: 5xx and 429 are
 retried (with backoff, honouring ``Retry-After``, within the flush interval; then kept
 for the next flush), every other 4xx is never retried: its samples are dropped and
@@ -214,6 +216,7 @@ class RemoteWriteBackend(Backend):
             timeout=timeout,
             max_buffer=max_buffer,
             max_per_request=MAX_PER_REQUEST,
+            one_push_per_request=True,
             session=session,
             name_item=lambda sample: _describe(sample[0]),
             backoff_base=backoff_base,

@@ -144,8 +144,12 @@ class Pusher(Generic[T]):
     lists every string that must never show (header values and the password are added).
     ``accepted(body, sent)`` may read a 2xx answer and return how many of the ``sent``
     items the target dropped all the same (OTLP's partial success): they count as
-    rejected. ``name_item`` names an item in the message of a rejected one. ``clock`` and
-    ``pause`` (which returns True when the backend is stopping) are injected by tests.
+    rejected. ``name_item`` names an item in the message of a rejected one. With
+    ``one_push_per_request``, a request holds the items of one :meth:`push` only (one
+    flush): a target that refuses a whole request for an old sample it already stored
+    (Prometheus, after a request it stored but answered too late) then loses no newer one.
+    ``clock`` and ``pause`` (which returns True when the backend is stopping) are injected
+    by tests.
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class Pusher(Generic[T]):
         timeout: float = DEFAULT_TIMEOUT,
         max_buffer: int = 10_000,
         max_per_request: int = 500,
+        one_push_per_request: bool = False,
         session: requests.Session | None = None,
         accepted: Callable[[bytes, int], int] | None = None,
         name_item: Callable[[T], str] | None = None,
@@ -198,7 +203,10 @@ class Pusher(Generic[T]):
         self._rng = rng or random.Random()
         self._clock = clock
         self._pause = pause if pause is not None else _never_stopping
+        self.one_push_per_request = one_push_per_request
         self._buffer: deque[T] = deque()
+        self._pushes: deque[int] = deque()  # the push each buffered item came with
+        self._push_number = 0
         self._not_before = 0.0  # clock time before which Retry-After forbids sending
         self.sent = 0
         self.dropped = 0
@@ -211,11 +219,9 @@ class Pusher(Generic[T]):
         return len(self._buffer)
 
     def deadline(self, flush_interval: float, *, stopping: bool) -> float:
-        """Return when one flush must stop delivering: never into the next flush, and
-        within about a second when the backend is stopping."""
-        budget = flush_interval * FLUSH_SHARE
-        if stopping:
-            budget = min(budget, STOP_BUDGET)
+        """Return when one flush must stop delivering: never into the next flush; the last
+        one, when the backend is stopping, within about a second."""
+        budget = STOP_BUDGET if stopping else flush_interval * FLUSH_SHARE
         return self._clock() + budget
 
     def push(self, items: Iterable[T], deadline: float) -> None:
@@ -225,17 +231,24 @@ class Pusher(Generic[T]):
             return
         while self._buffer:
             count = min(self.max_per_request, len(self._buffer))
+            if self.one_push_per_request:
+                first = self._pushes[0]
+                count = next((i for i in range(count) if self._pushes[i] != first), count)
             batch = [self._buffer.popleft() for _ in range(count)]
+            pushes = [self._pushes.popleft() for _ in range(count)]
             unsent = self._deliver(batch, deadline)
             if unsent is not None:
                 self._buffer.extendleft(reversed(unsent))
+                self._pushes.extendleft(reversed(pushes[len(pushes) - len(unsent) :]))
                 return
 
     def enqueue(self, items: Iterable[T]) -> None:
         """Buffer ``items``; past ``max_buffer`` the oldest are dropped and counted."""
+        self._push_number += 1
         for item in items:
             if len(self._buffer) >= self.max_buffer:
                 self._buffer.popleft()
+                self._pushes.popleft()
                 if not self.dropped:
                     log.warning(
                         "zibrato %s backend: buffer full (%d %s); dropping the oldest, "
@@ -247,13 +260,25 @@ class Pusher(Generic[T]):
                     )
                 self.dropped += 1
             self._buffer.append(item)
+            self._pushes.append(self._push_number)
 
     def count_rejected(self, count: int) -> None:
         """Count items the backend itself could not send (say, a value that is not finite)."""
         self.rejected += count
 
     def close(self) -> None:
-        """Close the HTTP session, if it is ours."""
+        """Count what was never delivered as dropped (and say so); close the session if it
+        is ours."""
+        if self._buffer:
+            self.dropped += len(self._buffer)
+            log.warning(
+                "zibrato %s backend: %d %s not delivered at stop",
+                self.kind,
+                len(self._buffer),
+                self.what,
+            )
+            self._buffer.clear()
+            self._pushes.clear()
         if self._owns_session:
             self._session.close()
 
