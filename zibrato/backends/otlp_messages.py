@@ -8,6 +8,7 @@ that zibrato imports without the ``otlp`` extra.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 EXTRA = "pip install 'zibrato[otlp]'"
+SERVICE_MODULE = "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"
 SCOPE = "zibrato"
 
 Attributes = tuple[tuple[str, str], ...]
@@ -61,11 +63,8 @@ class Messages:
         self.resource = dict(resource)
         self.json_body = json_body
         try:
-            from google.protobuf import json_format
-            from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-
-            self._pb = metrics_service_pb2
-            self._json_format = json_format
+            self._pb: Any = importlib.import_module(SERVICE_MODULE)
+            self._json_format: Any = importlib.import_module("google.protobuf.json_format")
         except ImportError as exc:
             raise ValueError(
                 f"needs opentelemetry-proto ({exc.name} is missing): {EXTRA}"
@@ -95,7 +94,9 @@ class Messages:
 
     def request(self, points: Sequence[Point]) -> metrics_service_pb2.ExportMetricsServiceRequest:
         """Group ``points`` by resource, then by metric, into one export request."""
-        request = self._pb.ExportMetricsServiceRequest()
+        request: metrics_service_pb2.ExportMetricsServiceRequest = (
+            self._pb.ExportMetricsServiceRequest()
+        )
         scopes: dict[Attributes, Any] = {}
         metrics: dict[tuple[Attributes, str, str], metrics_pb2.Metric] = {}
         for point in points:
