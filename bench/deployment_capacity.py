@@ -45,7 +45,11 @@ import json, sys, time
 from zibrato import Zibrato
 frontend, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 events, series = int(sys.argv[4]), int(sys.argv[5])
-z = Zibrato(frontend, source="host-%d" % (hash(sys.argv[6]) % 8))
+z = Zibrato(frontend, source="host-%d" % (int(sys.argv[6]) % 8))
+z.incr("bench.ready")
+z.flush(timeout=60)
+print("ready", flush=True)
+sys.stdin.readline()  # every publisher starts at once, once all of them are up
 sent = 0
 start = time.perf_counter()
 while (events and sent < events) or (not events and time.perf_counter() - start < seconds):
@@ -160,18 +164,26 @@ def serve(kinds: list[str], options: dict[str, dict[str, Any]], expected: int, p
     frontend, _ = runner.start()
     scrape = next((b for b in made if b.kind == "prometheus"), None)
     pipe.send(frontend)
-    pipe.recv()  # publishers about to start
+    pipe.recv()  # "go": every publisher is connected and about to start
     before = os.times()
-    deadline = time.monotonic() + 600
-    while min(b.received_events for b in made) < expected and time.monotonic() < deadline:
+    done, last, still_since = False, -1, time.monotonic()
+    while min(b.received_events for b in made) < expected:
         if scrape is not None:
             with urllib.request.urlopen(scrape.url) as page:  # what Prometheus does
                 page.read()
         time.sleep(1.0 if scrape is not None else 0.2)
+        done = done or (pipe.poll() and pipe.recv() == "done")
+        received = min(b.received_events for b in made)
+        if received != last:
+            last, still_since = received, time.monotonic()
+        elif done and time.monotonic() - still_since > 3:
+            break  # the publishers are done and nothing more arrives: some was lost
     flushes = [b.flushes for b in made]
     while any(b.flushes < f + 2 for b, f in zip(made, flushes, strict=True)):
         time.sleep(0.05)  # two more flushes: everything received was sent on
     after = os.times()
+    if not done:
+        pipe.recv()  # "done"
     report = {
         "cpu": (after.user - before.user) + (after.system - before.system),
         "received": [b.received_events for b in made],
@@ -183,8 +195,10 @@ def serve(kinds: list[str], options: dict[str, dict[str, Any]], expected: int, p
 
 
 def publishers(
-    frontend: str, count: int, rate: float, seconds: float, events: int, series: int
-) -> list[dict[str, Any]]:
+    frontend: str, count: int, rate: float, seconds: float, events: int, series: int, go: Any
+) -> tuple[list[dict[str, Any]], float]:
+    """Start ``count`` publishers, release them at once when all are connected (telling
+    ``go``); return their reports and the seconds from the release to the last one's end."""
     procs = [
         subprocess.Popen(
             [
@@ -192,12 +206,9 @@ def publishers(
                 "-c",
                 PUBLISHER,
                 frontend,
-                str(rate),
-                str(seconds),
-                str(events),
-                str(series),
-                str(i),
+                *map(str, (rate, seconds, events, series, i)),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -205,15 +216,23 @@ def publishers(
     ]
     reports = []
     try:
+        for proc in procs:  # Python starting 200 times takes a while on 2 cores
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        go()
+        released = time.monotonic()
         for proc in procs:
-            out, _ = proc.communicate(timeout=seconds + 300)
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            out, _ = proc.communicate(timeout=seconds + 600)
             reports.append(json.loads(out))
+        return reports, time.monotonic() - released
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return reports
 
 
 def run(
@@ -225,17 +244,18 @@ def run(
     events: int,
     series: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
-    expected = events * count if events else 0
     ours, theirs = multiprocessing.Pipe()
-    child = multiprocessing.Process(target=serve, args=(kinds, options, expected, theirs))
+    child = multiprocessing.Process(
+        target=serve, args=(kinds, options, events * count + count, theirs)
+    )
     child.start()
     try:
         frontend = ours.recv()
-        ours.send("go")
-        started = time.monotonic()
-        reports = publishers(frontend, count, rate, seconds, events, series)
-        elapsed = time.monotonic() - started
-        report = ours.recv() if ours.poll(900) else {}
+        reports, elapsed = publishers(
+            frontend, count, rate, seconds, events, series, lambda: ours.send("go")
+        )
+        ours.send("done")
+        report = ours.recv() if ours.poll(300) else {}
     finally:
         child.join(30)
         if child.is_alive():
@@ -253,7 +273,7 @@ def capacity(count: int, rate: float, seconds: float) -> None:
     )
     sent = sum(r["sent"] for r in reports)
     dropped = sum(sum(r["stats"]["dropped"].values()) for r in reports)
-    received = report.get("received", [0])[0]
+    received = report.get("received", [0])[0] - count  # less each publisher's ready probe
     print(
         f"capacity: {count} publishers x {rate:g} events/s for {seconds:g} s: {sent} sent in "
         f"{elapsed:.1f} s ({sent / elapsed:,.0f}/s offered), {received} received "
@@ -273,7 +293,7 @@ def cpu(events: int, kinds: list[str]) -> None:
         for kind in kinds:
             per_publisher = events // 2
             report, _, elapsed = run([kind], options, 2, 0.0, 0.0, per_publisher, 100)
-            received = report.get("received", [0])[0]
+            received = report.get("received", [0])[0] - 2
             print(
                 f"cpu: {kind:13s} {received:>9} events in {elapsed:5.1f} s, broker+backend "
                 f"{report.get('cpu', float('nan')):5.2f} s CPU = "
