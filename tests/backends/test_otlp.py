@@ -276,4 +276,4 @@ def test_without_the_extra_it_says_what_to_install(monkeypatch: pytest.MonkeyPat
     )
     with pytest.raises(BackendConfigError) as raised:
         build([{"kind": "otlp"}])
-    assert "pip install 'zibrato[otlp]'" in str(raised.value) and "\n" not in str(raised.value)
+    assert "pip install '.[otlp]'" in str(raised.value) and "\n" not in str(raised.value)

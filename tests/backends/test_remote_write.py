@@ -213,4 +213,4 @@ def test_without_the_extra_it_says_what_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "cramjam", None)
     with pytest.raises(BackendConfigError) as raised:
         build([{"kind": "remote-write", "url": "http://127.0.0.1:9090/api/v1/write"}])
-    assert "pip install 'zibrato[remote-write]'" in str(raised.value)
+    assert "pip install '.[remote-write]'" in str(raised.value)

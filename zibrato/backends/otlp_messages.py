@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
     from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-EXTRA = "pip install 'zibrato[otlp]'"
+EXTRA = "install the otlp extra (pip install '.[otlp]' in a Zibrato checkout)"
 SERVICE_MODULE = "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"
 SCOPE = "zibrato"
 

@@ -69,7 +69,7 @@ TOKEN_ENV = "ZIBRATO_REMOTE_WRITE_TOKEN"
 DEFAULT_JOB = "zibrato"
 DEFAULT_MAX_BUFFER = 100_000
 MAX_PER_REQUEST = 2_000  # samples: Prometheus' own max_samples_per_send
-EXTRA = "pip install 'zibrato[remote-write]'"
+EXTRA = "install the remote-write extra (pip install '.[remote-write]' in a Zibrato checkout)"
 _HEADERS = {
     "Content-Type": "application/x-protobuf",
     "Content-Encoding": "snappy",

@@ -26,11 +26,15 @@ queries-per-request percentiles count the requests that ran none.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
+from typing import Any
 
 from zibrato import levels
 from zibrato.client import Zibrato
 from zibrato.framework.schema import (
+    DB_OPERATION_DURATION,
+    DB_OPERATION_LEVEL,
     DB_REQUEST_DUPLICATES,
     DB_REQUEST_DURATION,
     DB_REQUEST_LEVEL,
@@ -41,15 +45,20 @@ from zibrato.framework.schema import (
     REQUEST_LEVEL,
     UNMATCHED_ROUTE,
     VIEW_DURATION,
+    RequestTags,
     RouteTags,
     TagCache,
 )
-from zibrato.instruments import LevelBuffer
-from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
+from zibrato.instruments import LevelBuffer, append_event
+from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER
+from zibrato.series import Series
 
 # Distinct SQL texts remembered per request to spot duplicates; past this, a request that
 # runs ever-new statements stops growing memory and its later duplicates go uncounted.
 MAX_DISTINCT_STATEMENTS = 10_000
+# Tag objects whose series a recorder or a SeriesCache remembers (the TagCache's are bounded
+# too); past this, a series is found by its tags' content (slower, same result).
+MAX_CACHED_SERIES = 10_000
 
 
 class QueryTally:
@@ -123,14 +132,85 @@ class RequestState:
 current_request: ContextVar[RequestState | None] = ContextVar("zibrato_request", default=None)
 
 
-def append_all(sink: LevelBuffer, events: list[Event]) -> None:
-    """Append ``events`` to one level's buffer as a client would, one length check for all."""
-    queue = sink.queue
-    if len(queue) + len(events) <= sink.soft_cap:
-        queue.extend(events)
-    else:
-        for event in events:
-            sink.overflow(queue, event)
+class SeriesCache:
+    """One metric's series (``zibrato.series``) per tags object, for one publisher.
+
+    The tag dictionaries of the framework kit are made once per combination and kept
+    (``TagCache``): a series found by the object's identity costs one lookup, where
+    finding it by the tags' content would hash them on every request.
+
+    >>> cache = SeriesCache(client, "debug", TIMER, "db.operation")  # doctest: +SKIP
+    >>> cache.get(tags).add(0.002)
+
+    When the publisher makes no series for some tags (too many series, or tags a batch
+    may not carry), values are recorded as events instead, where the publisher counts
+    what is invalid: :class:`EventWriter`.
+    """
+
+    __slots__ = ("_by_id", "client", "kind", "level", "name")
+
+    def __init__(self, client: Zibrato, level: str, kind: int, name: str) -> None:
+        self.client = client
+        self.level = levels.normalize(level)
+        self.kind = kind
+        self.name = name
+        self._by_id: dict[int, tuple[Mapping[str, str] | None, Series | EventWriter]] = {}
+
+    def get(self, tags: Mapping[str, str] | None) -> Series | EventWriter:
+        """Return where to record values with ``tags``: their series, or events."""
+        found = self._by_id.get(id(tags))
+        if found is not None and found[0] is tags:
+            return found[1]
+        series = recording(self.client, self.level, self.kind, self.name, tags)
+        if len(self._by_id) < MAX_CACHED_SERIES:
+            self._by_id[id(tags)] = (tags, series)  # holds ``tags``: its id stays its own
+        return series
+
+
+class EventWriter:
+    """Record values of one series as events (what :func:`recording` gives when the
+    publisher makes no series): the slower path, which the publisher checks."""
+
+    __slots__ = ("kind", "name", "sink", "tags")
+
+    def __init__(
+        self, sink: LevelBuffer, kind: int, name: str, tags: Mapping[str, str] | None
+    ) -> None:
+        self.sink = sink
+        self.kind = kind
+        self.name = name
+        self.tags = tags
+
+    def add(self, value: Any) -> None:
+        append_event(self.sink, (self.kind, self.name, value, None, self.tags))
+
+
+def recording(
+    client: Zibrato, level: str, kind: int, name: str, tags: Mapping[str, str] | None
+) -> Series | EventWriter:
+    """Return where the kit records values of one series at an enabled ``level``."""
+    series = client.publisher.series(level, kind, name, tags=tags, trusted=True)
+    if series is not None:
+        return series
+    sink = client._sink(level)
+    assert sink is not None  # the kit asks only for levels the client records
+    return EventWriter(sink, kind, name, tags)
+
+
+class RequestSeries:
+    """The series one kind of request records into (None: below the client's threshold)."""
+
+    __slots__ = ("error", "request", "view")
+
+    def __init__(
+        self,
+        request: Series | EventWriter | None,
+        view: Series | EventWriter | None,
+        error: Series | EventWriter | None,
+    ) -> None:
+        self.request = request
+        self.view = view
+        self.error = error
 
 
 class RequestRecorder:
@@ -141,16 +221,19 @@ class RequestRecorder:
 
     ``namespace`` is the app's default database namespace, where a request that ran no
     query records 0 (None: the app has no database); an adapter that finds the app's
-    database later sets it then. This runs for every request, so it skips the client's
-    per-call checks and appends the request's events in the client's own shape, all at
-    once: the timers, the error's counter, the per-request database metrics.
+    database later sets it then. This runs for every request, so it records bare values
+    into the series of the request's cached tags (``zibrato.series``): a few list appends
+    per request, and nothing per request for the publisher thread to check.
     """
 
     __slots__ = (
+        "_bound",
         "_database",
-        "_error",
-        "_request",
-        "_same_level",
+        "_duplicates",
+        "_durations",
+        "_error_level",
+        "_queries",
+        "_request_level",
         "client",
         "namespace",
         "publisher",
@@ -170,74 +253,99 @@ class RequestRecorder:
         self.publisher = client.publisher
         self.tags = tags
         self.namespace = namespace
-        # The client's own buffers (None below its threshold), as its timers use them.
-        self._request = client._sink(request_level)
-        self._database = client._sink(db_level)
-        self._error = client._sink(EXCEPTIONS_LEVEL)
-        self._same_level = levels.normalize(request_level) == levels.normalize(db_level)
+        # The levels this client records (None below its threshold: nothing recorded).
+        self._request_level = _enabled(client, request_level)
+        self._error_level = _enabled(client, EXCEPTIONS_LEVEL)
+        self._database = _enabled(client, db_level)
+        self._bound: dict[RequestTags, RequestSeries] = {}
+        database = self._database or DB_REQUEST_LEVEL
+        self._queries = SeriesCache(client, database, DISTRIBUTION, DB_REQUEST_QUERIES)
+        self._durations = SeriesCache(client, database, TIMER, DB_REQUEST_DURATION)
+        self._duplicates = SeriesCache(client, database, DISTRIBUTION, DB_REQUEST_DUPLICATES)
 
     def record(self, state: RequestState, method: str, seconds: float) -> None:
         """Record one request that took ``seconds``."""
         tags = self.tags.request(state.route, method, state.status, state.error, state.view_failed)
-        view = state.view
-        if view is None:
-            events: list[Event] = [(TIMER, REQUEST_DURATION, seconds, None, tags.request)]
-        else:
-            events = [
-                (TIMER, REQUEST_DURATION, seconds, None, tags.request),
-                (TIMER, VIEW_DURATION, view, None, tags.view),
-            ]
+        bound = self._bound.get(tags)
+        if bound is None:
+            bound = self._bind(tags)
+        if bound.request is not None:
+            bound.request.add(seconds)
+            if state.view is not None and bound.view is not None:
+                bound.view.add(state.view)
         if state.tally is not None or self.namespace is not None:
-            self._add_database(events, tags.db, state.tally)
-        sink = self._request
-        if sink is not None:
-            # append_all(), written out: this runs for every request.
-            queue = sink.queue
-            if len(queue) + len(events) <= sink.soft_cap:
-                queue.extend(events)
-            else:
-                for event in events:
-                    sink.overflow(queue, event)
-        if tags.error is not None and self._error is not None:
-            append_all(self._error, [(COUNTER, EXCEPTIONS, 1, None, tags.error)])
+            self._record_database(tags.db, state.tally)
+        if bound.error is not None:
+            bound.error.add(1)
 
-    def _add_database(
-        self, events: list[Event], route: RouteTags, tally: QueryTally | None
-    ) -> None:
-        """Add the per-request database events to ``events`` (or to their own level's buffer)."""
-        if tally is not None:
-            database = database_events(tally, route)
-        elif self.namespace is not None:
-            database = zero_events(route, self.namespace)
-        else:
+    def _bind(self, tags: RequestTags) -> RequestSeries:
+        """Return the series of one kind of request (made once, kept while bounded)."""
+        client, level, error = self.client, self._request_level, self._error_level
+        bound = RequestSeries(
+            None
+            if level is None
+            else recording(client, level, TIMER, REQUEST_DURATION, tags.request),
+            None if level is None else recording(client, level, TIMER, VIEW_DURATION, tags.view),
+            None
+            if tags.error is None or error is None
+            else recording(client, error, COUNTER, EXCEPTIONS, tags.error),
+        )
+        if len(self._bound) < MAX_CACHED_SERIES:
+            self._bound[tags] = bound
+        return bound
+
+    def _record_database(self, route: RouteTags, tally: QueryTally | None) -> None:
+        """Record the per-request database metrics (queries, time, duplicates)."""
+        if self._database is None:
             return
-        if self._same_level:
-            events += database
-        elif self._database is not None:
-            append_all(self._database, database)
+        if tally is None:
+            if self.namespace is None:
+                return
+            tags = route.database(self.namespace)
+            self._queries.get(tags).add(0)
+            self._durations.get(tags).add(0.0)
+            self._duplicates.get(route.route or None).add(0)
+            return
+        for namespace, (queries, seconds) in tally.namespaces.items():
+            tags = route.database(namespace)
+            self._queries.get(tags).add(queries)
+            self._durations.get(tags).add(seconds)
+        self._duplicates.get(route.route or None).add(tally.duplicates)
 
     def record_unit(self, tally: QueryTally) -> None:
         """Record the queries of a unit of work that is not a request (no route)."""
-        if self._database is not None:
-            append_all(self._database, database_events(tally, self.tags.route(None)))
+        self._record_database(self.tags.route(None), tally)
 
 
-def database_events(tally: QueryTally, route: RouteTags) -> list[Event]:
-    """Return the per-request database events of ``tally`` (queries, time, duplicates)."""
-    events: list[Event] = []
-    for namespace, (queries, seconds) in tally.namespaces.items():
-        tags = route.database(namespace)
-        events.append((DISTRIBUTION, DB_REQUEST_QUERIES, queries, None, tags))
-        events.append((TIMER, DB_REQUEST_DURATION, seconds, None, tags))
-    events.append((DISTRIBUTION, DB_REQUEST_DUPLICATES, tally.duplicates, None, route.route))
-    return events
+def _enabled(client: Zibrato, level: str) -> str | None:
+    """Return ``level``'s canonical name if ``client`` records it, else None."""
+    return levels.normalize(level) if client._sink(level) is not None else None
 
 
-def zero_events(route: RouteTags, namespace: str) -> list[Event]:
-    """Return the per-request database events of a request that ran no query."""
-    tags = route.database(namespace)
-    return [
-        (DISTRIBUTION, DB_REQUEST_QUERIES, 0, None, tags),
-        (TIMER, DB_REQUEST_DURATION, 0.0, None, tags),
-        (DISTRIBUTION, DB_REQUEST_DUPLICATES, 0, None, route.route),
-    ]
+class OperationRecorder:
+    """Record each query's own duration (``db.client.operation.duration``, level debug)
+    into the series of its namespace and operation, for whichever client is current.
+
+    >>> operations = OperationRecorder(TagCache())              # doctest: +SKIP
+    >>> operations.record(client, "default", "SELECT 1", 0.0004)
+    """
+
+    __slots__ = ("_cache", "_publisher", "tags")
+
+    def __init__(self, tags: TagCache) -> None:
+        self.tags = tags
+        self._publisher: object = None
+        self._cache: SeriesCache | None = None  # None: the client does not record the level
+
+    def record(self, client: Zibrato, namespace: str, statement: object, seconds: float) -> None:
+        """Record one query of ``namespace`` that took ``seconds``."""
+        if client.publisher is not self._publisher:  # the first query, or another client
+            self._publisher = client.publisher
+            enabled = client._sink(DB_OPERATION_LEVEL) is not None
+            self._cache = (
+                SeriesCache(client, DB_OPERATION_LEVEL, TIMER, DB_OPERATION_DURATION)
+                if enabled
+                else None
+            )
+        if self._cache is not None:
+            self._cache.get(self.tags.operation(namespace, statement)).add(seconds)

@@ -3,5 +3,6 @@ backend.
 
 ``remote_write_pb2.py`` and ``.pyi`` are generated from ``remote_write.proto`` (a cut-down
 copy of Prometheus' ``prompb``) by ``.ci/generate-prompb`` and committed; they need the
-``protobuf`` package, installed with ``pip install 'zibrato[remote-write]'``.
+``protobuf`` package, which the remote-write extra installs (``pip install
+'.[remote-write]'`` in a checkout).
 """
