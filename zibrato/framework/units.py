@@ -156,6 +156,14 @@ class SeriesCache:
         self.name = name
         self._by_id: dict[int, tuple[Mapping[str, str] | None, Series | EventWriter]] = {}
 
+    def add(self, tags: Mapping[str, str] | None, value: float) -> None:
+        """Record ``value`` into the series of ``tags``."""
+        found = self._by_id.get(id(tags))
+        if found is not None and found[0] is tags:
+            found[1].add(value)
+        else:
+            self.get(tags).add(value)
+
     def get(self, tags: Mapping[str, str] | None) -> Series | EventWriter:
         """Return where to record values with ``tags``: their series, or events."""
         found = self._by_id.get(id(tags))
@@ -269,8 +277,19 @@ class RequestRecorder:
         bound = self._bound.get(tags)
         if bound is None:
             bound = self._bind(tags)
-        if bound.request is not None:
-            bound.request.add(seconds)
+        series = bound.request
+        if series is not None:
+            if type(series) is Series:
+                # The series hand-over, written out for speed (see zibrato.series).
+                values = series.values
+                if len(values) < series.soft_cap:
+                    values.append(seconds)
+                    if len(values) == 1:
+                        series.dirty.append(series)
+                else:
+                    series.overflow(series, seconds)
+            else:
+                series.add(seconds)
             if state.view is not None and bound.view is not None:
                 bound.view.add(state.view)
         if state.tally is not None or self.namespace is not None:
@@ -302,15 +321,15 @@ class RequestRecorder:
             if self.namespace is None:
                 return
             tags = route.database(self.namespace)
-            self._queries.get(tags).add(0)
-            self._durations.get(tags).add(0.0)
-            self._duplicates.get(route.route or None).add(0)
+            self._queries.add(tags, 0)
+            self._durations.add(tags, 0.0)
+            self._duplicates.add(route.route or None, 0)
             return
         for namespace, (queries, seconds) in tally.namespaces.items():
             tags = route.database(namespace)
-            self._queries.get(tags).add(queries)
-            self._durations.get(tags).add(seconds)
-        self._duplicates.get(route.route or None).add(tally.duplicates)
+            self._queries.add(tags, queries)
+            self._durations.add(tags, seconds)
+        self._duplicates.add(route.route or None, tally.duplicates)
 
     def record_unit(self, tally: QueryTally) -> None:
         """Record the queries of a unit of work that is not a request (no route)."""
@@ -348,4 +367,4 @@ class OperationRecorder:
                 else None
             )
         if self._cache is not None:
-            self._cache.get(self.tags.operation(namespace, statement)).add(seconds)
+            self._cache.add(self.tags.operation(namespace, statement), seconds)
