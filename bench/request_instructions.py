@@ -13,7 +13,7 @@ children). Instructions are not time (a cache miss or a system call costs more t
 count), so read this beside the timed benchmarks, not instead of them.
 
 Usage: python bench/request_instructions.py [flask] [django] [SMALL LARGE]
-(default: both frameworks, 100 and 600 requests). Needs valgrind.
+(default: both frameworks, 200 and 1000 requests). Needs valgrind.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def main(argv: list[str]) -> None:
         print("valgrind not found: skipping the instruction counts")
         return
     frameworks = [arg for arg in argv[1:] if arg in MODES] or list(MODES)
-    sizes = [int(arg) for arg in argv[1:] if arg.isdigit()] or [100, 600]
+    sizes = [int(arg) for arg in argv[1:] if arg.isdigit()] or [200, 1000]
     small, large = sizes
     runs = [(fw, mode, n) for fw in frameworks for mode in MODES[fw] for n in (small, large)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
