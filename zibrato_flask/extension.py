@@ -12,7 +12,7 @@ from zibrato.client import Zibrato as Client
 from zibrato.framework.lazy import LazyZibrato
 from zibrato.framework.schema import TagCache
 from zibrato.framework.settings import Settings
-from zibrato.framework.units import RequestRecorder, current_request
+from zibrato.framework.units import RequestRecorder, current_unit
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
@@ -208,7 +208,7 @@ def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
 
     def on_context(sender: Flask, **extra: Any) -> None:
         state.check_engines()
-        if "sqlalchemy" in sender.extensions or current_request.get() is not None:
+        if "sqlalchemy" in sender.extensions or current_unit.get() is not None:
             appcontext_pushed.disconnect(on_context)  # from every sender: forgotten
 
     appcontext_pushed.connect(on_context, sender=app, weak=False)
