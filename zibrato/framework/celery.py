@@ -145,7 +145,7 @@ def load_app(spec: object) -> Celery:
             f"{spec!r}: cannot import it ({type(exc).__name__}: {exc}); name the module "
             "and attribute of your Celery app, e.g. 'proj.celery:app'"
         ) from None
-    if not (hasattr(found, "tasks") and hasattr(found, "conf")):
+    if not all(hasattr(type(found), name) for name in ("tasks", "conf", "send_task")):
         raise ConfigError(f"{spec!r} is a {type(found).__name__}, not a Celery app")
     return found
 

@@ -164,12 +164,9 @@ def _celery(value: object) -> object:
 
 
 def _looks_like_celery_app(value: object) -> bool:
-    if isinstance(value, str | bytes | int | float | list | tuple | dict | set):
-        return False
-    try:
-        return hasattr(value, "tasks") and hasattr(value, "conf")
-    except Exception:  # a hostile __getattr__: not an app
-        return False
+    # Read off its class: an app's ``tasks`` is a property that finalizes the app.
+    kind = type(value)
+    return all(hasattr(kind, name) for name in ("tasks", "conf", "send_task"))
 
 
 KEYS: dict[str, Key] = {
