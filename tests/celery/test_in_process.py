@@ -37,21 +37,27 @@ def metrics() -> Iterator[CapturedMetrics]:
         yield captured
 
 
+# The shop's tasks: one Celery app (a task name is registered once per process).
+tasks = Celery("shop", broker="memory://")
+shop_db = SQLAlchemy()
+
+
+@tasks.task(name="shop.confirm")
+def confirm(order: int) -> int:
+    for _ in range(3):  # the same statement three times: two duplicates
+        shop_db.session.execute(text("SELECT 1"))
+    return order
+
+
 @pytest.fixture
 def shop(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, Celery]]:
     """A Flask shop with Flask-SQLAlchemy and an eager Celery app in ``ZIBRATO_CELERY``."""
     monkeypatch.delenv("ZIBRATO_PUBLISH", raising=False)
-    tasks = Celery("shop", broker="memory://")
     tasks.conf.task_always_eager = True
     app = Flask("shop")
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", ZIBRATO_CELERY=tasks)
-    db = SQLAlchemy(app)
-
-    @tasks.task(name="shop.confirm")
-    def confirm(order: int) -> int:
-        for _ in range(3):  # the same statement three times: two duplicates
-            db.session.execute(text("SELECT 1"))
-        return order
+    shop_db.init_app(app)
+    db = shop_db
 
     @app.route("/orders/<int:order>", methods=["POST"])
     def place(order: int) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def test_an_eager_task_in_a_request_counts_toward_both(
 def test_a_task_published_in_a_request_is_counted_with_its_route(
     shop: tuple[Flask, Celery], metrics: CapturedMetrics
 ) -> None:
-    app, tasks = shop
+    app, _ = shop
     tasks.conf.task_always_eager = False  # sent for real, to the in-memory transport
     assert app.test_client().post("/orders/8/later").json == {"queued": 8}
     (event,) = metrics.filter(schema.TASK_PUBLISHED)

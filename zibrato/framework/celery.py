@@ -34,6 +34,7 @@ import contextlib
 import importlib
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -479,25 +480,42 @@ def _timestamp(eta: object, default: float) -> float:
 
 
 # -- process-wide receivers: publishing (no app in its signals), a prefork child's exit -------
-def _owner(name: object) -> TaskInstrumentation | None:
-    """Return the instrumentation whose app registers ``name``, else the first one made."""
+# The instrumentation that stamped the message being published on this thread, for the
+# after_task_publish that follows (its signal carries no properties).
+_publishing = threading.local()
+
+
+def _owner(name: object, properties: object) -> TaskInstrumentation | None:
+    """Return the instrumentation of the app publishing: the one whose per-thread id is
+    the message's ``reply_to`` (as ``app.send_task`` sets it), else the one that registers
+    ``name``, else the first one made."""
+    reply_to = properties.get("reply_to") if isinstance(properties, dict) else None
+    if reply_to is not None:
+        for found in _instrumented:
+            if found.app.thread_oid == reply_to:
+                return found
     for found in _instrumented:
         if isinstance(name, str) and name in found.app.tasks:
             return found
     return _instrumented[0] if _instrumented else None
 
 
-def _before_publish(sender: object = None, headers: Any = None, **_: Any) -> None:
-    owner = _owner(sender)
-    if owner is not None and isinstance(headers, dict):
-        try:
+def _before_publish(
+    sender: object = None, headers: Any = None, properties: Any = None, **_: Any
+) -> None:
+    _publishing.owner = None
+    try:
+        owner = _publishing.owner = _owner(sender, properties)
+        if owner is not None and isinstance(headers, dict):
             owner.stamp(headers)
-        except Exception as failure:
-            owner._failed("task not stamped", failure)
+    except Exception as failure:
+        if _instrumented:
+            (_publishing.owner or _instrumented[0])._failed("task not stamped", failure)
 
 
 def _after_publish(sender: object = None, **_: Any) -> None:
-    owner = _owner(sender)
+    owner = getattr(_publishing, "owner", None)
+    _publishing.owner = None
     if owner is not None:
         try:
             owner.count_published(sender)
