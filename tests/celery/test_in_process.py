@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from sqlalchemy import text
 
 from zibrato import Zibrato
 from zibrato.framework import celery, schema
-from zibrato.framework.celery import BAD_STAMP, NO_STAMP, TaskInstrumentation, TaskState
+from zibrato.framework.celery import TaskInstrumentation
+from zibrato.framework.task_units import BAD_STAMP, DUE_HEADER, NO_STAMP, TaskState
+from zibrato.framework.units import current_unit
 from zibrato.testing import CapturedMetrics, capture
 from zibrato_flask import Zibrato as FlaskZibrato
 from zibrato_flask import clients
@@ -160,6 +163,10 @@ def test_a_failing_client_never_raises_into_the_task() -> None:
 
 
 # -- the stamp: whatever a message carries ------------------------------------------------
+def _nothing() -> None:
+    pass
+
+
 @given(
     due=st.one_of(
         st.none(),
@@ -170,16 +177,18 @@ def test_a_failing_client_never_raises_into_the_task() -> None:
     )
 )
 def test_any_stamp_gives_a_wait_of_zero_or_more_or_a_reason(due: object) -> None:
+    """``task_prerun`` as a worker sends it, the message's stamp being ``due``."""
+    app = Celery("stamps", broker="memory://")
     instrumentation = TaskInstrumentation(
-        Celery("stamps"),
-        client=None,
-        level="info",
-        db_level="info",
-        namespace=None,
-        clock=lambda: 1_000_000.0,
+        app, client=None, level="info", db_level="info", namespace=None, clock=lambda: 1e6
     )
-    state = TaskState()
-    instrumentation._note_wait(state, due)
+    task = app.tasks[app.task(name="stamps.task")(_nothing).name]
+    task.request_stack.push(SimpleNamespace(is_eager=False, **{DUE_HEADER: due}))
+    instrumentation.task_started(sender=task, task_id="t1")  # type: ignore[arg-type]
+    task.request_stack.pop()
+    state = current_unit.get()
+    assert isinstance(state, TaskState)
+    current_unit.reset(state.token)
     if state.waited is None:
         assert state.unmeasured == (NO_STAMP if due is None else BAD_STAMP)
     else:
@@ -205,4 +214,4 @@ def test_the_stamp_is_the_publish_time_or_a_later_eta(eta: object, due: float) -
     )  # fmt: skip
     headers: dict[str, Any] = {"eta": eta}
     instrumentation.stamp(headers)
-    assert headers[celery.DUE_HEADER] == due
+    assert headers[DUE_HEADER] == due

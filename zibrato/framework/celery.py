@@ -32,48 +32,36 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextvars import Token
-from datetime import UTC, datetime
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zibrato import lifecycle
 from zibrato.client import Zibrato
 from zibrato.errors import ConfigError
-from zibrato.framework import schema
+from zibrato.framework import celery_process, schema
 from zibrato.framework.lazy import LazyZibrato
-from zibrato.framework.schema import OTHER, TASK_DATABASE, TagCache, UnitTags, bounded
-from zibrato.framework.units import (
-    UnitRecorder,
-    UnitState,
-    append_all,
-    current_unit,
-    published_events,
+from zibrato.framework.schema import OTHER, TagCache, bounded
+from zibrato.framework.task_units import (
+    DUE_HEADER,
+    FAILURE,
+    OUTCOMES,
+    REVOKED,
+    SUCCESS,
+    UNKNOWN,
+    TaskKind,
+    TaskRecorder,
+    TaskState,
+    eta_timestamp,
+    note_wait,
 )
-from zibrato.protocol import COUNTER, TIMER, Event
+from zibrato.framework.units import current_unit
 
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-# The header the publishing side stamps: when the task became due, in seconds since the
-# epoch (its publish time, or its ETA when that is later).
-DUE_HEADER = "zibrato_due"
-# celery.states -> celery.task.outcome (None: a BaseException went through the tracer).
-OUTCOMES: Mapping[str | None, str] = {
-    "SUCCESS": "success",
-    "FAILURE": "failure",
-    "RETRY": "retry",
-    "IGNORED": "ignored",
-    "REJECTED": "rejected",
-    None: "failure",
-}
-FAILURE, REVOKED, UNKNOWN = "failure", "revoked", "unknown"
-NO_STAMP, BAD_STAMP = "no_stamp", "bad_stamp"  # celery.task.queue.unmeasured{reason}
 HOOK_FAILED = "celery_hook_failed"
 # How long an embedded beat waits for ZeroMQ to write each publish's events.
 BEAT_SEND_TIMEOUT = 1.0
@@ -83,10 +71,9 @@ MAX_TASK_KINDS = 10_000
 MAX_LOST_IDS = 1000
 
 ClientSource = Zibrato | Callable[[], Zibrato]
+T = TypeVar("T")
 NamespaceSource = str | Callable[[], str | None] | None
 
-# Every instrumentation of this process, in the order made (the publish hooks pick one).
-_instrumented: list[TaskInstrumentation] = []
 # A client for instrument(app) without one: Zibrato()'s defaults ($ZIBRATO_PUBLISH).
 _default_client = LazyZibrato(dict)
 
@@ -115,8 +102,8 @@ def instrument(
 
     Once per app: a second call returns the first call's instrumentation unchanged.
     """
-    for found in _instrumented:
-        if found.app is app:
+    for found in celery_process.instrumented:
+        if found.app is app and isinstance(found, TaskInstrumentation):
             return found
     made = TaskInstrumentation(
         app, client=client, level=level, db_level=db_level, namespace=namespace, clock=clock
@@ -127,8 +114,8 @@ def instrument(
 
 def uninstrument(app: Celery) -> None:
     """Stop measuring ``app``'s tasks in this process (nothing if it was not measured)."""
-    for found in list(_instrumented):
-        if found.app is app:
+    for found in list(celery_process.instrumented):
+        if found.app is app and isinstance(found, TaskInstrumentation):
             found.disconnect()
 
 
@@ -151,82 +138,8 @@ def load_app(spec: object) -> Celery:
     return found
 
 
-class TaskKind:
-    """The tags of one task's metrics, built once: per outcome and error type."""
-
-    __slots__ = ("_outcomes", "_unmeasured", "name", "unit")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.unit = UnitTags({schema.TASK_NAME: name})
-        self._outcomes: dict[tuple[str, str | None], Mapping[str, str]] = {}
-        self._unmeasured = {
-            reason: {schema.TASK_NAME: name, schema.REASON: reason}
-            for reason in (NO_STAMP, BAD_STAMP)
-        }
-
-    def outcome(self, outcome: str, error: str | None = None) -> Mapping[str, str]:
-        """Return the tags of this task's duration and outcome with ``outcome``."""
-        key = (outcome, error)
-        found = self._outcomes.get(key)
-        if found is None:
-            tags = {schema.TASK_NAME: self.name, schema.TASK_OUTCOME: outcome}
-            if error is not None:
-                tags[schema.ERROR_TYPE] = bounded(error)
-            found = tags
-            if len(self._outcomes) < schema.MAX_CACHED_TAGS:
-                self._outcomes[key] = found
-        return found
-
-    def unmeasured(self, reason: str) -> Mapping[str, str]:
-        """Return the tags of ``celery.task.queue.unmeasured`` for ``reason``."""
-        return self._unmeasured[reason]
-
-
 # What _kinds.get() returns for a task not seen yet (None means another app's task).
 _UNSEEN = TaskKind("")
-
-
-class TaskState(UnitState):
-    """What one running task accumulates until ``task_postrun`` records it."""
-
-    kind: TaskKind
-    owner: TaskInstrumentation
-    task_id: str | None
-    token: Token[UnitState | None]
-    start: float
-    waited: float | None = None  # the queue wait, when the message carried a usable stamp
-    unmeasured: str | None = None  # why not (NO_STAMP, BAD_STAMP), eager tasks aside
-
-
-class TaskRecorder(UnitRecorder):
-    """Record whole tasks of one app into one client: every event of a task at once."""
-
-    __slots__ = ()
-
-    def record(
-        self, state: TaskState, tags: Mapping[str, str], seconds: float, *, outcome: bool = True
-    ) -> None:
-        """Record one task that ran for ``seconds``, its outcome in ``tags`` (and counted
-        unless ``outcome`` is False: the worker's main process will count it)."""
-        kind = state.kind
-        events: list[Event] = [(TIMER, schema.TASK_DURATION, seconds, None, tags)]
-        if outcome:
-            events.append((COUNTER, schema.TASK_OUTCOMES, 1, None, tags))
-        if state.waited is not None:
-            events.append((TIMER, schema.TASK_QUEUE_DURATION, state.waited, None, kind.unit.unit))
-        elif state.unmeasured is not None:
-            reason = kind.unmeasured(state.unmeasured)
-            events.append((COUNTER, schema.TASK_QUEUE_UNMEASURED, 1, None, reason))
-        if state.tally is not None or self.namespace is not None:
-            self._add_database(events, kind.unit, state.tally, TASK_DATABASE)
-        if state.published is not None:
-            events += published_events(state.published, kind.unit)
-        # celery.task.breakdown goes here once the request breakdown (branch h4,
-        # zibrato/framework/breakdown.py) has landed: the task's exclusive times per
-        # component, from the same code as http.server.request.breakdown.
-        if self._unit is not None:
-            append_all(self._unit, events)
 
 
 class TaskInstrumentation:
@@ -244,10 +157,13 @@ class TaskInstrumentation:
     ) -> None:
         self.app = app
         source = _default_client if client is None else client
+        # A client object (the usual case, read directly), or a callable returning it.
+        self._fixed_client = source if isinstance(source, Zibrato) else None
         self._client: Callable[[], Zibrato] = (
-            (lambda: source) if isinstance(source, Zibrato) else source
+            _constant(source) if isinstance(source, Zibrato) else source
         )
-        self._namespace = namespace if callable(namespace) else _constant(namespace)
+        self._namespace = namespace if callable(namespace) else None
+        self._fixed_namespace = None if callable(namespace) else namespace
         self.level = level
         self.db_level = db_level
         self.clock = clock
@@ -266,26 +182,26 @@ class TaskInstrumentation:
         from celery import signals
         from celery.exceptions import TimeLimitExceeded
 
-        if self in _instrumented:
+        if self in celery_process.instrumented:
             return
         self._lost = (WorkerLostError, TimeLimitExceeded)
         for signal, receiver in self._receivers(signals):
             signal.connect(receiver, weak=False, dispatch_uid=(id(self), receiver.__name__))
-        if not _instrumented:
-            _connect_process_receivers(signals)
-        _instrumented.append(self)
+        if not celery_process.instrumented:
+            celery_process.connect(signals)
+        celery_process.instrumented.append(self)
 
     def disconnect(self) -> None:
         """Disconnect the receivers; this app's tasks are no longer measured here."""
         from celery import signals
 
-        if self not in _instrumented:
+        if self not in celery_process.instrumented:
             return
-        _instrumented.remove(self)
+        celery_process.instrumented.remove(self)
         for signal, receiver in self._receivers(signals):
             signal.disconnect(receiver, dispatch_uid=(id(self), receiver.__name__))
-        if not _instrumented:
-            _disconnect_process_receivers(signals)
+        if not celery_process.instrumented:
+            celery_process.disconnect(signals)
 
     def _receivers(self, signals: Any) -> list[tuple[Any, Callable[..., None]]]:
         return [
@@ -299,6 +215,8 @@ class TaskInstrumentation:
         ]
 
     # -- a task's run, on the thread that runs it ---------------------------------------
+    # These two run for every task: the usual case is written out (a success, a finite
+    # float stamp, one client), the rest is in methods of their own.
     def task_started(
         self, sender: Task | None = None, task_id: str | None = None, **_: Any
     ) -> None:
@@ -310,17 +228,24 @@ class TaskInstrumentation:
             if kind is None:
                 return  # another app's task
             state = TaskState()
-            state.kind, state.owner, state.task_id = kind, self, task_id
+            state.kind = kind
+            state.owner = self
+            state.task_id = task_id
             outer = current_unit.get()
             if outer is not None:
                 state.outer = outer
-            request = sender.request  # type: ignore[union-attr]
+            request = sender.request_stack.top  # type: ignore[union-attr]  # the tracer's
             if not request.is_eager:
-                self._note_wait(state, getattr(request, DUE_HEADER, None))
+                due = getattr(request, DUE_HEADER, None)
+                if type(due) is float and due - due == 0.0:  # finite (inf - inf is nan)
+                    waited = self.clock() - due
+                    state.waited = waited if waited > 0 else 0.0  # skew, an ETA met early
+                else:
+                    note_wait(state, due, self.clock)
             state.token = current_unit.set(state)
             state.start = perf_counter()
         except Exception as failure:
-            self._failed("task not measured", failure)
+            self.failed("task not measured", failure)
 
     def task_ended(
         self,
@@ -340,42 +265,45 @@ class TaskInstrumentation:
                 current_unit.reset(unit.token)
             except ValueError:  # set in another context: leave it as the task found it
                 current_unit.set(unit.outer)
-            outcome = OUTCOMES.get(state, OTHER)
-            raised = None
-            if outcome == FAILURE:
-                raised = retval if isinstance(retval, BaseException) else sys.exc_info()[1]
-            error = schema.error_type(raised) if raised is not None else None
-            tags = unit.kind.outcome(outcome, error)
-            # A process being stopped (a hard time limit's or a revoke's SIGTERM, a cold
-            # shutdown): the main process reports the outcome (task_lost, task_revoked).
-            stopped = isinstance(raised, SystemExit | KeyboardInterrupt)
-            self.recorder().record(unit, tags, end - unit.start, outcome=not stopped)
+            if state == SUCCESS:
+                tags, counted = unit.kind.success, True
+            else:
+                tags, counted = self._outcome_of(unit.kind, state, retval)
+            recorder = self._recorder
+            client = self._fixed_client or self._client()
+            if recorder is None or recorder.publisher is not client.publisher:
+                recorder = self.recorder()
+            elif self._namespace is not None:
+                recorder.namespace = self._namespace()
+            recorder.record(unit, tags, end - unit.start, counted)
         except Exception as failure:
-            self._failed("task not recorded", failure)
+            self.failed("task not recorded", failure)
 
-    def _note_wait(self, state: TaskState, due: object) -> None:
-        if due is None:
-            state.unmeasured = NO_STAMP
-            return
-        try:
-            stamp = float(due)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            stamp = math.nan
-        if type(due) not in (int, float) or not math.isfinite(stamp):
-            state.unmeasured = BAD_STAMP
-            return
-        waited = self.clock() - stamp
-        state.waited = waited if waited > 0 else 0.0  # clock skew, or an ETA met early
+    def _outcome_of(
+        self, kind: TaskKind, state: str | None, retval: object
+    ) -> tuple[Mapping[str, str], bool]:
+        """Return the tags of a task that did not succeed, and whether to count its outcome
+        here: a process being stopped (a hard time limit's or a revoke's SIGTERM, a cold
+        shutdown) leaves the outcome to the main process (task_lost, task_revoked)."""
+        outcome = OUTCOMES.get(state, OTHER)
+        raised = None
+        if outcome == FAILURE:
+            raised = retval if isinstance(retval, BaseException) else sys.exc_info()[1]
+        error = schema.error_type(raised) if raised is not None else None
+        return kind.outcome(outcome, error), not isinstance(raised, SystemExit | KeyboardInterrupt)
 
     def recorder(self) -> TaskRecorder:
         """Return the recorder for the client in use now (it changes on a settings reset)."""
-        client = self._client()
+        client = self._fixed_client or self._client()
         recorder = self._recorder
         if recorder is None or recorder.publisher is not client.publisher:
             recorder = self._recorder = TaskRecorder(
                 client, tags=self._tags, level=self.level, db_level=self.db_level
             )
-        recorder.namespace = self._namespace()
+        if self._namespace is not None:
+            recorder.namespace = self._namespace()
+        else:
+            recorder.namespace = self._fixed_namespace
         return recorder
 
     def _kind_of(self, task: object) -> TaskKind | None:
@@ -422,7 +350,7 @@ class TaskInstrumentation:
                     schema.TASK_OUTCOMES, level=self.level, tags=kind.outcome(outcome, error)
                 )
         except Exception as failure:
-            self._failed("outcome not counted", failure)
+            self.failed("outcome not counted", failure)
 
     def beat_started(self, sender: object = None, **_: Any) -> None:
         """``beat_init``: beat's process sends after each publish (an embedded beat is
@@ -442,7 +370,7 @@ class TaskInstrumentation:
         due = self.clock()
         eta = headers.get("eta")
         if eta is not None:
-            due = max(due, _timestamp(eta, due))
+            due = max(due, eta_timestamp(eta, due))
         headers[DUE_HEADER] = due
 
     def count_published(self, name: object) -> None:
@@ -457,91 +385,11 @@ class TaskInstrumentation:
         if self.beat:
             lifecycle.send_all(BEAT_SEND_TIMEOUT)
 
-    def _failed(self, what: str, failure: Exception) -> None:
+    def failed(self, what: str, failure: Exception) -> None:
+        """Count a failure of these hooks (never raised into a task or a publish)."""
         with contextlib.suppress(Exception):  # not even a client: nothing to count with
             self._client().publisher.reject(HOOK_FAILED, f"{what}: {failure!r}")
 
 
-def _constant(value: str | None) -> Callable[[], str | None]:
+def _constant(value: T) -> Callable[[], T]:
     return lambda: value
-
-
-def _timestamp(eta: object, default: float) -> float:
-    """Return an ETA header (ISO 8601; naive means UTC, as Celery reads it) as seconds."""
-    try:
-        when = datetime.fromisoformat(eta) if isinstance(eta, str) else None
-    except ValueError:
-        return default
-    if when is None:
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-# -- process-wide receivers: publishing (no app in its signals), a prefork child's exit -------
-# The instrumentation that stamped the message being published on this thread, for the
-# after_task_publish that follows (its signal carries no properties).
-_publishing = threading.local()
-
-
-def _owner(name: object, properties: object) -> TaskInstrumentation | None:
-    """Return the instrumentation of the app publishing: the one whose per-thread id is
-    the message's ``reply_to`` (as ``app.send_task`` sets it), else the one that registers
-    ``name``, else the first one made."""
-    reply_to = properties.get("reply_to") if isinstance(properties, dict) else None
-    if reply_to is not None:
-        for found in _instrumented:
-            if found.app.thread_oid == reply_to:
-                return found
-    for found in _instrumented:
-        if isinstance(name, str) and name in found.app.tasks:
-            return found
-    return _instrumented[0] if _instrumented else None
-
-
-def _before_publish(
-    sender: object = None, headers: Any = None, properties: Any = None, **_: Any
-) -> None:
-    _publishing.owner = None
-    try:
-        owner = _publishing.owner = _owner(sender, properties)
-        if owner is not None and isinstance(headers, dict):
-            owner.stamp(headers)
-    except Exception as failure:
-        if _instrumented:
-            (_publishing.owner or _instrumented[0])._failed("task not stamped", failure)
-
-
-def _after_publish(sender: object = None, **_: Any) -> None:
-    owner = getattr(_publishing, "owner", None)
-    _publishing.owner = None
-    if owner is not None:
-        try:
-            owner.count_published(sender)
-        except Exception as failure:
-            owner._failed("publish not counted", failure)
-
-
-def _child_exits(**_: Any) -> None:
-    """``worker_process_shutdown``: a prefork child is about to leave through ``os._exit``
-    (no atexit): send what it recorded, waiting at most each client's linger."""
-    lifecycle.close_all()
-
-
-def _process_receivers(signals: Any) -> list[tuple[Any, Callable[..., None]]]:
-    return [
-        (signals.before_task_publish, _before_publish),
-        (signals.after_task_publish, _after_publish),
-        (signals.worker_process_shutdown, _child_exits),
-    ]
-
-
-def _connect_process_receivers(signals: Any) -> None:
-    for signal, receiver in _process_receivers(signals):
-        signal.connect(receiver, weak=False, dispatch_uid=f"zibrato.{receiver.__name__}")
-
-
-def _disconnect_process_receivers(signals: Any) -> None:
-    for signal, receiver in _process_receivers(signals):
-        signal.disconnect(receiver, dispatch_uid=f"zibrato.{receiver.__name__}")
