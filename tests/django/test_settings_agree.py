@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import celery_agree
+import celery_site
 import pytest
 from django.test import override_settings
 from flask import Flask
@@ -61,7 +61,7 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("ZIBRATO_CURVE", raising=False)
     yield
     clients.close_all(linger=0)
-    celery.uninstrument(celery_agree.app)  # a Flask app measures its tasks until then
+    celery.uninstrument(celery_site.app)  # a Flask app measures its tasks until then
 
 
 def in_django(key: str, value: Any, extra: Mapping[str, Any] | None = None) -> Value | Refused:
@@ -188,12 +188,12 @@ TABLE: list[tuple[str, Any, Any]] = [
     ("INSECURE", True, Value(True)),
     ("INSECURE", "yes", Refused("'yes': use True or False")),
     ("CELERY", None, Value(None)),
-    ("CELERY", "celery_agree:app", Value("celery_agree:app")),
-    ("CELERY", "celery_agree.app", Value("celery_agree.app")),
-    ("CELERY", celery_agree.app, Value(celery_agree.app)),
+    ("CELERY", "celery_site:app", Value("celery_site:app")),
+    ("CELERY", "celery_site.app", Value("celery_site.app")),
+    ("CELERY", celery_site.app, Value(celery_site.app)),
     ("CELERY", "no_such_module:app", Refused("'no_such_module:app': cannot import it")),
-    ("CELERY", "celery_agree:not_an_app", Refused("is a object, not a Celery app")),
-    ("CELERY", "celery_agree", Refused("'celery_agree': use where your Celery app is")),
+    ("CELERY", "celery_site:not_an_app", Refused("is a object, not a Celery app")),
+    ("CELERY", "celery_site", Refused("'celery_site': use where your Celery app is")),
     ("CELERY", True, Refused("True: use where your Celery app is")),
     ("CELERY", "proj.celery:²", Refused("use where your Celery app is")),
 ]
