@@ -11,6 +11,9 @@ batch span processor, exporting to an exporter that discards the spans: a real o
 more), read after a pause that lets it finish the batch's work.
 
 * bare: no receiver connected (Celery then skips its signals entirely);
+* celery signals: a receiver that does nothing on ``task_prerun`` and ``task_postrun``:
+  what Celery's own dispatch of the two signals costs, which every signal-based
+  instrumentation pays (Zibrato's and OpenTelemetry's);
 * zibrato: ``zibrato.celery.instrument(app)``: the task's duration, outcome, queue wait;
 * opentelemetry: ``CeleryInstrumentor().instrument()`` with the SDK's tracer provider.
 
@@ -32,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _zibrato_sink  # noqa: E402
-from celery import Celery  # noqa: E402
+from celery import Celery, signals  # noqa: E402
 from celery.app.trace import build_tracer  # noqa: E402
 
 from zibrato import Zibrato  # noqa: E402
@@ -104,6 +107,20 @@ class OpenTelemetry:
         self.instrumentor.uninstrument()
 
 
+def empty_receiver(**named: Any) -> None:
+    """Does nothing: what Celery's dispatch of a task's two signals costs by itself."""
+
+
+def connect_empty_receivers() -> None:
+    signals.task_prerun.connect(empty_receiver, weak=False)
+    signals.task_postrun.connect(empty_receiver, weak=False)
+
+
+def disconnect_empty_receivers() -> None:
+    signals.task_prerun.disconnect(empty_receiver)
+    signals.task_postrun.disconnect(empty_receiver)
+
+
 def run_batch(app: Celery, task: Any, batch: int) -> float:
     """Run ``batch`` tasks through a fresh tracer; return the calling thread's CPU seconds."""
     trace = build_tracer(task.name, task, app=app, hostname="bench@localhost")
@@ -131,11 +148,20 @@ def main(argv: list[str]) -> None:
         run_batch(app, task, 200)
         otel.off()
         publisher_cpu = thread_clock("zibrato-publisher")
-        span_cpu = thread_clock("OtelBatchSpanProcessor")
-        calling: dict[str, list[float]] = {"bare": [], "zibrato": [], "opentelemetry": []}
+        span_cpu = thread_clock("OtelBatchSpanRecordProcessor")
+        calling: dict[str, list[float]] = {
+            "bare": [],
+            "celery signals": [],
+            "zibrato": [],
+            "opentelemetry": [],
+        }
         background: dict[str, list[float]] = {"zibrato": [], "opentelemetry": []}
         for _ in range(pairs):
             calling["bare"].append(run_batch(app, task, batch) / batch)
+
+            connect_empty_receivers()
+            calling["celery signals"].append(run_batch(app, task, batch) / batch)
+            disconnect_empty_receivers()
 
             zibrato_celery.instrument(app, client=client)
             before = publisher_cpu()
@@ -155,10 +181,13 @@ def main(argv: list[str]) -> None:
     finally:
         stop()
     bare = statistics.median(calling["bare"])
+    signal_cost = statistics.median(calling["celery signals"])
     print(f"celery tracer, {pairs} alternating batches of {batch} tasks (medians, CPU per task)")
     for name, values in calling.items():
         median = statistics.median(values)
         extra = "" if name == "bare" else f"  (+{(median - bare) * 1e6:5.2f} us over bare)"
+        if name == "zibrato":
+            extra += f", of which Zibrato's own {(median - signal_cost) * 1e6:5.2f} us"
         behind = background.get(name)
         thread = f"; background thread {statistics.median(behind) * 1e6:5.2f} us" if behind else ""
         print(f"  {name:14s} calling thread {median * 1e6:6.2f} us{extra}{thread}")
