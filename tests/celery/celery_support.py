@@ -28,7 +28,7 @@ PRODUCER_SKEW = 30.0
 
 
 class BrokerAddresses(NamedTuple):
-    """Where the session's zibrato broker listens."""
+    """Where the worker tests' zibrato broker listens."""
 
     frontend: str
     backend: str

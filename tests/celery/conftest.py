@@ -1,6 +1,6 @@
 """Fixtures of the Celery tests: a real Redis, a real zibrato broker, real workers.
 
-The session shares one Redis, one broker and one worker per pool (prefork with every
+The worker tests (one module) share one Redis, one broker and one worker per pool (prefork with every
 child exiting after one task, threads, solo), each on a queue of its own and with a
 ``SOURCE`` of its own, so tests tell their events apart; a test that stops a worker
 starts its own. The test process publishes through ``taskapp.app``, instrumented with an
@@ -32,15 +32,15 @@ from zibrato import Zibrato
 from zibrato.framework import celery
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerAddresses]:
-    """One zibrato broker for the session (the ``subscribe`` fixture reads from it)."""
+    """One zibrato broker for the module (the ``subscribe`` fixture reads from it)."""
     process = SiteProcess(
         [
             *(sys.executable, "-m", "zibrato", "broker"),
@@ -58,7 +58,7 @@ def broker() -> Iterator[BrokerAddresses]:
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def workers(redis: RedisServer, broker: BrokerAddresses) -> Iterator[dict[str, SiteProcess]]:
     """One worker per pool (started together), on queues and sources named after it."""
     started: dict[str, SiteProcess] = {}
@@ -75,7 +75,7 @@ def workers(redis: RedisServer, broker: BrokerAddresses) -> Iterator[dict[str, S
             stop(worker)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def producer(redis: RedisServer, broker: BrokerAddresses) -> Iterator[Zibrato]:
     """``taskapp.app`` on the test's Redis, instrumented in this process; its client."""
     taskapp.app.conf.broker_url = redis.url

@@ -30,8 +30,10 @@ ENDPOINTS = (
     "/api/metrics",
     "/api/series",
     "/api/health",
+    "/api/tasks",
+    "/api/task",
 )
-NAMES = ("window", "end", "route", "name", "stat", "tag", "type", "x", "", "window[]")
+NAMES = ("window", "end", "route", "name", "stat", "tag", "type", "task", "x", "", "window[]")
 NUMBERS = (
     "300",
     "0",
