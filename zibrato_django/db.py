@@ -19,11 +19,11 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from zibrato.framework import schema
-from zibrato.framework.units import current_unit
+from zibrato.framework.units import OperationRecorder, current_unit
 from zibrato_django import failures, zibrato
 
-# The operation tags of every alias and statement, shared by every connection.
-_tags = schema.TagCache()
+# Each query's own timer, by alias and operation, shared by every connection.
+_operations = OperationRecorder(schema.TagCache())
 
 
 def measure_query(
@@ -40,12 +40,7 @@ def measure_query(
             state = current_unit.get()
             if state is not None:
                 state.add_query(alias, sql, elapsed)
-            zibrato.timing(
-                schema.DB_OPERATION_DURATION,
-                elapsed,
-                level=schema.DB_OPERATION_LEVEL,
-                tags=_tags.operation(alias, sql),
-            )
+            _operations.record(zibrato, alias, sql, elapsed)
         except Exception as exc:
             failures.report("django_db_hook", exc)
 

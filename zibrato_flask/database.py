@@ -34,9 +34,8 @@ from flask import (
 )
 
 from zibrato.client import Zibrato
-from zibrato.framework import schema
 from zibrato.framework.schema import TagCache
-from zibrato.framework.units import QueryTally, current_unit
+from zibrato.framework.units import OperationRecorder, QueryTally, current_unit
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
 
 if TYPE_CHECKING:
@@ -122,7 +121,7 @@ class EngineHooks:
     def __init__(self, namespace: str, client: Callable[[], Zibrato]) -> None:
         self.namespace = namespace
         self.client = client  # for queries outside any instrumented app
-        self.tags = TagCache()
+        self.operations = OperationRecorder(TagCache())
 
     def before_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -155,12 +154,7 @@ class EngineHooks:
                 if tally is not None:
                     tally.add(self.namespace, statement, seconds)
             client = client or self.client()
-            client.timing(
-                schema.DB_OPERATION_DURATION,
-                seconds,
-                level=schema.DB_OPERATION_LEVEL,
-                tags=self.tags.operation(self.namespace, statement),
-            )
+            self.operations.record(client, self.namespace, statement, seconds)
         except Exception as failure:
             (client or self.client()).publisher.reject(
                 HOOK_FAILED, f"query not counted: {failure!r}"

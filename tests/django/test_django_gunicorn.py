@@ -1,4 +1,4 @@
-"""R3 (issue 9): gunicorn ``--preload`` with 4 sync and with 4 gthread workers.
+"""R3 (issue 9): gunicorn ``--preload`` with 4 sync, 4 gthread and 4 gevent workers.
 
 The test site is served by a real gunicorn through a real broker subprocess. The app's
 own code records a metric at import (``djtest/wsgi.py``), so under ``--preload`` the
@@ -17,7 +17,7 @@ from gunicorn_support import every_workers_events_arrive_once
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 def test_r3_every_gunicorn_workers_events_arrive_once(tmp_path: Path, worker_class: str) -> None:
     every_workers_events_arrive_once(
         app="djtest.wsgi:application",
@@ -28,4 +28,20 @@ def test_r3_every_gunicorn_workers_events_arrive_once(tmp_path: Path, worker_cla
         path="/pid/",
         route="pid/",
         loaded="djtest.loaded",
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_gunicorn_stops_in_time_with_the_broker_frozen(tmp_path: Path, worker_class: str) -> None:
+    every_workers_events_arrive_once(
+        app="djtest.wsgi:application",
+        env=lambda frontend: site_env(
+            DJTEST_PUBLISH=frontend, DJTEST_DB=str(tmp_path / "db.sqlite3")
+        ),
+        worker_class=worker_class,
+        path="/pid/",
+        route="pid/",
+        loaded="djtest.loaded",
+        broker_frozen_at_stop=True,
     )

@@ -26,7 +26,7 @@ def site_env(frontend: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 def test_r3_every_gunicorn_workers_events_arrive_once(worker_class: str) -> None:
     every_workers_events_arrive_once(
         app="gunicorn_site:app",
@@ -35,4 +35,18 @@ def test_r3_every_gunicorn_workers_events_arrive_once(worker_class: str) -> None
         path="/pid",
         route="/pid",
         loaded="flasktest.loaded",
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+def test_gunicorn_stops_in_time_with_the_broker_frozen(worker_class: str) -> None:
+    every_workers_events_arrive_once(
+        app="gunicorn_site:app",
+        env=site_env,
+        worker_class=worker_class,
+        path="/pid",
+        route="/pid",
+        loaded="flasktest.loaded",
+        broker_frozen_at_stop=True,
     )

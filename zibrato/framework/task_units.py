@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping
 from contextvars import Token
 from datetime import UTC, datetime
 
+from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.schema import TASK_DATABASE, UnitTags, bounded
-from zibrato.framework.units import UnitRecorder, UnitState, published_events
-from zibrato.protocol import COUNTER, TIMER, Event
+from zibrato.framework.schema import TASK_DATABASE, TagCache, UnitTags, bounded
+from zibrato.framework.units import SeriesCache, UnitRecorder, UnitState
+from zibrato.protocol import COUNTER, TIMER
 
 # The header the publishing side stamps: when the task became due, in seconds since the
 # epoch (its publish time, or its ETA when that is later).
@@ -92,9 +93,33 @@ class TaskState(UnitState):
 
 
 class TaskRecorder(UnitRecorder):
-    """Record whole tasks of one app into one client: every event of a task at once."""
+    """Record whole tasks of one app into one client: every value of a task at once, into
+    the series of the task's cached tags (a few list appends per task)."""
 
-    __slots__ = ()
+    __slots__ = ("_outcomes", "_runs", "_unmeasured", "_waits")
+
+    def __init__(
+        self,
+        client: Zibrato,
+        *,
+        tags: TagCache,
+        level: str = schema.TASK_LEVEL,
+        db_level: str = schema.DB_REQUEST_LEVEL,
+        namespace: str | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            tags=tags,
+            level=level,
+            db_level=db_level,
+            namespace=namespace,
+            database=TASK_DATABASE,
+        )
+        in_level = self._level or level
+        self._runs = SeriesCache(client, in_level, TIMER, schema.TASK_DURATION)
+        self._outcomes = SeriesCache(client, in_level, COUNTER, schema.TASK_OUTCOMES)
+        self._waits = SeriesCache(client, in_level, TIMER, schema.TASK_QUEUE_DURATION)
+        self._unmeasured = SeriesCache(client, in_level, COUNTER, schema.TASK_QUEUE_UNMEASURED)
 
     def record(
         self, state: TaskState, tags: Mapping[str, str], seconds: float, counted: bool = True
@@ -102,38 +127,21 @@ class TaskRecorder(UnitRecorder):
         """Record one task that ran for ``seconds``, its outcome in ``tags`` (counted unless
         ``counted`` is False: the worker's main process counts it)."""
         kind = state.kind
-        waited = state.waited
-        if counted and waited is not None:  # the usual case, written out
-            events: list[Event] = [
-                (TIMER, schema.TASK_DURATION, seconds, None, tags),
-                (COUNTER, schema.TASK_OUTCOMES, 1, None, tags),
-                (TIMER, schema.TASK_QUEUE_DURATION, waited, None, kind.unit.unit),
-            ]
-        else:
-            events = [(TIMER, schema.TASK_DURATION, seconds, None, tags)]
+        if self._level is not None:
+            self._runs.get(tags).add(seconds)
             if counted:
-                events.append((COUNTER, schema.TASK_OUTCOMES, 1, None, tags))
-            if waited is not None:
-                events.append((TIMER, schema.TASK_QUEUE_DURATION, waited, None, kind.unit.unit))
+                self._outcomes.get(tags).add(1)
+            if state.waited is not None:
+                self._waits.get(kind.unit.unit).add(state.waited)
             elif state.unmeasured is not None:
-                reason = kind.unmeasured(state.unmeasured)
-                events.append((COUNTER, schema.TASK_QUEUE_UNMEASURED, 1, None, reason))
+                self._unmeasured.get(kind.unmeasured(state.unmeasured)).add(1)
         if state.tally is not None or self.namespace is not None:
-            self._add_database(events, kind.unit, state.tally, TASK_DATABASE)
+            self._record_database(kind.unit, state.tally)
         if state.published is not None:
-            events += published_events(state.published, kind.unit)
+            self._record_published(kind.unit, state.published)
         # celery.task.breakdown goes here once the request breakdown (branch h4,
         # zibrato/framework/breakdown.py) has landed: the task's exclusive times per
         # component, from the same code as http.server.request.breakdown.
-        sink = self._unit
-        if sink is not None:
-            # append_all(), written out: this runs for every task.
-            queue = sink.queue
-            if len(queue) + len(events) <= sink.soft_cap:
-                queue.extend(events)
-            else:
-                for event in events:
-                    sink.overflow(queue, event)
 
 
 def note_wait(state: TaskState, due: object, clock: Callable[[], float]) -> None:

@@ -30,11 +30,15 @@ percentiles count the units that ran none.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
+from typing import Any
 
 from zibrato import levels
 from zibrato.client import Zibrato
 from zibrato.framework.schema import (
+    DB_OPERATION_DURATION,
+    DB_OPERATION_LEVEL,
     DB_REQUEST_LEVEL,
     EXCEPTIONS,
     EXCEPTIONS_LEVEL,
@@ -45,15 +49,20 @@ from zibrato.framework.schema import (
     UNMATCHED_ROUTE,
     VIEW_DURATION,
     DatabaseNames,
+    RequestTags,
     TagCache,
     UnitTags,
 )
-from zibrato.instruments import LevelBuffer
-from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
+from zibrato.instruments import LevelBuffer, append_event
+from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER
+from zibrato.series import Series
 
 # Distinct SQL texts remembered per request to spot duplicates; past this, a request that
 # runs ever-new statements stops growing memory and its later duplicates go uncounted.
 MAX_DISTINCT_STATEMENTS = 10_000
+# Tag objects whose series a recorder or a SeriesCache remembers (the TagCache's are bounded
+# too); past this, a series is found by its tags' content (slower, same result).
+MAX_CACHED_SERIES = 10_000
 # Distinct task names one unit counts as published (names are bounded already: a cap all
 # the same); past it, only the names already seen are counted.
 MAX_PUBLISHED_NAMES = 100
@@ -152,27 +161,111 @@ class RequestState(UnitState):
 current_unit: ContextVar[UnitState | None] = ContextVar("zibrato_unit", default=None)
 
 
-def append_all(sink: LevelBuffer, events: list[Event]) -> None:
-    """Append ``events`` to one level's buffer as a client would, one length check for all."""
-    queue = sink.queue
-    if len(queue) + len(events) <= sink.soft_cap:
-        queue.extend(events)
-    else:
-        for event in events:
-            sink.overflow(queue, event)
+class SeriesCache:
+    """One metric's series (``zibrato.series``) per tags object, for one publisher.
+
+    The tag dictionaries of the framework kit are made once per combination and kept
+    (``TagCache``): a series found by the object's identity costs one lookup, where
+    finding it by the tags' content would hash them on every request.
+
+    >>> cache = SeriesCache(client, "debug", TIMER, "db.operation")  # doctest: +SKIP
+    >>> cache.get(tags).add(0.002)
+
+    When the publisher makes no series for some tags (too many series, or tags a batch
+    may not carry), values are recorded as events instead, where the publisher counts
+    what is invalid: :class:`EventWriter`.
+    """
+
+    __slots__ = ("_by_id", "client", "kind", "level", "name")
+
+    def __init__(self, client: Zibrato, level: str, kind: int, name: str) -> None:
+        self.client = client
+        self.level = levels.normalize(level)
+        self.kind = kind
+        self.name = name
+        self._by_id: dict[int, tuple[Mapping[str, str] | None, Series | EventWriter]] = {}
+
+    def get(self, tags: Mapping[str, str] | None) -> Series | EventWriter:
+        """Return where to record values with ``tags``: their series, or events."""
+        found = self._by_id.get(id(tags))
+        if found is not None and found[0] is tags:
+            return found[1]
+        series = recording(self.client, self.level, self.kind, self.name, tags)
+        if len(self._by_id) < MAX_CACHED_SERIES:
+            self._by_id[id(tags)] = (tags, series)  # holds ``tags``: its id stays its own
+        return series
+
+
+class EventWriter:
+    """Record values of one series as events (what :func:`recording` gives when the
+    publisher makes no series): the slower path, which the publisher checks."""
+
+    __slots__ = ("kind", "name", "sink", "tags")
+
+    def __init__(
+        self, sink: LevelBuffer, kind: int, name: str, tags: Mapping[str, str] | None
+    ) -> None:
+        self.sink = sink
+        self.kind = kind
+        self.name = name
+        self.tags = tags
+
+    def add(self, value: Any) -> None:
+        append_event(self.sink, (self.kind, self.name, value, None, self.tags))
+
+
+def recording(
+    client: Zibrato, level: str, kind: int, name: str, tags: Mapping[str, str] | None
+) -> Series | EventWriter:
+    """Return where the kit records values of one series at an enabled ``level``."""
+    series = client.publisher.series(level, kind, name, tags=tags, trusted=True)
+    if series is not None:
+        return series
+    sink = client._sink(level)
+    assert sink is not None  # the kit asks only for levels the client records
+    return EventWriter(sink, kind, name, tags)
+
+
+class RequestSeries:
+    """The series one kind of request records into (None: below the client's threshold)."""
+
+    __slots__ = ("error", "request", "view")
+
+    def __init__(
+        self,
+        request: Series | EventWriter | None,
+        view: Series | EventWriter | None,
+        error: Series | EventWriter | None,
+    ) -> None:
+        self.request = request
+        self.view = view
+        self.error = error
 
 
 class UnitRecorder:
-    """Record whole units of work of one front end into one client, all at once.
+    """Record whole units of work of one front end into one client: what every kind of
+    unit shares, the per-unit database metrics and the tasks a unit published.
 
-    The part every kind of unit shares: the client's buffers at the unit's level and at
-    the per-unit database level, and the per-unit database metrics. ``namespace`` is the
-    app's default database namespace, where a unit that ran no query records 0 (None:
-    the app has no database); a front end that finds the app's database later sets it
-    then.
+    ``level`` is the unit's metrics' level (the tasks it published are counted at it),
+    ``db_level`` the per-unit database metrics'; ``database`` names those metrics (a
+    request's, a task's). ``namespace`` is the app's default database namespace, where a
+    unit that ran no query records 0 (None: the app has no database); a front end that
+    finds the app's database later sets it then. Values go into the series of the
+    unit's cached tags (``zibrato.series``): a few list appends per unit.
     """
 
-    __slots__ = ("_database", "_same_level", "_unit", "client", "namespace", "publisher", "tags")
+    __slots__ = (
+        "_database",
+        "_duplicates",
+        "_durations",
+        "_level",
+        "_published",
+        "_queries",
+        "client",
+        "namespace",
+        "publisher",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -182,39 +275,48 @@ class UnitRecorder:
         level: str,
         db_level: str = DB_REQUEST_LEVEL,
         namespace: str | None = None,
+        database: DatabaseNames = REQUEST_DATABASE,
     ) -> None:
         self.client = client
         self.publisher = client.publisher
         self.tags = tags
         self.namespace = namespace
-        # The client's own buffers (None below its threshold), as its timers use them.
-        self._unit = client._sink(level)
-        self._database = client._sink(db_level)
-        self._same_level = levels.normalize(level) == levels.normalize(db_level)
+        # The levels this client records (None below its threshold: nothing recorded).
+        self._level = _enabled(client, level)
+        self._database = _enabled(client, db_level)
+        in_database = self._database or DB_REQUEST_LEVEL
+        self._queries = SeriesCache(client, in_database, DISTRIBUTION, database.queries)
+        self._durations = SeriesCache(client, in_database, TIMER, database.duration)
+        self._duplicates = SeriesCache(client, in_database, DISTRIBUTION, database.duplicates)
+        self._published = SeriesCache(client, self._level or level, COUNTER, TASK_PUBLISHED)
 
-    def _add_database(
-        self,
-        events: list[Event],
-        unit: UnitTags,
-        tally: QueryTally | None,
-        names: DatabaseNames = REQUEST_DATABASE,
-    ) -> None:
-        """Add the per-unit database events to ``events`` (or to their own level's buffer)."""
-        if tally is not None:
-            database = database_events(tally, unit, names)
-        elif self.namespace is not None:
-            database = zero_events(unit, self.namespace, names)
-        else:
+    def _record_database(self, unit: UnitTags, tally: QueryTally | None) -> None:
+        """Record the per-unit database metrics (queries, time, duplicates)."""
+        if self._database is None:
             return
-        if self._same_level:
-            events += database
-        elif self._database is not None:
-            append_all(self._database, database)
+        if tally is None:
+            if self.namespace is None:
+                return
+            tags = unit.database(self.namespace)
+            self._queries.get(tags).add(0)
+            self._durations.get(tags).add(0.0)
+            self._duplicates.get(unit.unit or None).add(0)
+            return
+        for namespace, (queries, seconds) in tally.namespaces.items():
+            tags = unit.database(namespace)
+            self._queries.get(tags).add(queries)
+            self._durations.get(tags).add(seconds)
+        self._duplicates.get(unit.unit or None).add(tally.duplicates)
+
+    def _record_published(self, unit: UnitTags, published: dict[str, int]) -> None:
+        """Record ``celery.task.published`` for the tasks one unit sent, by task name."""
+        if self._level is not None:
+            for task, count in published.items():
+                self._published.get(unit.published(task)).add(count)
 
     def record_unit(self, tally: QueryTally) -> None:
         """Record the queries of a unit of work that is neither a request nor a task."""
-        if self._database is not None:
-            append_all(self._database, database_events(tally, self.tags.route(None)))
+        self._record_database(self.tags.route(None), tally)
 
 
 class RequestRecorder(UnitRecorder):
@@ -223,12 +325,12 @@ class RequestRecorder(UnitRecorder):
     >>> recorder = RequestRecorder(client, tags=TagCache(), namespace="default")  # doctest: +SKIP
     >>> recorder.record(state, "GET", 0.012)
 
-    This runs for every request, so it skips the client's per-call checks and appends the
-    request's events in the client's own shape, all at once: the timers, the error's
-    counter, the per-request database metrics, the tasks it published.
+    This runs for every request, so it records bare values into the series of the
+    request's cached tags: a few list appends per request, and nothing per request for
+    the publisher thread to check.
     """
 
-    __slots__ = ("_error",)
+    __slots__ = ("_bound", "_error_level")
 
     def __init__(
         self,
@@ -242,64 +344,72 @@ class RequestRecorder(UnitRecorder):
         super().__init__(
             client, tags=tags, level=request_level, db_level=db_level, namespace=namespace
         )
-        self._error = client._sink(EXCEPTIONS_LEVEL)
+        self._error_level = _enabled(client, EXCEPTIONS_LEVEL)
+        self._bound: dict[RequestTags, RequestSeries] = {}
 
     def record(self, state: RequestState, method: str, seconds: float) -> None:
         """Record one request that took ``seconds``."""
         tags = self.tags.request(state.route, method, state.status, state.error, state.view_failed)
-        view = state.view
-        if view is None:
-            events: list[Event] = [(TIMER, REQUEST_DURATION, seconds, None, tags.request)]
-        else:
-            events = [
-                (TIMER, REQUEST_DURATION, seconds, None, tags.request),
-                (TIMER, VIEW_DURATION, view, None, tags.view),
-            ]
+        bound = self._bound.get(tags)
+        if bound is None:
+            bound = self._bind(tags)
+        if bound.request is not None:
+            bound.request.add(seconds)
+            if state.view is not None and bound.view is not None:
+                bound.view.add(state.view)
         if state.tally is not None or self.namespace is not None:
-            self._add_database(events, tags.db, state.tally)
+            self._record_database(tags.db, state.tally)
         if state.published is not None:
-            events += published_events(state.published, tags.db)
-        sink = self._unit
-        if sink is not None:
-            # append_all(), written out: this runs for every request.
-            queue = sink.queue
-            if len(queue) + len(events) <= sink.soft_cap:
-                queue.extend(events)
-            else:
-                for event in events:
-                    sink.overflow(queue, event)
-        if tags.error is not None and self._error is not None:
-            append_all(self._error, [(COUNTER, EXCEPTIONS, 1, None, tags.error)])
+            self._record_published(tags.db, state.published)
+        if bound.error is not None:
+            bound.error.add(1)
+
+    def _bind(self, tags: RequestTags) -> RequestSeries:
+        """Return the series of one kind of request (made once, kept while bounded)."""
+        client, level, error = self.client, self._level, self._error_level
+        bound = RequestSeries(
+            None
+            if level is None
+            else recording(client, level, TIMER, REQUEST_DURATION, tags.request),
+            None if level is None else recording(client, level, TIMER, VIEW_DURATION, tags.view),
+            None
+            if tags.error is None or error is None
+            else recording(client, error, COUNTER, EXCEPTIONS, tags.error),
+        )
+        if len(self._bound) < MAX_CACHED_SERIES:
+            self._bound[tags] = bound
+        return bound
 
 
-def database_events(
-    tally: QueryTally, unit: UnitTags, names: DatabaseNames = REQUEST_DATABASE
-) -> list[Event]:
-    """Return the per-unit database events of ``tally`` (queries, time, duplicates)."""
-    events: list[Event] = []
-    for namespace, (queries, seconds) in tally.namespaces.items():
-        tags = unit.database(namespace)
-        events.append((DISTRIBUTION, names.queries, queries, None, tags))
-        events.append((TIMER, names.duration, seconds, None, tags))
-    events.append((DISTRIBUTION, names.duplicates, tally.duplicates, None, unit.unit))
-    return events
+def _enabled(client: Zibrato, level: str) -> str | None:
+    """Return ``level``'s canonical name if ``client`` records it, else None."""
+    return levels.normalize(level) if client._sink(level) is not None else None
 
 
-def zero_events(
-    unit: UnitTags, namespace: str, names: DatabaseNames = REQUEST_DATABASE
-) -> list[Event]:
-    """Return the per-unit database events of a unit that ran no query."""
-    tags = unit.database(namespace)
-    return [
-        (DISTRIBUTION, names.queries, 0, None, tags),
-        (TIMER, names.duration, 0.0, None, tags),
-        (DISTRIBUTION, names.duplicates, 0, None, unit.unit),
-    ]
+class OperationRecorder:
+    """Record each query's own duration (``db.client.operation.duration``, level debug)
+    into the series of its namespace and operation, for whichever client is current.
 
+    >>> operations = OperationRecorder(TagCache())              # doctest: +SKIP
+    >>> operations.record(client, "default", "SELECT 1", 0.0004)
+    """
 
-def published_events(published: dict[str, int], unit: UnitTags) -> list[Event]:
-    """Return the ``celery.task.published`` counters of the tasks one unit published."""
-    return [
-        (COUNTER, TASK_PUBLISHED, count, None, unit.published(task))
-        for task, count in published.items()
-    ]
+    __slots__ = ("_cache", "_publisher", "tags")
+
+    def __init__(self, tags: TagCache) -> None:
+        self.tags = tags
+        self._publisher: object = None
+        self._cache: SeriesCache | None = None  # None: the client does not record the level
+
+    def record(self, client: Zibrato, namespace: str, statement: object, seconds: float) -> None:
+        """Record one query of ``namespace`` that took ``seconds``."""
+        if client.publisher is not self._publisher:  # the first query, or another client
+            self._publisher = client.publisher
+            enabled = client._sink(DB_OPERATION_LEVEL) is not None
+            self._cache = (
+                SeriesCache(client, DB_OPERATION_LEVEL, TIMER, DB_OPERATION_DURATION)
+                if enabled
+                else None
+            )
+        if self._cache is not None:
+            self._cache.get(self.tags.operation(namespace, statement)).add(seconds)
