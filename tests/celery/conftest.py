@@ -1,9 +1,9 @@
 """Fixtures of the Celery tests: a real Redis, a real zibrato broker, real workers.
 
-The worker tests (one module) share one Redis, one broker and one worker per pool (prefork with every
-child exiting after one task, threads, solo), each on a queue of its own and with a
-``SOURCE`` of its own, so tests tell their events apart; a test that stops a worker
-starts its own. The test process publishes through ``taskapp.app``, instrumented with an
+The worker tests (one module) share one Redis, one broker and one worker per pool
+(prefork with every child exiting after one task, threads, solo), each on a queue of its
+own and with a ``SOURCE`` of its own, so tests tell their events apart; a test that stops
+a worker starts its own. The test process publishes through ``taskapp.app``, instrumented with an
 injected clock (:data:`PRODUCER_SKEW` seconds behind the real one).
 """
 
