@@ -62,6 +62,7 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/django_profile.py 1500 3
 	$(BIN)/python bench/flask_request_overhead.py
 	$(BIN)/python bench/web_bytecodes.py flask django
+	$(BIN)/python bench/celery_task_overhead.py 40 2000
 	@if command -v valgrind >/dev/null 2>&1; then \
 	  $(BIN)/python bench/call_instructions.py; \
 	  $(BIN)/python bench/request_instructions.py flask django; \

@@ -3,9 +3,10 @@
 In this process, through the same serve loop as ``zibrato run``: the broker and three
 backends (the dashboard, prometheus, a short console summary). As child processes: the
 Django shop and the Flask warehouse, each under gunicorn with several worker processes,
-and the traffic generator. Prints where everything is and what to open first; Ctrl-C or
-SIGTERM (or ``--seconds`` / ``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush
-included. Every address is an option, so tests run it on ports the system picks (``:0``).
+the shop's Celery worker, and the traffic generator. Prints where everything is and what
+to open first; Ctrl-C or SIGTERM (or ``--seconds`` / ``$ZIBRATO_DEMO_SECONDS``) stops
+every part, a final flush included. Every address is an option, so tests run it on ports
+the system picks (``:0``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ NAME = "zibrato demo"
 # The console's short summary: what the traffic got, what raised, the 2013-API metrics.
 CONSOLE_NAMES = "demo.traffic.requests,http.server.exceptions,shop.report.*"
 EXIT_INTERRUPTED = 130
+WORKER_PROCESSES = 2  # the Celery worker's prefork children
 
 
 def backend_specs(settings: DemoSettings) -> list[dict[str, Any]]:
@@ -91,6 +93,7 @@ class DemoRunner(Runner):
             env = {PUBLISH_ENV: frontend, DATA_ENV: str(self.settings.data), RUN_ENV: self.marker}
             for site in self.sites:
                 self.children.append(site.start(env))
+            self.children.append(start_worker(self.settings, env))
             for site in self.sites:
                 site.wait_until_answering(self.stop_event)
             if self.stop_event.is_set():  # Ctrl-C while the sites were starting
@@ -136,6 +139,10 @@ class DemoRunner(Runner):
                 f"log in {site.log_path})"
             )
         lines.append(
+            f"Celery worker: the shop's order confirmations, prefork, {WORKER_PROCESSES} "
+            f"processes, on a SQLite queue (log in {self.settings.logs / 'worker.log'})"
+        )
+        lines.append(
             f"traffic: about {self.settings.rate:g} requests/s to the sites "
             f"(log in {self.settings.logs / 'traffic.log'})"
         )
@@ -146,6 +153,22 @@ class DemoRunner(Runner):
         if self.settings.seconds:
             lines.append(f"stopping by itself after {self.settings.seconds:g} s")
         return lines
+
+
+def start_worker(settings: DemoSettings, env: dict[str, str]) -> Child:
+    """Start the shop's Celery worker (demo_site/worker.py), prefork, on the SQLite queue."""
+    worker = Child(
+        "Celery worker",
+        [
+            *(sys.executable, "-m", "celery", "-A", "demo_site.worker", "worker"),
+            *("--pool=prefork", f"--concurrency={WORKER_PROCESSES}", "--loglevel=warning"),
+            *("--without-mingle", "--without-gossip", "--without-heartbeat"),
+        ],
+        log_path=settings.logs / "worker.log",
+        env=env,
+    )
+    worker.start()
+    return worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,19 @@
-"""The app: checks, DB hooks, model signals and settings reloads, installed in ``ready()``."""
+"""The app: checks, DB hooks, model signals, Celery tasks and settings reloads, in ``ready()``."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 from django.apps import AppConfig
 from django.core import checks
 from django.core.signals import got_request_exception, setting_changed
 from django.db.backends.signals import connection_created
+
+log = logging.getLogger("zibrato.django")
+# The Celery app whose tasks are measured now (ZIBRATO["CELERY"]), if any.
+_measured: list[Any] = []
 
 
 class ZibratoConfig(AppConfig):
@@ -17,7 +23,8 @@ class ZibratoConfig(AppConfig):
     verbose_name = "Zibrato metrics"
 
     def ready(self) -> None:
-        """Register the checks and connect the hooks (nothing is read or opened yet)."""
+        """Register the checks and connect the hooks (nothing is opened yet; the settings
+        are read for ``ZIBRATO["CELERY"]`` only)."""
         from zibrato_django import db, model_signals
         from zibrato_django.checks import check_settings
         from zibrato_django.middleware import note_unhandled
@@ -28,6 +35,7 @@ class ZibratoConfig(AppConfig):
         got_request_exception.connect(note_unhandled, dispatch_uid="zibrato_django.errors")
         db.install_on_existing()
         model_signals.connect()
+        measure_tasks()
 
 
 def reload_settings(setting: str, **kwargs: Any) -> None:
@@ -41,3 +49,37 @@ def reload_settings(setting: str, **kwargs: Any) -> None:
     clear_caches()
     if setting == SETTING and zibrato.started and client_keywords() != client_settings.used:
         zibrato.reset()
+    measure_tasks()
+
+
+def measure_tasks() -> None:
+    """Measure the tasks of the Celery app ``ZIBRATO["CELERY"]`` names (docs/celery.md),
+    with the shared client and the project's database; stop measuring a previous one.
+
+    A name that cannot be imported is ``manage.py check``'s ``zibrato.E007``; in a
+    process where no check ran, its line is logged once and tasks are not measured.
+    """
+    from zibrato.errors import ConfigError
+    from zibrato.framework import celery, settings
+    from zibrato_django import zibrato
+    from zibrato_django.conf import current, feature_enabled, request_plan, spell
+
+    config = current()
+    app = None
+    if config.celery is not None and feature_enabled(settings.TASKS, config):
+        try:
+            app = celery.load_app(config.celery)
+        except ConfigError as exc:
+            _log_once(f"{spell('CELERY')}: {exc}")
+    for old in _measured:
+        celery.uninstrument(old)
+    _measured.clear()
+    if app is not None:
+        plan = request_plan()
+        celery.instrument(app, client=zibrato, db_level=plan.db_level, namespace=plan.db_namespace)
+        _measured.append(app)
+
+
+@functools.cache
+def _log_once(line: str) -> None:
+    log.error("%s; tasks are not measured (manage.py check explains)", line)

@@ -2,11 +2,11 @@
 
 Every connection of every alias gets one :func:`measure_query` wrapper when it connects
 (``connection_created``), and connections that already exist when the app becomes ready
-get it then. Each query is timed; inside a request (the request state of
-:mod:`zibrato.framework.units`) it is also added to that request's tally, from which the
-middleware records ``db.client.request.*`` once at the end. Outside a request
-(management commands, workers, tests that query directly) a query records
-``db.client.operation.duration`` only.
+get it then. Each query is timed; inside a request or a Celery task (the unit
+of work of :mod:`zibrato.framework.units`) it is also added to that unit's tally, from which
+the middleware records ``db.client.request.*`` (the task's recorder ``db.client.task.*``)
+once at the end. Outside any (management commands, tests that query directly) a query
+records ``db.client.operation.duration`` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from zibrato.framework import schema
-from zibrato.framework.units import OperationRecorder, current_request
+from zibrato.framework.units import OperationRecorder, current_unit
 from zibrato_django import failures, zibrato
 
 # Each query's own timer, by alias and operation, shared by every connection.
@@ -37,7 +37,7 @@ def measure_query(
         elapsed = perf_counter() - start
         try:
             alias = context["connection"].alias
-            state = current_request.get()
+            state = current_unit.get()
             if state is not None:
                 state.add_query(alias, sql, elapsed)
             _operations.record(zibrato, alias, sql, elapsed)

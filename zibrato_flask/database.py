@@ -5,7 +5,8 @@ Each instrumented engine gets three listeners (``before_cursor_execute``,
 swapped or patched). Every query then:
 
 * adds to the tally of the unit of work it runs in: the request being served (recorded
-  with its ``http.route`` at teardown), or else the app context (a ``flask`` CLI command,
+  with its ``http.route`` at teardown), a Celery task (recorded with its name when it
+  ends), or else the app context (a ``flask`` CLI command,
   a script's ``with app.app_context()``: recorded without a route when the context ends);
 * records its own duration as ``db.client.operation.duration`` at level debug.
 
@@ -34,7 +35,7 @@ from flask import (
 
 from zibrato.client import Zibrato
 from zibrato.framework.schema import TagCache
-from zibrato.framework.units import OperationRecorder, QueryTally, current_request
+from zibrato.framework.units import OperationRecorder, QueryTally, current_unit
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class EngineHooks:
         seconds = end - starts.pop()
         client = None
         try:
-            state = current_request.get()
+            state = current_unit.get()
             if state is not None:
                 state.add_query(self.namespace, statement, seconds)
             else:

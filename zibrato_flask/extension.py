@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
+from zibrato.framework import celery
 from zibrato.framework.lazy import LazyZibrato
 from zibrato.framework.schema import TagCache
 from zibrato.framework.settings import Settings
-from zibrato.framework.units import RequestRecorder, current_request
+from zibrato.framework.units import RequestRecorder, current_unit
 from zibrato_flask import clients, database
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
@@ -141,6 +142,8 @@ class Zibrato(LazyZibrato):
         _check_engines_on_first_context(app, state)
         app.cli.add_command(zibrato_command)
         self._settings.adopt(self, settings)
+        if settings.celery is not None:
+            self._measure_tasks(settings.celery, state)
 
     def instrument_engine(self, engine: Engine, *, namespace: str | None = None) -> None:
         """Count ``engine``'s queries per request (``db.namespace``: given, else its database).
@@ -152,6 +155,17 @@ class Zibrato(LazyZibrato):
         namespace = namespace or database.namespace_of(engine)
         database.instrument(engine, namespace, lambda: self)
         self._settings.plain_engines.add(namespace)
+
+    def _measure_tasks(self, spec: object, state: AppState) -> None:
+        """Measure the tasks of ``ZIBRATO_CELERY`` (checked by init_app) with this app's
+        client and database: queries inside a task count per task (docs/celery.md)."""
+        celery_app = celery.load_app(spec)
+        celery.instrument(
+            celery_app,
+            client=state.client,
+            db_level=state.settings.db_level,
+            namespace=lambda: state.db_namespace,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self, linger: float | None = None) -> None:
@@ -208,7 +222,7 @@ def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
 
     def on_context(sender: Flask, **extra: Any) -> None:
         state.check_engines()
-        if "sqlalchemy" in sender.extensions or current_request.get() is not None:
+        if "sqlalchemy" in sender.extensions or current_unit.get() is not None:
             appcontext_pushed.disconnect(on_context)  # from every sender: forgotten
 
     appcontext_pushed.connect(on_context, sender=app, weak=False)

@@ -1,7 +1,9 @@
-"""What every web framework adapter records, framework-free: one metric schema for all.
+"""What every framework adapter records, framework-free: one metric schema for all.
 
 The Django and Flask adapters record the same names with the same tags (OpenTelemetry's
-semantic conventions), so one dashboard serves both. This module holds those names, the
+semantic conventions), so one dashboard serves both; Celery's tasks
+(:mod:`zibrato.framework.celery`) are units of work like requests, with names of their own
+and the same per-unit database metrics. This module holds those names, the
 rules that keep tag values bounded (a route template or ``<unmatched>``, never a raw path;
 an unknown HTTP method or SQL operation becomes ``_OTHER``), the rule that says what is
 an error, and the tag dictionaries, built once per combination. What one request
@@ -25,6 +27,7 @@ and no such exception carries ``error.type`` = the status code, and counts no ex
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from zibrato.protocol import MAX_TAG_LENGTH
 
@@ -36,12 +39,21 @@ DB_REQUEST_QUERIES = "db.client.request.queries"
 DB_REQUEST_DURATION = "db.client.request.duration"
 DB_REQUEST_DUPLICATES = "db.client.request.duplicates"
 DB_OPERATION_DURATION = "db.client.operation.duration"
+TASK_DURATION = "celery.task.duration"
+TASK_OUTCOMES = "celery.task.outcomes"
+TASK_QUEUE_DURATION = "celery.task.queue.duration"
+TASK_QUEUE_UNMEASURED = "celery.task.queue.unmeasured"
+TASK_PUBLISHED = "celery.task.published"
+DB_TASK_QUERIES = "db.client.task.queries"
+DB_TASK_DURATION = "db.client.task.duration"
+DB_TASK_DUPLICATES = "db.client.task.duplicates"
 
 # -- their levels (the adapters' defaults for the request and per-request DB metrics) ---------
 REQUEST_LEVEL = "info"
 DB_REQUEST_LEVEL = "info"
 EXCEPTIONS_LEVEL = "error"
 DB_OPERATION_LEVEL = "debug"
+TASK_LEVEL = "info"
 
 # -- tag keys --------------------------------------------------------------------------------
 ROUTE = "http.route"
@@ -50,6 +62,9 @@ STATUS = "http.response.status_code"
 ERROR_TYPE = "error.type"
 DB_NAMESPACE = "db.namespace"
 DB_OPERATION = "db.operation.name"
+TASK_NAME = "celery.task.name"
+TASK_OUTCOME = "celery.task.outcome"
+REASON = "reason"
 
 # -- bounded tag values ----------------------------------------------------------------------
 UNMATCHED_ROUTE = "<unmatched>"
@@ -105,6 +120,18 @@ def bounded(value: str) -> str:
     return value if len(value) <= MAX_TAG_LENGTH else value[:MAX_TAG_LENGTH]
 
 
+class DatabaseNames(NamedTuple):
+    """The names of one kind of unit's database metrics (a request's, a task's)."""
+
+    queries: str
+    duration: str
+    duplicates: str
+
+
+REQUEST_DATABASE = DatabaseNames(DB_REQUEST_QUERIES, DB_REQUEST_DURATION, DB_REQUEST_DUPLICATES)
+TASK_DATABASE = DatabaseNames(DB_TASK_QUERIES, DB_TASK_DURATION, DB_TASK_DUPLICATES)
+
+
 class TagCache:
     """Tag dictionaries built once per distinct combination and shared by every request.
 
@@ -117,7 +144,7 @@ class TagCache:
     def __init__(self, limit: int = MAX_CACHED_TAGS) -> None:
         self.limit = limit
         self._request: dict[tuple[str, str, str | int | None, str | None, bool], RequestTags] = {}
-        self._routes: dict[str | None, RouteTags] = {}
+        self._routes: dict[str | None, UnitTags] = {}
         self._operations: dict[tuple[str, str], Mapping[str, str]] = {}
         self._statements: dict[str, dict[object, Mapping[str, str]]] = {}
 
@@ -149,11 +176,11 @@ class TagCache:
                 self._request[key] = found
         return found
 
-    def route(self, route: str | None) -> RouteTags:
+    def route(self, route: str | None) -> UnitTags:
         """Return the tags of one route's metrics (``None``: a unit of work outside a request)."""
         found = self._routes.get(route)
         if found is None:
-            found = RouteTags(None if route is None else bounded(route))
+            found = UnitTags({} if route is None else {ROUTE: bounded(route)})
             if len(self._routes) < self.limit:
                 self._routes[route] = found
         return found
@@ -184,22 +211,38 @@ class TagCache:
         return found
 
 
-class RouteTags:
-    """The tags of one route's database metrics (or of a unit of work without a route)."""
+class UnitTags:
+    """The tags that name one kind of unit of work: a route (``{"http.route": ...}``), a
+    task (``{"celery.task.name": ...}``) or nothing (a command); and, built once from
+    them, the tags of its per-unit database metrics and of the tasks it published."""
 
-    __slots__ = ("_databases", "route")
+    __slots__ = ("_databases", "_published", "unit")
 
-    def __init__(self, route: str | None) -> None:
-        self.route: Mapping[str, str] = {} if route is None else {ROUTE: route}
+    def __init__(self, unit: Mapping[str, str]) -> None:
+        self.unit = unit
         self._databases: dict[str, Mapping[str, str]] = {}
+        self._published: dict[str, Mapping[str, str]] = {}
 
     def database(self, namespace: str) -> Mapping[str, str]:
-        """Return the tags of this route's per-request metrics of one ``db.namespace``."""
+        """Return the tags of this unit's per-unit database metrics of one ``db.namespace``."""
         found = self._databases.get(namespace)
         if found is None:
-            found = {**self.route, DB_NAMESPACE: bounded(namespace)}
+            found = {**self.unit, DB_NAMESPACE: bounded(namespace)}
             if len(self._databases) < MAX_CACHED_TAGS:
                 self._databases[namespace] = found
+        return found
+
+    def published(self, task: str) -> Mapping[str, str]:
+        """Return the tags of ``celery.task.published`` for ``task`` sent by this unit.
+
+        A task's own name stands for itself (one task publishing another keeps only the
+        name of the one it sent: a tag key holds one value).
+        """
+        found = self._published.get(task)
+        if found is None:
+            found = {**self.unit, TASK_NAME: task}
+            if len(self._published) < MAX_CACHED_TAGS:
+                self._published[task] = found
         return found
 
 
@@ -213,7 +256,7 @@ class RequestTags:
         request: Mapping[str, str],
         view: Mapping[str, str],
         error: Mapping[str, str] | None,
-        db: RouteTags,
+        db: UnitTags,
     ) -> None:
         self.request = request
         self.view = view
@@ -222,10 +265,10 @@ class RequestTags:
 
     @classmethod
     def build(
-        cls, route: RouteTags, method: str, status: str | None, error: str | None, view_failed: bool
+        cls, route: UnitTags, method: str, status: str | None, error: str | None, view_failed: bool
     ) -> RequestTags:
         """Return the tags for a request to ``route`` that ended with ``status``/``error``."""
-        view = {**route.route, METHOD: method}
+        view = {**route.unit, METHOD: method}
         request = dict(view)
         if status is not None:
             request[STATUS] = status
@@ -236,4 +279,4 @@ class RequestTags:
         request[ERROR_TYPE] = error
         if view_failed:
             view = {**view, ERROR_TYPE: error}
-        return cls(request, view, {**route.route, ERROR_TYPE: error}, route)
+        return cls(request, view, {**route.unit, ERROR_TYPE: error}, route)

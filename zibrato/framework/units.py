@@ -1,21 +1,25 @@
-"""One request's accounting, framework-free: its state, its queries, and recording it once.
+"""One unit of work's accounting, framework-free: its state, its queries, and recording it once.
 
-An adapter starts a request by setting :data:`current_request` to a new
-:class:`RequestState`; its hooks note what they learn on that object (the view's start
-and end, an error, each query through :meth:`RequestState.add_query`); when the request
-is over, the adapter resets the variable and hands the state to a
-:class:`RequestRecorder`, which appends all the request's events at once.
+A unit of work is a request (the Django and Flask adapters) or a Celery task
+(:mod:`zibrato.framework.celery`). Its front end starts it by setting :data:`current_unit`
+to a new state (a :class:`RequestState`, a task's state); the hooks note what they learn on
+that object (a view's start and end, an error, each query through
+:meth:`UnitState.add_query`, each task published); when the unit is over, the front end
+resets the variable and hands the state to its recorder (a :class:`RequestRecorder`, a
+task recorder: both :class:`UnitRecorder`), which appends all the unit's events at once.
 
 The state lives in a ``contextvars.ContextVar``, not a thread-local: it follows the
 request into async views and into ``sync_to_async`` / ``async_to_sync`` calls, which copy
 the context, and since the copy holds the same object, a query made on another thread
-still lands in its request's tally. A thread the application starts itself does not
-carry the context: its queries count as outside a request.
+still lands in its unit's tally. A thread the application starts itself does not carry
+the context: its queries count as outside a unit. A unit started inside another (a Celery
+task run eagerly inside a request) keeps the outer one as :attr:`UnitState.outer`: its
+queries count toward both.
 
-The per-request database rule (``docs/web-metrics.md``): once an app has a database,
-every measured request records its queries and DB time per namespace it used, and its
-duplicates; a request that used none records 0 for the app's default namespace, so that
-queries-per-request percentiles count the requests that ran none.
+The per-unit database rule (``docs/web-metrics.md``): once an app has a database, every
+measured unit records its queries and DB time per namespace it used, and its duplicates;
+a unit that used none records 0 for the app's default namespace, so that queries-per-unit
+percentiles count the units that ran none.
 
 >>> state = RequestState()
 >>> for _ in range(3):
@@ -35,19 +39,19 @@ from zibrato.client import Zibrato
 from zibrato.framework.schema import (
     DB_OPERATION_DURATION,
     DB_OPERATION_LEVEL,
-    DB_REQUEST_DUPLICATES,
-    DB_REQUEST_DURATION,
     DB_REQUEST_LEVEL,
-    DB_REQUEST_QUERIES,
     EXCEPTIONS,
     EXCEPTIONS_LEVEL,
+    REQUEST_DATABASE,
     REQUEST_DURATION,
     REQUEST_LEVEL,
+    TASK_PUBLISHED,
     UNMATCHED_ROUTE,
     VIEW_DURATION,
+    DatabaseNames,
     RequestTags,
-    RouteTags,
     TagCache,
+    UnitTags,
 )
 from zibrato.instruments import LevelBuffer, append_event
 from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER
@@ -59,6 +63,9 @@ MAX_DISTINCT_STATEMENTS = 10_000
 # Tag objects whose series a recorder or a SeriesCache remembers (the TagCache's are bounded
 # too); past this, a series is found by its tags' content (slower, same result).
 MAX_CACHED_SERIES = 10_000
+# Distinct task names one unit counts as published (names are bounded already: a cap all
+# the same); past it, only the names already seen are counted.
+MAX_PUBLISHED_NAMES = 100
 
 
 class QueryTally:
@@ -96,12 +103,41 @@ class QueryTally:
             self._seen.add(key)
 
 
-class RequestState:
-    """What one request accumulates until its adapter records it.
+class UnitState:
+    """What any unit of work accumulates until its front end records it: its queries, the
+    tasks it published, and the unit it runs inside.
 
-    Class-level defaults: a request sets only what it learns (cheaper than an
-    ``__init__``, and this is made for every request).
+    Class-level defaults: a unit sets only what it learns (cheaper than an ``__init__``,
+    and this is made for every request and every task).
     """
+
+    tally: QueryTally | None = None
+    # The unit this one runs inside (an eager task inside a request): it counts there too.
+    outer: UnitState | None = None
+    # Tasks published by this unit: bounded task name -> how many (recorded at its end).
+    published: dict[str, int] | None = None
+
+    def add_query(self, namespace: str, statement: object, seconds: float) -> None:
+        """Count one query of this unit (and of the units it runs inside)."""
+        tally = self.tally
+        if tally is None:
+            tally = self.tally = QueryTally()
+        tally.add(namespace, statement, seconds)
+        outer = self.outer
+        if outer is not None:
+            outer.add_query(namespace, statement, seconds)
+
+    def note_published(self, task: str) -> None:
+        """Count one task published by this unit (``task``: its bounded name)."""
+        published = self.published
+        if published is None:
+            self.published = {task: 1}
+        elif task in published or len(published) < MAX_PUBLISHED_NAMES:
+            published[task] = published.get(task, 0) + 1
+
+
+class RequestState(UnitState):
+    """What one request accumulates until its adapter records it."""
 
     route: str = UNMATCHED_ROUTE
     # The status as the framework gives it ("200 OK" or 200); None: no response was made.
@@ -112,14 +148,6 @@ class RequestState:
     view_start: float | None = None
     error: str | None = None
     view_failed = False
-    tally: QueryTally | None = None
-
-    def add_query(self, namespace: str, statement: object, seconds: float) -> None:
-        """Count one query of this request."""
-        tally = self.tally
-        if tally is None:
-            tally = self.tally = QueryTally()
-        tally.add(namespace, statement, seconds)
 
     def note_error(self, error: str, *, in_view: bool) -> None:
         """Note the request's error (the first one noted wins)."""
@@ -128,8 +156,9 @@ class RequestState:
             self.view_failed = in_view
 
 
-# The request being measured in this context (None outside requests and on excluded paths).
-current_request: ContextVar[RequestState | None] = ContextVar("zibrato_request", default=None)
+# The unit of work being measured in this context: a request (None on excluded paths),
+# a task; None outside any.
+current_unit: ContextVar[UnitState | None] = ContextVar("zibrato_unit", default=None)
 
 
 class SeriesCache:
@@ -221,27 +250,25 @@ class RequestSeries:
         self.error = error
 
 
-class RequestRecorder:
-    """Record whole requests of one app into one client, at the levels the app configured.
+class UnitRecorder:
+    """Record whole units of work of one front end into one client: what every kind of
+    unit shares, the per-unit database metrics and the tasks a unit published.
 
-    >>> recorder = RequestRecorder(client, tags=TagCache(), namespace="default")  # doctest: +SKIP
-    >>> recorder.record(state, "GET", 0.012)
-
-    ``namespace`` is the app's default database namespace, where a request that ran no
-    query records 0 (None: the app has no database); an adapter that finds the app's
-    database later sets it then. This runs for every request, so it records bare values
-    into the series of the request's cached tags (``zibrato.series``): a few list appends
-    per request, and nothing per request for the publisher thread to check.
+    ``level`` is the unit's metrics' level (the tasks it published are counted at it),
+    ``db_level`` the per-unit database metrics'; ``database`` names those metrics (a
+    request's, a task's). ``namespace`` is the app's default database namespace, where a
+    unit that ran no query records 0 (None: the app has no database); a front end that
+    finds the app's database later sets it then. Values go into the series of the
+    unit's cached tags (``zibrato.series``): a few list appends per unit.
     """
 
     __slots__ = (
-        "_bound",
         "_database",
         "_duplicates",
         "_durations",
-        "_error_level",
+        "_level",
+        "_published",
         "_queries",
-        "_request_level",
         "client",
         "namespace",
         "publisher",
@@ -253,23 +280,80 @@ class RequestRecorder:
         client: Zibrato,
         *,
         tags: TagCache,
-        request_level: str = REQUEST_LEVEL,
+        level: str,
         db_level: str = DB_REQUEST_LEVEL,
         namespace: str | None = None,
+        database: DatabaseNames = REQUEST_DATABASE,
     ) -> None:
         self.client = client
         self.publisher = client.publisher
         self.tags = tags
         self.namespace = namespace
         # The levels this client records (None below its threshold: nothing recorded).
-        self._request_level = _enabled(client, request_level)
-        self._error_level = _enabled(client, EXCEPTIONS_LEVEL)
+        self._level = _enabled(client, level)
         self._database = _enabled(client, db_level)
+        in_database = self._database or DB_REQUEST_LEVEL
+        self._queries = SeriesCache(client, in_database, DISTRIBUTION, database.queries)
+        self._durations = SeriesCache(client, in_database, TIMER, database.duration)
+        self._duplicates = SeriesCache(client, in_database, DISTRIBUTION, database.duplicates)
+        self._published = SeriesCache(client, self._level or level, COUNTER, TASK_PUBLISHED)
+
+    def _record_database(self, unit: UnitTags, tally: QueryTally | None) -> None:
+        """Record the per-unit database metrics (queries, time, duplicates)."""
+        if self._database is None:
+            return
+        if tally is None:
+            if self.namespace is None:
+                return
+            tags = unit.database(self.namespace)
+            self._queries.add(tags, 0)
+            self._durations.add(tags, 0.0)
+            self._duplicates.add(unit.unit or None, 0)
+            return
+        for namespace, (queries, seconds) in tally.namespaces.items():
+            tags = unit.database(namespace)
+            self._queries.add(tags, queries)
+            self._durations.add(tags, seconds)
+        self._duplicates.add(unit.unit or None, tally.duplicates)
+
+    def _record_published(self, unit: UnitTags, published: dict[str, int]) -> None:
+        """Record ``celery.task.published`` for the tasks one unit sent, by task name."""
+        if self._level is not None:
+            for task, count in published.items():
+                self._published.add(unit.published(task), count)
+
+    def record_unit(self, tally: QueryTally) -> None:
+        """Record the queries of a unit of work that is neither a request nor a task."""
+        self._record_database(self.tags.route(None), tally)
+
+
+class RequestRecorder(UnitRecorder):
+    """Record whole requests of one app into one client, at the levels the app configured.
+
+    >>> recorder = RequestRecorder(client, tags=TagCache(), namespace="default")  # doctest: +SKIP
+    >>> recorder.record(state, "GET", 0.012)
+
+    This runs for every request, so it records bare values into the series of the
+    request's cached tags: a few list appends per request, and nothing per request for
+    the publisher thread to check.
+    """
+
+    __slots__ = ("_bound", "_error_level")
+
+    def __init__(
+        self,
+        client: Zibrato,
+        *,
+        tags: TagCache,
+        request_level: str = REQUEST_LEVEL,
+        db_level: str = DB_REQUEST_LEVEL,
+        namespace: str | None = None,
+    ) -> None:
+        super().__init__(
+            client, tags=tags, level=request_level, db_level=db_level, namespace=namespace
+        )
+        self._error_level = _enabled(client, EXCEPTIONS_LEVEL)
         self._bound: dict[RequestTags, RequestSeries] = {}
-        database = self._database or DB_REQUEST_LEVEL
-        self._queries = SeriesCache(client, database, DISTRIBUTION, DB_REQUEST_QUERIES)
-        self._durations = SeriesCache(client, database, TIMER, DB_REQUEST_DURATION)
-        self._duplicates = SeriesCache(client, database, DISTRIBUTION, DB_REQUEST_DUPLICATES)
 
     def record(self, state: RequestState, method: str, seconds: float) -> None:
         """Record one request that took ``seconds``."""
@@ -294,12 +378,14 @@ class RequestRecorder:
                 bound.view.add(state.view)
         if state.tally is not None or self.namespace is not None:
             self._record_database(tags.db, state.tally)
+        if state.published is not None:
+            self._record_published(tags.db, state.published)
         if bound.error is not None:
             bound.error.add(1)
 
     def _bind(self, tags: RequestTags) -> RequestSeries:
         """Return the series of one kind of request (made once, kept while bounded)."""
-        client, level, error = self.client, self._request_level, self._error_level
+        client, level, error = self.client, self._level, self._error_level
         bound = RequestSeries(
             None
             if level is None
@@ -312,28 +398,6 @@ class RequestRecorder:
         if len(self._bound) < MAX_CACHED_SERIES:
             self._bound[tags] = bound
         return bound
-
-    def _record_database(self, route: RouteTags, tally: QueryTally | None) -> None:
-        """Record the per-request database metrics (queries, time, duplicates)."""
-        if self._database is None:
-            return
-        if tally is None:
-            if self.namespace is None:
-                return
-            tags = route.database(self.namespace)
-            self._queries.add(tags, 0)
-            self._durations.add(tags, 0.0)
-            self._duplicates.add(route.route or None, 0)
-            return
-        for namespace, (queries, seconds) in tally.namespaces.items():
-            tags = route.database(namespace)
-            self._queries.add(tags, queries)
-            self._durations.add(tags, seconds)
-        self._duplicates.add(route.route or None, tally.duplicates)
-
-    def record_unit(self, tally: QueryTally) -> None:
-        """Record the queries of a unit of work that is not a request (no route)."""
-        self._record_database(self.tags.route(None), tally)
 
 
 def _enabled(client: Zibrato, level: str) -> str | None:
