@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
+
+import _callgrind  # bench/: the script's own directory is on the path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = {
@@ -87,31 +87,11 @@ def child(framework: str, mode: str, requests: int) -> None:
 
 def instructions(framework: str, mode: str, requests: int) -> int:
     """Return the instructions (all threads) of one child run of ``requests`` requests."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                os.path.abspath(__file__),
-                "--child",
-                framework,
-                mode,
-                str(requests),
-            ],
-            check=True,
-            # A fixed hash seed: dict and set layouts, and so the counts, repeat run to run.
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    return int(
+        _callgrind.instructions(
+            [sys.executable, os.path.abspath(__file__), "--child", framework, mode, str(requests)]
         )
-        with open(out) as results:
-            for line in results:
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in callgrind's output for {framework} {mode}")
+    )
 
 
 def main(argv: list[str]) -> None:

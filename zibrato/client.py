@@ -178,6 +178,32 @@ class Zibrato:
                 named[key] = series
         return series
 
+    def _named_value(
+        self,
+        by_level: dict[str | None, dict[Any, Series] | None],
+        kind: int,
+        name: str,
+        value: Any,
+        level: str | None,
+    ) -> None:
+        """Record one value of a series without tags or source, found by its name."""
+        try:
+            named = by_level[level]
+            if named is None:
+                return  # below the threshold
+            series = named[name]
+        except (KeyError, TypeError):  # a new name, an unusual level spelling
+            self._record(kind, name, value, level, None, None)
+            return
+        # The series hand-over, written out for speed (see zibrato.series).
+        values = series.values
+        if len(values) < series.soft_cap:
+            values.append(value)
+            if len(values) == 1:
+                series.dirty.append(series)
+        else:
+            series.overflow(series, value)
+
     def _record(
         self,
         kind: int,
@@ -277,24 +303,9 @@ class Zibrato:
             self._put_sampled(TIMER, name, seconds, rate, level, source, tags)
             return
         if tags is None and source is None:
-            try:
-                named = self._timers[level]
-                if named is None:
-                    return  # below the threshold
-                series = named[name]
-            except (KeyError, TypeError):  # a new name, an unusual level spelling
-                self._record(TIMER, name, seconds, level, None, None)
-                return
-            # The series hand-over, written out for speed (see zibrato.series).
-            values = series.values
-            if len(values) < series.soft_cap:
-                values.append(seconds)
-                if len(values) == 1:
-                    series.dirty.append(series)
-            else:
-                series.overflow(series, seconds)
-            return
-        self._record(TIMER, name, seconds, level, source, tags)
+            self._named_value(self._timers, TIMER, name, seconds, level)
+        else:
+            self._record(TIMER, name, seconds, level, source, tags)
 
     def observe(
         self,
@@ -311,24 +322,9 @@ class Zibrato:
             self._put_sampled(DISTRIBUTION, name, value, rate, level, source, tags)
             return
         if tags is None and source is None:
-            try:
-                named = self._distributions[level]
-                if named is None:
-                    return  # below the threshold
-                series = named[name]
-            except (KeyError, TypeError):  # a new name, an unusual level spelling
-                self._record(DISTRIBUTION, name, value, level, None, None)
-                return
-            # The series hand-over, written out for speed (see zibrato.series).
-            values = series.values
-            if len(values) < series.soft_cap:
-                values.append(value)
-                if len(values) == 1:
-                    series.dirty.append(series)
-            else:
-                series.overflow(series, value)
-            return
-        self._record(DISTRIBUTION, name, value, level, source, tags)
+            self._named_value(self._distributions, DISTRIBUTION, name, value, level)
+        else:
+            self._record(DISTRIBUTION, name, value, level, source, tags)
 
     def set(
         self,
