@@ -104,11 +104,6 @@ class Series:
             self.dirty.append(self)  # more than we took, or appended meanwhile
         return taken
 
-    def give_back(self, taken: list[Any]) -> None:
-        """Put values that could not be sent back at the front (they are sent next)."""
-        self.values[0:0] = taken
-        self.dirty.append(self)
-
 
 class SeriesBook:
     """One publisher's series: made on request, found again by key, taken in batches.
@@ -136,9 +131,6 @@ class SeriesBook:
         self.kinds = kinds
         self.max_series = max_series
         self._by_key: dict[tuple[Any, ...], Series] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_key)
 
     def series(
         self,
