@@ -62,9 +62,12 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/django_profile.py 1500 3
 	$(BIN)/python bench/flask_request_overhead.py
 	$(BIN)/python bench/web_bytecodes.py flask django
+	$(BIN)/python bench/celery_task_overhead.py 40 2000
 	@if command -v valgrind >/dev/null 2>&1; then \
+	  $(BIN)/python bench/call_instructions.py; \
 	  $(BIN)/python bench/request_instructions.py flask django; \
-	else echo "valgrind not found: skipping the instructions per request"; fi
+	else echo "valgrind not found: skipping the instructions per call and per request"; fi
+	$(BIN)/python bench/http_burst.py 300 5
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/.statsd/node_modules/statsd ] || npm install --silent --prefix bench/.statsd statsd >/dev/null; \
 	  $(BIN)/python bench/statsd_server_throughput.py bench/.statsd/node_modules/statsd 1000000 20 200000; \

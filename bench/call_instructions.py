@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+import _callgrind  # bench/: the script's own directory is on the path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 2048  # events per batch: the publisher's largest, what a busy process sends
@@ -104,30 +104,11 @@ def child(case: str, calls: int, publish: str) -> None:
 
 def instructions(case: str, calls: int, publish: str) -> int:
     """Return the instructions (all threads) of one child run of ``calls`` calls."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                os.path.abspath(__file__),
-                "--child",
-                case,
-                str(calls),
-                publish,
-            ],
-            check=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    return int(
+        _callgrind.instructions(
+            [sys.executable, os.path.abspath(__file__), "--child", case, str(calls), publish]
         )
-        with open(out) as results:
-            for line in results:
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in callgrind's output for {case}")
+    )
 
 
 def main(argv: list[str]) -> None:

@@ -77,7 +77,7 @@ def caller(mode: str, url: str, publish: str) -> Callable[[int], None]:
 
     from zibrato.client import Zibrato
     from zibrato.framework import http_client, schema
-    from zibrato.framework.units import RequestRecorder, RequestState, current_request
+    from zibrato.framework.units import RequestRecorder, RequestState, current_unit
 
     client = Zibrato(publish=publish)
     recorder = RequestRecorder(client, tags=schema.TagCache())
@@ -102,12 +102,12 @@ def caller(mode: str, url: str, publish: str) -> Callable[[int], None]:
         for _ in range(n):
             state = RequestState()
             state.route = "shop/"
-            token = current_request.set(state)
+            token = current_unit.set(state)
             start = perf_counter()
             try:
                 session.get(url, timeout=10).close()
             finally:
-                current_request.reset(token)
+                current_unit.reset(token)
                 recorder.record(state, "GET", perf_counter() - start)
         client.flush(timeout=30)
         if mode == "otel":

@@ -13,17 +13,17 @@ children). Instructions are not time (a cache miss or a system call costs more t
 count), so read this beside the timed benchmarks, not instead of them.
 
 Usage: python bench/request_instructions.py [flask] [django] [SMALL LARGE]
-(default: both frameworks, 100 and 600 requests). Needs valgrind.
+(default: both frameworks, 200 and 1000 requests). Needs valgrind.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
+
+import _callgrind  # bench/: the script's own directory is on the path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = {
@@ -32,10 +32,11 @@ MODES = {
 }
 
 
-# How much slower code runs under callgrind, roughly. The publisher sends a batch every
-# 50 ms: under valgrind that interval would hold this many times fewer requests, and the
-# per-batch work (a ZeroMQ send, its tracker) would be counted this many times over.
-VALGRIND_SLOWDOWN = 50
+# Requests per batch: the publisher's own timer is switched off and the benchmark sends a
+# batch after every that many requests, so that no figure depends on timing (under
+# valgrind, code runs some 50 times slower, and a 50 ms interval would hold that many
+# times fewer requests). 20 is a worker serving about 400 requests/s.
+REQUESTS_PER_BATCH = 20
 
 
 def child(framework: str, mode: str, requests: int) -> None:
@@ -43,14 +44,14 @@ def child(framework: str, mode: str, requests: int) -> None:
     sys.path.insert(0, HERE)
     from zibrato.publisher import Publisher
 
-    defaults = Publisher.__init__.__kwdefaults__
-    defaults["interval"] *= VALGRIND_SLOWDOWN
+    Publisher.__init__.__kwdefaults__["interval"] = 3600.0  # batches sent by the loop below
     if framework == "django":
         import django_request_overhead as django_bench
 
         finish = django_bench.configure(mode)
         try:
-            django_bench.measure(mode, requests, 1)  # warm-up included; flushes zibrato
+            # warm-up included; flushes zibrato
+            django_bench.measure(mode, requests, 1, flush_every=REQUESTS_PER_BATCH)
         finally:
             finish()
         return
@@ -76,6 +77,8 @@ def child(framework: str, mode: str, requests: int) -> None:
         for count in (300, requests):  # warm-up, then the measured requests
             for i in range(count):
                 b"".join(app(flask_bench.environ(i), flask_bench.start_response))
+                if after is not None and i % REQUESTS_PER_BATCH == REQUESTS_PER_BATCH - 1:
+                    after()
             if after is not None:
                 after()
     finally:
@@ -84,31 +87,11 @@ def child(framework: str, mode: str, requests: int) -> None:
 
 def instructions(framework: str, mode: str, requests: int) -> int:
     """Return the instructions (all threads) of one child run of ``requests`` requests."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                os.path.abspath(__file__),
-                "--child",
-                framework,
-                mode,
-                str(requests),
-            ],
-            check=True,
-            # A fixed hash seed: dict and set layouts, and so the counts, repeat run to run.
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    return int(
+        _callgrind.instructions(
+            [sys.executable, os.path.abspath(__file__), "--child", framework, mode, str(requests)]
         )
-        with open(out) as results:
-            for line in results:
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in callgrind's output for {framework} {mode}")
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -119,7 +102,7 @@ def main(argv: list[str]) -> None:
         print("valgrind not found: skipping the instruction counts")
         return
     frameworks = [arg for arg in argv[1:] if arg in MODES] or list(MODES)
-    sizes = [int(arg) for arg in argv[1:] if arg.isdigit()] or [100, 600]
+    sizes = [int(arg) for arg in argv[1:] if arg.isdigit()] or [200, 1000]
     small, large = sizes
     runs = [(fw, mode, n) for fw in frameworks for mode in MODES[fw] for n in (small, large)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

@@ -24,8 +24,9 @@ SOURCES = (
     "demo_site/shop/seed.py",
     "demo_site/warehouse/models.py",
     "demo_site/warehouse/seed.py",
+    "demo_site/worker.py",
 )
-DATABASES = ("shop.sqlite3", "warehouse.sqlite3")
+DATABASES = ("shop.sqlite3", "warehouse.sqlite3", "tasks.sqlite3")
 STEPS: tuple[tuple[str, Sequence[str]], ...] = (
     ("migrate the shop's database", ("-m", "demo_site.manage", "migrate", "--noinput")),
     ("seed the shop", ("-m", "demo_site.manage", "seed_shop")),
@@ -33,6 +34,7 @@ STEPS: tuple[tuple[str, Sequence[str]], ...] = (
         "create and seed the warehouse's database",
         ("-m", "flask", "--app", "demo_site.warehouse", "init-db"),
     ),
+    ("create the shop's task queue", ("-m", "demo_site.worker")),
 )
 
 

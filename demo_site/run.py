@@ -3,10 +3,10 @@
 In this process, through the same serve loop as ``zibrato run``: the broker and three
 backends (the dashboard, prometheus, a short console summary). As child processes: the
 recommendation service the shop calls over HTTP, the Django shop and the Flask
-warehouse, each under gunicorn with several worker processes, and the traffic generator.
-Prints where everything is and what to open first; Ctrl-C or SIGTERM (or ``--seconds`` /
-``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush included. Every address is an
-option, so tests run it on ports the system picks (``:0``).
+warehouse, each under gunicorn with several worker processes, the shop's Celery worker,
+and the traffic generator. Prints where everything is and what to open first; Ctrl-C or
+SIGTERM (or ``--seconds`` / ``$ZIBRATO_DEMO_SECONDS``) stops every part, a final flush
+included. Every address is an option, so tests run it on ports the system picks (``:0``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ EXIT_INTERRUPTED = 130
 # Where the shop finds the recommendation service (demo_site/settings.py reads it).
 RECOMMENDATIONS_ENV = "ZIBRATO_DEMO_RECOMMENDATIONS"
 SERVICE_READY_TIMEOUT = 20.0
+WORKER_PROCESSES = 2  # the Celery worker's prefork children
 
 
 def backend_specs(settings: DemoSettings) -> list[dict[str, Any]]:
@@ -102,6 +103,7 @@ class DemoRunner(Runner):
             env[RECOMMENDATIONS_ENV] = self.start_recommendation_service(env)
             for site in self.sites:
                 self.children.append(site.start(env))
+            self.children.append(start_worker(self.settings, env))
             for site in self.sites:
                 site.wait_until_answering(self.stop_event)
             if self.stop_event.is_set():  # Ctrl-C while the sites were starting
@@ -183,6 +185,10 @@ class DemoRunner(Runner):
             f"recommendations/ page calls it; log in {self.settings.logs / 'recommendations.log'})"
         )
         lines.append(
+            f"Celery worker: the shop's order confirmations, prefork, {WORKER_PROCESSES} "
+            f"processes, on a SQLite queue (log in {self.settings.logs / 'worker.log'})"
+        )
+        lines.append(
             f"traffic: about {self.settings.rate:g} requests/s to the sites "
             f"(log in {self.settings.logs / 'traffic.log'})"
         )
@@ -193,6 +199,22 @@ class DemoRunner(Runner):
         if self.settings.seconds:
             lines.append(f"stopping by itself after {self.settings.seconds:g} s")
         return lines
+
+
+def start_worker(settings: DemoSettings, env: dict[str, str]) -> Child:
+    """Start the shop's Celery worker (demo_site/worker.py), prefork, on the SQLite queue."""
+    worker = Child(
+        "Celery worker",
+        [
+            *(sys.executable, "-m", "celery", "-A", "demo_site.worker", "worker"),
+            *("--pool=prefork", f"--concurrency={WORKER_PROCESSES}", "--loglevel=warning"),
+            *("--without-mingle", "--without-gossip", "--without-heartbeat"),
+        ],
+        log_path=settings.logs / "worker.log",
+        env=env,
+    )
+    worker.start()
+    return worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,10 +29,12 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
 
-# Metrics of this site are told apart from the Flask warehouse's by their source and tag.
+# Metrics of this site are told apart from the Flask warehouse's by their source and tag;
+# the tasks of the shop's Celery app (demo_site/worker.py) are measured too.
 ZIBRATO = {
     "SOURCE": "django-shop",
     "TAGS": {"app": "shop"},
+    "CELERY": "demo_site.worker:app",
 }
 
 ROOT_URLCONF = "demo_site.urls"

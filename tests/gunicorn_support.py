@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -91,13 +92,16 @@ def every_workers_events_arrive_once(
     path: str,
     route: str,
     loaded: str,
+    broker_frozen_at_stop: bool = False,
 ) -> None:
     """Serve ``path`` (which answers the worker's pid) through gunicorn; check R3.
 
     ``app`` is gunicorn's APP_MODULE, ``env(frontend)`` the environment that makes the
     site publish to the broker, ``route`` the ``http.route`` of ``path`` and ``loaded``
-    the metric the site records at import. Every process it starts is stopped and
-    reaped before it returns (the newest first).
+    the metric the site records at import. ``broker_frozen_at_stop``: the broker is
+    frozen (SIGSTOP) before gunicorn is stopped, which must stop within its graceful
+    timeout all the same (every worker's close() is bounded). Every process it starts
+    is stopped and reaped before it returns (the newest first).
     """
     with contextlib.ExitStack() as stack:
         addresses = "--frontend tcp://127.0.0.1:0 --backend-address tcp://127.0.0.1:0"
@@ -123,6 +127,17 @@ def every_workers_events_arrive_once(
         master = gunicorn.popen.pid
         assert master not in served  # the workers, not the master, served the requests
 
+        if broker_frozen_at_stop:
+            broker.popen.send_signal(signal.SIGSTOP)
+            stack.callback(broker.popen.send_signal, signal.SIGCONT)  # before it is stopped
+            started_stop = time.monotonic()
+            gunicorn.stop()
+            seconds = time.monotonic() - started_stop
+            for worker in served:
+                gone(worker)
+            print(f"R3 {app} {worker_class}, broker frozen: gunicorn stopped in {seconds:.2f} s")
+            assert seconds < 5  # --graceful-timeout 5: no worker waited for the broker
+            return
         gunicorn.stop()  # SIGTERM: a graceful stop, each worker flushes as it exits
         received.poll_until(lambda: False, seconds=1.0)
         assert received.per_pid(route) == served, "an event arrived twice"

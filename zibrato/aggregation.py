@@ -60,6 +60,15 @@ class SeriesType(StrEnum):
     SET = "set"
 
 
+# The series type of each wire kind, for a value list.
+_SERIES_TYPES: dict[int, SeriesType] = {
+    protocol.COUNTER: SeriesType.COUNTER,
+    protocol.GAUGE: SeriesType.GAUGE,
+    protocol.GAUGE_DELTA: SeriesType.GAUGE,
+    protocol.TIMER: SeriesType.TIMER,
+    protocol.DISTRIBUTION: SeriesType.DISTRIBUTION,
+    protocol.SET: SeriesType.SET,
+}
 # The hot loop of Aggregator.add reads these as globals rather than enum attributes.
 _COUNTER, _GAUGE, _TIMER = SeriesType.COUNTER, SeriesType.GAUGE, SeriesType.TIMER
 _DISTRIBUTION, _SET = SeriesType.DISTRIBUTION, SeriesType.SET
@@ -204,15 +213,25 @@ class Aggregator:
         max_values = self.max_values
         good_names, good_tags = self._good_names, self._good_tags
         for event in events:
+            series_values = None
             try:
                 try:
                     kind, name, value, event_source, tags = event
                     weight = 1.0
                 except (TypeError, ValueError):
+                    if _is_value_list(event):  # a sampled series: one event per value
+                        self.add_events(_each_value(event), source=source, batch_tags=batch_tags)
+                        continue
                     sampled = self._unpack_sampled(event)
                     if sampled is None:
                         continue
                     kind, name, value, event_source, tags, weight = sampled
+                if type(value) is tuple:  # a value list: the values of one series
+                    if not (value and _numbers(value) and self._known(name, tags, event_source)):
+                        # checked one by one, each counted: the first time, or a bad one
+                        self.add_events(_each_value(event), source=source, batch_tags=batch_tags)
+                        continue
+                    series_values, value = value, value[0]
                 if not (
                     type(value) is int or (type(value) is float and -_INF < value < _INF)
                 ) and not _text_member(kind, value):
@@ -245,7 +264,14 @@ class Aggregator:
                 elif type(event_source) is not str or protocol.check_name(event_source):
                     self._reject("invalid_source")
                     continue
-                if type(kind) is not int:  # 0.0 == 0 and True == 1, but neither is a kind
+                if series_values is not None:
+                    series_type = _SERIES_TYPES.get(kind) if type(kind) is int else None
+                    if series_type is None:
+                        self._reject("invalid_kind", len(series_values))
+                    else:
+                        key = (series_type, name, event_source, batch_tags, tags_key)
+                        room = self._add_series(key, kind, series_values, room)
+                elif type(kind) is not int:  # 0.0 == 0 and True == 1, but neither is a kind
                     self._reject("invalid_kind")
                 elif kind == protocol.COUNTER:
                     key = (_COUNTER, name, event_source, batch_tags, tags_key)
@@ -282,10 +308,40 @@ class Aggregator:
                 else:
                     self._reject("invalid_kind")
             except (TypeError, ValueError):  # something in the event no check foresaw
-                self._reject("invalid_event")
+                self._reject("invalid_event", len(series_values) if series_values else 1)
             except Exception:  # whatever else: this event alone is lost, counted
-                self._reject("internal_error")
+                self._reject("internal_error", len(series_values) if series_values else 1)
         self._kept_values = MAX_KEPT_VALUES - room
+
+    def _add_series(self, key: _RawKey, kind: int, values: tuple[float, ...], room: int) -> int:
+        """Fold one series' values (finite numbers, checked) in at once; return the room
+        left for kept values."""
+        if kind == protocol.COUNTER:
+            counters = self._counters
+            if key in counters:
+                counters[key] += sum(values)
+            elif self._admit_series(key[1]):
+                counters[key] = sum(values)
+        elif kind == protocol.TIMER or kind == protocol.DISTRIBUTION:
+            kept = self._values.get(key)
+            if kept is None:
+                if not self._admit_series(key[1]):
+                    return room
+                kept = self._values[key] = []
+            fits = max(0, min(len(values), self.max_values - len(kept), room))
+            if not kept and not fits:
+                fits = 1  # every series keeps one value, as one by one
+            kept.extend(values[:fits])
+            room -= fits
+            for value in values[fits:]:
+                self._sample(key, kept, value)
+        elif kind == protocol.SET:
+            for member in values:
+                self._add_member(key, member)
+        else:  # gauges: in order
+            for value in values:
+                self._gauge(key, kind, value)
+        return room
 
     def _unpack_sampled(self, event: Any) -> tuple[Any, ...] | None:
         """Unpack a client-sampled event; return it with a counter's value scaled up and
@@ -381,8 +437,21 @@ class Aggregator:
         self._good_tags[tuple(tags.items())] = canonical
         return canonical
 
-    def _reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+    def _reject(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    def _known(self, name: Any, tags: Any, source: Any) -> bool:
+        """Whether an event's name, tags and source were all seen valid before."""
+        try:
+            return (
+                name in self._good_names
+                and (
+                    tags is None or (type(tags) is dict and tuple(tags.items()) in self._good_tags)
+                )
+                and (source is None or (type(source) is str and not protocol.check_name(source)))
+            )
+        except TypeError:  # unhashable
+            return False
 
     # -- closing an interval ---------------------------------------------------------
     def take(self) -> _Interval:
@@ -546,3 +615,24 @@ def quantile(ordered: Sequence[float], pct: float) -> float:
     if not math.isfinite(result):  # the difference of two huge values overflowed
         result = ordered[low] * (1 - fraction) + ordered[high] * fraction
     return result
+
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _numbers(values: tuple[Any, ...]) -> bool:
+    """Whether every value is a finite number (checked in C): a value list folded in at once."""
+    try:
+        return _NUMBER_TYPES.issuperset(map(type, values)) and all(map(math.isfinite, values))
+    except OverflowError:  # an integer beyond the float range: one by one
+        return False
+
+
+def _is_value_list(event: Any) -> bool:
+    return type(event) is tuple and len(event) == 6 and type(event[2]) is tuple
+
+
+def _each_value(event: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Return the events a value list stands for, one per value, to be checked one by one."""
+    kind, name, values, *rest = event
+    return [(kind, name, value, *rest) for value in values]

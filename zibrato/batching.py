@@ -13,7 +13,7 @@ expands again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from math import isfinite
 from typing import Any
@@ -158,3 +158,14 @@ def _collapsed(wire: list[Event]) -> list[Event]:
         else event
         for event in wire
     ]
+
+
+def expanded(wire: Sequence[Event]) -> Iterator[Event]:
+    """Yield the events a wire form stands for: one per value of each value list."""
+    for event in wire:
+        if type(event[2]) is list:
+            kind, name, values, *rest = event
+            for value in values:
+                yield (kind, name, value, *rest)
+        else:
+            yield event

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from zibrato import levels
 from zibrato.addresses import DEFAULT_FRONTEND, DEFAULT_FRONTEND_PORT, DEFAULT_HOST
@@ -21,10 +21,14 @@ from zibrato.instruments import (
     record_sampled,
 )
 from zibrato.protocol import COUNTER, DISTRIBUTION, GAUGE, GAUGE_DELTA, SET, TIMER, Event
-from zibrato.publisher import DEFAULT_BROKER_HINT, Publisher
+from zibrato.publisher import DEFAULT_BROKER_HINT, SERIES_KINDS, Publisher
 from zibrato.security.curve import resolve as resolve_curve
+from zibrato.series import Series
 
 PUBLISH_ENV = "ZIBRATO_PUBLISH"
+# Series (per kind and level) that one client records as bare values; past it, new ones
+# are recorded as events (which the publisher checks one by one).
+MAX_CLIENT_SERIES = 1_000
 
 
 def resolve_publish(publish: str | None, host: str | None = None, port: int | None = None) -> str:
@@ -96,6 +100,12 @@ class Zibrato:
         # None (no level given) maps to the default event level.
         self._queues: dict[str | None, deque[Event] | None] = {}
         self._sinks: dict[str | None, LevelBuffer | None] = {}
+        # Per level spelling: the series of counters, timers and distributions recorded
+        # without tags or source, by name (zibrato.series: the cheapest way to record);
+        # None below the threshold.
+        self._named: dict[int, dict[str | None, dict[Any, Series] | None]] = {
+            kind: {} for kind in SERIES_KINDS
+        }
         enabled = set(levels.at_or_above(self.threshold))
         for name in (*levels.LEVELS, *levels.ALIASES, None):
             canonical = levels.normalize(name or levels.DEFAULT_EVENT_LEVEL)
@@ -105,10 +115,18 @@ class Zibrato:
                 if queue is not None
                 else None
             )
+            named: dict[int, dict[Any, Series] | None] = {
+                kind: {} if queue is not None else None for kind in SERIES_KINDS
+            }
             spellings = (name, name.upper()) if name else (None,)
             for spelling in spellings:
                 self._queues[spelling] = queue
                 self._sinks[spelling] = sink
+                for kind, by_name in self._named.items():
+                    by_name[spelling] = named[kind]
+        self._counters = self._named[COUNTER]
+        self._timers = self._named[TIMER]
+        self._distributions = self._named[DISTRIBUTION]
 
     def __repr__(self) -> str:
         return f"<Zibrato publish={self.publisher.address!r} level={self.threshold!r}>"
@@ -124,7 +142,83 @@ class Zibrato:
         if isinstance(level, str) and len(self._queues) < 100:
             self._queues[level] = self._queues[canonical]
             self._sinks[level] = self._sinks[canonical]
+            for by_name in self._named.values():
+                by_name[level] = by_name[canonical]
         return canonical
+
+    def _series(
+        self,
+        kind: int,
+        level: str | None,
+        name: str,
+        source: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> Series | Literal[False] | None:
+        """Return the series to record ``name``'s bare values into (made on first use);
+        False below the threshold (or for an invalid level, counted); None when these
+        fields make no series (invalid, or too many series): record an event instead."""
+        try:
+            named = self._named[kind][level]
+        except (KeyError, TypeError):
+            canonical = self._learn_level(level)
+            if canonical is None:
+                return False
+            named = self._named[kind][canonical]
+        if named is None:
+            return False
+        try:
+            key = name if source is None and tags is None else (name, source, _items(tags))
+            series = named.get(key)
+        except (TypeError, AttributeError):  # an unhashable name or tag value, a non-mapping
+            return None
+        if series is None and type(name) is str and len(named) < MAX_CLIENT_SERIES:
+            canonical = levels.normalize(level or levels.DEFAULT_EVENT_LEVEL)
+            series = self.publisher.series(canonical, kind, name, source=source, tags=tags)
+            if series is not None:
+                named[key] = series
+        return series
+
+    def _named_value(
+        self,
+        by_level: dict[str | None, dict[Any, Series] | None],
+        kind: int,
+        name: str,
+        value: Any,
+        level: str | None,
+    ) -> None:
+        """Record one value of a series without tags or source, found by its name."""
+        try:
+            named = by_level[level]
+            if named is None:
+                return  # below the threshold
+            series = named[name]
+        except (KeyError, TypeError):  # a new name, an unusual level spelling
+            self._record(kind, name, value, level, None, None)
+            return
+        # The series hand-over, written out for speed (see zibrato.series).
+        values = series.values
+        if len(values) < series.soft_cap:
+            values.append(value)
+            if len(values) == 1:
+                series.dirty.append(series)
+        else:
+            series.overflow(series, value)
+
+    def _record(
+        self,
+        kind: int,
+        name: str,
+        value: Any,
+        level: str | None,
+        source: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> None:
+        """Record one value: into its series if it has one, else as an event."""
+        series = self._series(kind, level, name, source, tags)
+        if series:
+            series.add(value)
+        elif series is None:
+            self._put(kind, name, value, level, source, tags)
 
     # -- immediate records -------------------------------------------------------------
     def incr(
@@ -143,19 +237,25 @@ class Zibrato:
         if rate is not None:
             self._put_sampled(COUNTER, name, value, rate, level, source, tags)
             return
-        try:
-            queue = self._queues[level]
-        except (KeyError, TypeError):
-            canonical = self._learn_level(level)
-            if canonical is not None:
-                self._put(COUNTER, name, value, canonical, source, tags)
-            return
-        if queue is not None:
-            event = (COUNTER, name, value, source, tags)
-            if len(queue) < self._soft_cap:
-                queue.append(event)
+        if tags is None and source is None:
+            try:
+                named = self._counters[level]
+                if named is None:
+                    return  # below the threshold
+                series = named[name]
+            except (KeyError, TypeError):  # a new name, an unusual level spelling
+                self._record(COUNTER, name, value, level, None, None)
+                return
+            # The series hand-over, written out for speed (see zibrato.series).
+            values = series.values
+            if len(values) < series.soft_cap:
+                values.append(value)
+                if len(values) == 1:
+                    series.dirty.append(series)
             else:
-                self._overflow(queue, event)
+                series.overflow(series, value)
+            return
+        self._record(COUNTER, name, value, level, source, tags)
 
     def decr(
         self,
@@ -202,7 +302,10 @@ class Zibrato:
         if rate is not None:
             self._put_sampled(TIMER, name, seconds, rate, level, source, tags)
             return
-        self._put(TIMER, name, seconds, level, source, tags)  # type: ignore[arg-type]
+        if tags is None and source is None:
+            self._named_value(self._timers, TIMER, name, seconds, level)
+        else:
+            self._record(TIMER, name, seconds, level, source, tags)
 
     def observe(
         self,
@@ -218,7 +321,10 @@ class Zibrato:
         if rate is not None:
             self._put_sampled(DISTRIBUTION, name, value, rate, level, source, tags)
             return
-        self._put(DISTRIBUTION, name, value, level, source, tags)
+        if tags is None and source is None:
+            self._named_value(self._distributions, DISTRIBUTION, name, value, level)
+        else:
+            self._record(DISTRIBUTION, name, value, level, source, tags)
 
     def set(
         self,
@@ -294,7 +400,8 @@ class Zibrato:
         """Return a timer for ``name``: a decorator, a context manager, or start()/stop()."""
         sink = self._sink(level)
         if rate is None:
-            return Timer(sink, name, source, tags)
+            series = self._series(TIMER, level, name, source, tags) if sink is not None else None
+            return Timer(sink, name, source, tags, series or None)
         return SampledTimer(sink, name, source, tags, rate)
 
     def counter(
@@ -310,7 +417,8 @@ class Zibrato:
         """Return a counter for ``name`` that adds ``value`` per call or per ``with`` block."""
         sink = self._sink(level)
         if rate is None:
-            return Counter(sink, name, source, tags, value)
+            series = self._series(COUNTER, level, name, source, tags) if sink is not None else None
+            return Counter(sink, name, source, tags, value, series or None)
         return SampledCounter(sink, name, source, tags, value, rate)
 
     # The 2013 API: same objects, the original names.
@@ -350,3 +458,9 @@ class Zibrato:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _items(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...] | None:
+    """Return ``tags`` as a hashable key (by content: a new dict of the same tags finds the
+    same series)."""
+    return None if tags is None else tuple(tags.items())

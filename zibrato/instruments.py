@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from zibrato import protocol
 from zibrato.protocol import COUNTER, TIMER, Event
+from zibrato.series import Series
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,11 +63,42 @@ def record_sampled(
         event: Event = (kind, name, value, source, tags, rate)
     else:
         event = (kind, name, value, source, tags)  # rate 1: what every backend reads
+    append_event(sink, event)
+
+
+def append_event(sink: LevelBuffer, event: Event) -> None:
+    """Append one event to a level's queue, or past its soft cap hand it to ``overflow``
+    (which wakes the sender and enforces the hard bound)."""
     queue = sink.queue
     if len(queue) < sink.soft_cap:
         queue.append(event)
     else:
         sink.overflow(queue, event)
+
+
+def _timed(func: F, record: Callable[[float], None]) -> F:
+    """Return ``func`` wrapped to time every call (sync or async) and ``record`` it."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            start = perf_counter()
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                record(perf_counter() - start)
+
+        return cast(F, timed_async)
+
+    @functools.wraps(func)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            record(perf_counter() - start)
+
+    return cast(F, timed)
 
 
 class Timer:
@@ -87,7 +119,7 @@ class Timer:
     would mix their start times, so share the decorator, not the object.
     """
 
-    __slots__ = ("_outer", "_sink", "_start", "name", "source", "tags")
+    __slots__ = ("_outer", "_series", "_sink", "_start", "name", "source", "tags")
 
     def __init__(
         self,
@@ -95,8 +127,11 @@ class Timer:
         name: str,
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
+        series: Series | None = None,
     ) -> None:
         self._sink = sink
+        # Where durations go as bare values (zibrato.series); None: as events, to ``sink``.
+        self._series = series if sink is not None else None
         self.name = name
         self.source = source
         self.tags = tags
@@ -120,17 +155,21 @@ class Timer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # stop() and _record() inlined: this is the hot path of every timed block.
+        # stop() inlined: this is the hot path of every timed block.
         elapsed = perf_counter() - self._start  # type: ignore[operator]
         self._start = self._outer.pop() if self._outer else None
-        sink = self._sink
-        if sink is not None:
-            queue = sink[0]
-            event = (TIMER, self.name, elapsed, self.source, self.tags)
-            if len(queue) < sink[1]:
-                queue.append(event)
-            else:
-                sink[2](queue, event)
+        series = self._series
+        if series is None:
+            self._record(elapsed)
+            return
+        # The series hand-over, written out for speed (see zibrato.series).
+        values = series.values
+        if len(values) < series.soft_cap:
+            values.append(elapsed)
+            if len(values) == 1:
+                series.dirty.append(series)
+        else:
+            series.overflow(series, elapsed)
 
     def start(self) -> Timer:
         """Start timing, as entering a ``with`` block does; return the timer."""
@@ -152,14 +191,10 @@ class Timer:
         return elapsed
 
     def _record(self, elapsed: float) -> None:
-        sink = self._sink
-        if sink is not None:
-            queue = sink[0]
-            event = (TIMER, self.name, elapsed, self.source, self.tags)
-            if len(queue) < sink[1]:
-                queue.append(event)
-            else:
-                sink[2](queue, event)
+        if self._series is not None:
+            self._series.add(elapsed)
+        elif self._sink is not None:
+            append_event(self._sink, (TIMER, self.name, elapsed, self.source, self.tags))
 
     async def __aenter__(self) -> Timer:
         return self.__enter__()
@@ -175,8 +210,15 @@ class Timer:
     def __call__(self, func: F) -> F:
         if self._sink is None:
             return func  # level filtered out: no cost at all
-        queue, soft_cap, overflow = self._sink[:3]
-        name, source, tags = self.name, self.source, self.tags
+        series = self._series
+        if series is None:
+            return _timed(func, self._record)
+        values, dirty, soft_cap, overflow = (
+            series.values,
+            series.dirty,
+            series.soft_cap,
+            series.overflow,
+        )
 
         if inspect.iscoroutinefunction(func):
 
@@ -186,11 +228,14 @@ class Timer:
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    event = (TIMER, name, perf_counter() - start, source, tags)
-                    if len(queue) < soft_cap:
-                        queue.append(event)
+                    elapsed = perf_counter() - start
+                    # The series hand-over, written out for speed (see zibrato.series).
+                    if len(values) < soft_cap:
+                        values.append(elapsed)
+                        if len(values) == 1:
+                            dirty.append(series)
                     else:
-                        overflow(queue, event)
+                        overflow(series, elapsed)
 
             return cast(F, timed_async)
 
@@ -200,11 +245,14 @@ class Timer:
             try:
                 return func(*args, **kwargs)
             finally:
-                event = (TIMER, name, perf_counter() - start, source, tags)
-                if len(queue) < soft_cap:
-                    queue.append(event)
+                elapsed = perf_counter() - start
+                # The series hand-over, written out for speed (see zibrato.series).
+                if len(values) < soft_cap:
+                    values.append(elapsed)
+                    if len(values) == 1:
+                        dirty.append(series)
                 else:
-                    overflow(queue, event)
+                    overflow(series, elapsed)
 
         return cast(F, timed)
 
@@ -218,7 +266,7 @@ class Counter:
     ... def run_job(): ...
     """
 
-    __slots__ = ("_sink", "name", "source", "tags", "value")
+    __slots__ = ("_series", "_sink", "name", "source", "tags", "value")
 
     def __init__(
         self,
@@ -227,8 +275,11 @@ class Counter:
         source: str | None = None,
         tags: Mapping[str, str] | None = None,
         value: float = 1,
+        series: Series | None = None,
     ) -> None:
         self._sink = sink
+        # Where increments go as bare values (zibrato.series); None: as events, to ``sink``.
+        self._series = series if sink is not None else None
         self.name = name
         self.source = source
         self.tags = tags
@@ -238,14 +289,10 @@ class Counter:
         return f"<Counter {self.name!r}>"
 
     def _record(self) -> None:
-        sink = self._sink
-        if sink is not None:
-            queue = sink[0]
-            event = (COUNTER, self.name, self.value, self.source, self.tags)
-            if len(queue) < sink[1]:
-                queue.append(event)
-            else:
-                sink[2](queue, event)
+        if self._series is not None:
+            self._series.add(self.value)
+        elif self._sink is not None:
+            append_event(self._sink, (COUNTER, self.name, self.value, self.source, self.tags))
 
     def __enter__(self) -> Counter:
         self._record()
@@ -330,29 +377,7 @@ class SampledTimer(Timer):
     def __call__(self, func: F) -> F:
         if self._sink is None:
             return func
-        record = self._record
-
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                start = perf_counter()
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    record(perf_counter() - start)
-
-            return cast(F, timed_async)
-
-        @functools.wraps(func)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                record(perf_counter() - start)
-
-        return cast(F, timed)
+        return _timed(func, self._record)
 
 
 class SampledCounter(Counter):

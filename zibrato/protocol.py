@@ -98,6 +98,13 @@ class Batch:
     source: str | None
     tags: Mapping[str, str] | None
     events: Sequence[Sequence[Any]]
+    # How many events the batch stands for: a value list's values each count (-1: one per
+    # element of ``events``, as after decode(frames), which expands value lists).
+    count: int = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            object.__setattr__(self, "count", len(self.events))
 
 
 def encode(
@@ -122,8 +129,13 @@ def encode(
 _TOPIC_FRAMES = {level: level.encode("ascii") for level in levels.LEVELS}
 
 
-def decode(frames: Sequence[bytes]) -> Batch:
-    """Decode one message into a :class:`Batch`, or raise :class:`DecodeError`."""
+def decode(frames: Sequence[bytes], *, expand: bool = True) -> Batch:
+    """Decode one message into a :class:`Batch`, or raise :class:`DecodeError`.
+
+    ``expand=False`` keeps value lists as they came (an event's value a tuple of values:
+    ``Batch.count`` says how many events they stand for), for a consumer that folds a
+    series' values in at once (the backends' aggregation).
+    """
     if len(frames) != 2:
         raise DecodeError("frames", f"expected 2 frames, got {len(frames)}")
     topic, payload = frames
@@ -163,9 +175,14 @@ def decode(frames: Sequence[bytes]) -> Batch:
         and isinstance(events, tuple)
     ):
         raise DecodeError("header", "malformed batch header")
+    count = len(events)
     if _has_value_lists(events):
-        events = _expanded(events)
-    return Batch(level, publisher, seq, sent_before, float(timestamp), source, tags, events)
+        if expand:
+            events = _expanded(events)
+            count = len(events)
+        else:
+            count = _value_count(events)
+    return Batch(level, publisher, seq, sent_before, float(timestamp), source, tags, events, count)
 
 
 _third = itemgetter(2)
@@ -204,6 +221,22 @@ def _expanded(events: tuple[Any, ...]) -> tuple[Any, ...]:
             "size", f"the batch's value lists hold more than {MAX_EVENTS_PER_BATCH} events"
         )
     return tuple(out)
+
+
+def _value_count(events: tuple[Any, ...]) -> int:
+    """Return how many events ``events`` stand for (value lists counted by their values);
+    raise :class:`DecodeError` past ``MAX_EVENTS_PER_BATCH``, as expanding them would."""
+    count = 0
+    for event in events:
+        if type(event) is tuple and 5 <= len(event) <= 6 and type(event[2]) is tuple:
+            count += len(event[2])
+        else:
+            count += 1
+    if count > MAX_EVENTS_PER_BATCH:
+        raise DecodeError(
+            "size", f"the batch's value lists hold more than {MAX_EVENTS_PER_BATCH} events"
+        )
+    return count
 
 
 def _is_count(value: object) -> bool:

@@ -26,13 +26,15 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import repeat, starmap
+from math import isfinite
 from typing import Any, Protocol
 
 from zibrato import levels, lifecycle, protocol
 from zibrato.addresses import DEFAULT_FRONTEND
-from zibrato.batching import BatchChecker, on_the_wire
+from zibrato.batching import BatchChecker, expanded, on_the_wire
 from zibrato.link import BrokerLink
-from zibrato.protocol import COUNTER, Event
+from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
+from zibrato.series import Series, SeriesBook
 
 log = logging.getLogger("zibrato")
 
@@ -48,6 +50,13 @@ CLOSE_GRACE = 1.0
 # How long the publisher thread waits on a full ZeroMQ queue before it counts the batch
 # as lost (send_queue_full), in batch intervals. The application never waits for it.
 SEND_PATIENCE = 4
+# Kinds that can be recorded as a series' bare values: those whose aggregation does not
+# depend on the order of events across series (gauges do: a set and a delta of one gauge).
+SERIES_KINDS = frozenset((COUNTER, TIMER, DISTRIBUTION))
+# Series one publisher keeps (each bounded by buffer_size values); past it, recording
+# goes through the queues of events.
+MAX_SERIES = 2_000
+_NUMBER_TYPES = frozenset((int, float))
 
 
 class CaptureSink(Protocol):
@@ -108,6 +117,15 @@ class Publisher:
         self._warned: set[str] = set()
         self._warned_no_broker = False
         self._checker = BatchChecker(self._reject_in_hand)
+        # Series recorded as bare values (zibrato.series): made on request, bounded.
+        self.series_book = SeriesBook(
+            levels.LEVELS,
+            soft_cap=self.wake_threshold,
+            cap=buffer_size,
+            overflow=self.series_overflow,
+            kinds=SERIES_KINDS,
+            max_series=MAX_SERIES,
+        )
         self._closing = False  # close() has begun: the thread stops driving the link
         self._closed = False
         self._renew_process_state()
@@ -128,9 +146,6 @@ class Publisher:
         # close() gave up waiting and counted them (and the queues) itself.
         self._in_hand = 0
         self._abandoned = False
-        # Events of the batch in hand that the thread could not send before close() began:
-        # they go back to the front of their queue, for close() to send.
-        self._returned: list[Event] = []
         # A forked child never touches the parent's link: its I/O thread is gone.
         self._link = BrokerLink(
             self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold, curve=self.curve
@@ -143,6 +158,7 @@ class Publisher:
         # not touch the parent's socket, and gets a fresh lock, identity and thread.
         for queue in self.queues.values():
             queue.clear()
+        self.series_book.renew_after_fork()
         self._renew_process_state()
         # The child's counts start at zero: the parent's are the parent's to report.
         self.dropped, self._unpublished_drops = {}, {}
@@ -155,6 +171,46 @@ class Publisher:
         self._thread.start()
 
     # -- the calling side ----------------------------------------------------------
+    def series(
+        self,
+        level: str,
+        kind: int,
+        name: str,
+        *,
+        source: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        trusted: bool = False,
+    ) -> Series | None:
+        """Return the :class:`~zibrato.series.Series` to record bare values of one series
+        into, made on first use; None when these fields cannot make one (invalid, a kind
+        whose order matters across series, or too many series): record events instead,
+        which counts what is invalid.
+
+        ``level`` is a canonical level name; ``trusted``: the caller only ever records
+        finite numbers (never a negative duration), so they are not checked again.
+        """
+        if (
+            protocol.check_name(name) is not None
+            or (source is not None and protocol.check_name(source) is not None)
+            or (tags is not None and not protocol.valid_tags(tags))
+        ):
+            return None
+        return self.series_book.series(level, kind, name, source=source, tags=tags, trusted=trusted)
+
+    def series_overflow(self, series: Series, value: Any) -> None:
+        """Record ``value`` past a series' wake threshold: wake the sender, enforce its bound."""
+        values = series.values
+        if self._closing:
+            self.reject("closed", "recorded after close(); nothing sends it")
+        elif len(values) < series.cap:
+            values.append(value)
+            if len(values) == 1:
+                series.dirty.append(series)
+        else:
+            self.reject("buffer_full", f"more than {series.cap} values of {series.name!r} waiting")
+        if not self._wake.is_set():
+            self._wake.set()
+
     def overflow(self, queue: deque[Event], event: Event) -> None:
         """Record ``event`` past the wake threshold: wake the sender, enforce the bound."""
         if self._closing:
@@ -204,9 +260,9 @@ class Publisher:
             self.reject("closed", "recorded after close(); nothing sends it", pending)
 
     def _discard_queued(self) -> int:
-        """Empty the queues and return how many events they held (one pop at a time: an
-        event appended meanwhile by another thread is counted too, never lost unseen)."""
-        discarded = 0
+        """Empty the queues and series and return how many events they held (one pop at a
+        time: an event appended meanwhile by another thread is counted, never lost unseen)."""
+        discarded = self.series_book.discard()
         for queue in self.queues.values():
             pop = queue.popleft
             try:
@@ -216,6 +272,12 @@ class Publisher:
             except IndexError:
                 pass
         return discarded
+
+    @property
+    def pending_events(self) -> int:
+        """Events (and series' values) recorded and not yet sent or counted."""
+        series = sum(len(s.values) for s in self.series_book.all())
+        return series + sum(len(queue) for queue in self.queues.values())
 
     def send_now(self, timeout: float) -> None:
         """Send what is pending and wait until ZeroMQ has written it (at most ``timeout`` s).
@@ -277,8 +339,8 @@ class Publisher:
         """Give up on a thread that keeps the link: count whatever it has not sent as lost."""
         with self._counts_lock:
             self._abandoned = True
-            pending = self._in_hand + len(self._returned) + self._discard_queued()
-            self._in_hand, self._returned = 0, []
+            pending = self._in_hand + self._discard_queued()
+            self._in_hand = 0
             first = pending > 0 and self._count_dropped("close_timeout", pending)
         if first:
             self._log_first_drop(
@@ -361,12 +423,12 @@ class Publisher:
         send_deadline: float,
         stop_at: float | None = None,
     ) -> None:
-        """Send every pending event (the lock is held).
+        """Send every pending value and event (the lock is held).
 
-        Unless ``final`` (close, or a capture starting), events recorded before the broker
-        has told us its subscriptions stay buffered for up to ``startup_hold``. The thread
-        stops early, with the rest left queued, when close() begins; a final drain stops
-        at ``stop_at``.
+        Unless ``final`` (close, or a capture starting), what was recorded before the broker
+        has told us its subscriptions stays buffered for up to ``startup_hold``. The thread
+        stops between batches, with the rest left for close(), when close() begins; a final
+        drain stops at ``stop_at``.
         """
         sink = _capture_sink
         if sink is None and self._has_pending():
@@ -375,26 +437,38 @@ class Publisher:
                 return  # keep the events: the broker has not told us its subscribers yet
         else:
             self._link.poll_events()
+        book = self.series_book
         for level, queue in self.queues.items():
-            while queue:
-                if stop_at is not None and time.monotonic() >= stop_at:
+            dirty = book.dirty[level]
+            while dirty or queue:
+                if (stop_at is not None and time.monotonic() >= stop_at) or (
+                    not final and self._closing
+                ):
                     return
-                if not final and self._closing:
-                    return
-                with self._counts_lock:
-                    events = _take(queue, self.batch_size)
-                    self._in_hand += len(events)
+                with self._counts_lock:  # taken and in hand at once: close() may count both
+                    if dirty:
+                        taken, count = book.take(level, self.batch_size)
+                        events = None
+                    else:
+                        events = _take(queue, self.batch_size)
+                        count = len(events)
+                    self._in_hand += count
                 try:
-                    self._send(level, events, sink, final, send_deadline)
+                    if events is None:
+                        self._send_series(level, taken, sink, send_deadline)
+                    else:
+                        self._send(level, events, sink, send_deadline)
                 except Exception as exc:  # never raise into flush()/close() callers
                     self._reject_in_hand("send_failed", f"{type(exc).__name__}: {exc}", -1)
-                self._settle_in_hand(queue)
+                self._settle_in_hand()
         self._send_drop_report(sink)
         if not final:
             self._warn_no_broker(closing=False)
 
     # -- accounting of the batch in hand ------------------------------------------
-    def _reject_in_hand(self, reason: str, detail: str, count: int = 1) -> None:
+    def _reject_in_hand(
+        self, reason: str, detail: str, count: int = 1, *, warn: bool = True
+    ) -> None:
         """Count ``count`` events of the batch in hand as dropped (-1: all that is left)."""
         with self._counts_lock:
             if self._abandoned:
@@ -402,7 +476,7 @@ class Publisher:
             if count < 0:
                 count = self._in_hand
             self._in_hand -= count
-            first = self._count_dropped(reason, count)
+            first = self._count_dropped(reason, count) and warn
         if first:
             self._log_first_drop(reason, detail)
 
@@ -416,14 +490,11 @@ class Publisher:
             self.sent_batches += 1 if sent else 0
             self.filtered_events += filtered
 
-    def _settle_in_hand(self, queue: deque[Event]) -> None:
-        """Put back what the batch in hand could not send yet (close() takes it over)."""
+    def _settle_in_hand(self) -> None:
         with self._counts_lock:
-            returned, self._returned = self._returned, []
-            if self._abandoned:
-                return
-            if returned:
-                queue.extendleft(reversed(returned))
+            if self._in_hand and not self._abandoned:  # a path that forgot to count: say so
+                log.error("zibrato: %d events of a batch were not accounted for", self._in_hand)
+                self._count_dropped("internal_error", self._in_hand)
             self._in_hand = 0
 
     def _warn_no_broker(self, *, closing: bool) -> None:
@@ -445,7 +516,11 @@ class Publisher:
         )
 
     def _has_pending(self) -> bool:
-        return any(self.queues.values()) or bool(self._unpublished_drops)
+        return (
+            any(self.queues.values())
+            or self.series_book.has_pending()
+            or bool(self._unpublished_drops)
+        )
 
     def _send_drop_report(self, sink: CaptureSink | None) -> None:
         # The report waits (merged with later drops) until a subscriber listens for it;
@@ -461,50 +536,116 @@ class Publisher:
             (COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
             for reason, count in report.items()
         ]
-        self._send(DROPPED_LEVEL, events, sink, True, self._send_deadline())
-        self._settle_in_hand(deque())
+        self._send(DROPPED_LEVEL, events, sink, self._send_deadline())
+        self._settle_in_hand()
 
     def _send(
-        self,
-        level: str,
-        events: list[Event],
-        sink: CaptureSink | None,
-        final: bool,
-        send_deadline: float,
+        self, level: str, events: list[Event], sink: CaptureSink | None, deadline: float
     ) -> None:
-        """Send one batch (its events are in hand) or count why it is not sent."""
+        """Send one batch of queued events (in hand), or count why it is not sent."""
         events, wire = self._checker.checked(events)
         if not events:
             return
-        link = self._link
         if sink is not None:
             sink.receive(level, self.source, self.tags, events)
             self._count_in_hand(captured=len(events))
-        elif level in link.subscribed:
-            self._send_frames(level, events, send_deadline, final, wire)
-        elif (refusal := link.refusal()) is not None:
-            self._reject_in_hand(*refusal, len(events))  # CURVE: the broker turned us down
+        elif not self._unsendable(level, len(events)):
+            self._send_frames(level, events, deadline, wire)
+
+    def _send_series(
+        self,
+        level: str,
+        taken: list[tuple[Series, list[Any]]],
+        sink: CaptureSink | None,
+        deadline: float,
+    ) -> None:
+        """Send the values taken from series (in hand), or count why they are not sent."""
+        wire, count = self._series_wire(taken, check_all=False)
+        if not wire:
+            return
+        if sink is not None:
+            sink.receive(level, self.source, self.tags, list(expanded(wire)))
+            self._count_in_hand(captured=count)
+        elif not self._unsendable(level, count):
+            try:
+                frames = self._encode(level, wire)
+            except (OverflowError, TypeError, ValueError):
+                # Something the quick check let through (a huge integer, say): check fully.
+                wire, count = self._series_wire(taken, check_all=True)
+                if not wire:
+                    return
+                frames = self._encode(level, wire)
+            self._send_encoded(level, frames, count, deadline)
+
+    def _series_wire(
+        self, taken: list[tuple[Series, list[Any]]], *, check_all: bool
+    ) -> tuple[list[Event], int]:
+        """Return the wire form of values taken from series, and how many values it holds.
+
+        An untrusted series' values are checked (``check_all``: every value, one by one);
+        the invalid ones are counted by reason, in hand.
+        """
+        wire: list[Event] = []
+        count = 0
+        for series, values in taken:
+            if check_all or not series.trusted:
+                values = self._checked_values(series, values, one_by_one=check_all)
+                if not values:
+                    continue
+            wire.append(
+                (
+                    series.kind,
+                    series.name,
+                    values if len(values) > 1 else values[0],
+                    series.source,
+                    series.tags,
+                )
+            )
+            count += len(values)
+        return wire, count
+
+    def _checked_values(
+        self, series: Series, values: list[Any], *, one_by_one: bool = False
+    ) -> list[Any]:
+        """Return a series' values that are valid; count the others (by reason, in hand)."""
+        try:
+            if (
+                not one_by_one
+                and _NUMBER_TYPES.issuperset(map(type, values))
+                and all(map(isfinite, values))
+                and (series.kind != TIMER or min(values) >= 0)
+            ):
+                return values
+        except (OverflowError, TypeError, ValueError):  # a huge integer, say
+            pass
+        events = [(series.kind, series.name, value, series.source, series.tags) for value in values]
+        return [event[2] for event in self._checker.drop_invalid(events)]
+
+    def _unsendable(self, level: str, count: int) -> bool:
+        """Count ``count`` events in hand that cannot go to a subscriber, and say so."""
+        link = self._link
+        if level in link.subscribed:
+            return False
+        if (refusal := link.refusal()) is not None:
+            self._reject_in_hand(*refusal, count)  # CURVE: the broker turned us down
         elif link.error is not None:
-            self._reject_in_hand("invalid_address", link.error, len(events))
+            self._reject_in_hand("invalid_address", link.error, count)
         elif not link.ever_subscribed and not link.handshakes:
             # No broker has ever answered (the startup hold is over): the events are lost.
-            with self._counts_lock:
-                if not self._abandoned:
-                    self._in_hand -= len(events)
-                    self._count_dropped("no_broker", len(events))
+            self._reject_in_hand("no_broker", "", count, warn=False)  # one warning of its own
         else:
-            if level in self._link.ever_subscribed:
+            if level in link.ever_subscribed:
                 # The broker or its subscribers went away: these events are lost on the
                 # way, so advance the count that lets a returning subscriber see the gap.
-                self._sent_before[level] += len(events)
-            self._count_in_hand(filtered=len(events))
+                self._sent_before[level] += count
+            self._count_in_hand(filtered=count)
+        return True
 
     def _send_frames(
         self,
         level: str,
         events: Sequence[Event],
         deadline: float,
-        final: bool,
         wire: Sequence[Event] | None = None,
     ) -> None:
         """Send ``events`` (checked) as one batch, in their ``wire`` form (value lists)."""
@@ -518,24 +659,24 @@ class Publisher:
             events, frames = kept, self._encode(level, on_the_wire(kept))
         if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
             half = len(events) // 2
-            self._send_frames(level, events[:half], deadline, final)
-            self._send_frames(level, events[half:], deadline, final)
+            self._send_frames(level, events[:half], deadline)
+            self._send_frames(level, events[half:], deadline)
             return
-        while not self._link.send(frames, len(events)):
-            if not final and self._closing:
-                self._returned.extend(events)  # close() sends them
-                return
+        self._send_encoded(level, frames, len(events), deadline)
+
+    def _send_encoded(self, level: str, frames: list[bytes], count: int, deadline: float) -> None:
+        """Hand one encoded batch of ``count`` events to ZeroMQ, retrying while its queue is
+        full until ``deadline``; count it sent, or dropped."""
+        while not self._link.send(frames, count):
             if time.monotonic() >= deadline:
                 self._reject_in_hand(
-                    "send_queue_full",
-                    "the ZeroMQ send queue to the broker is full",
-                    len(events),
+                    "send_queue_full", "the ZeroMQ send queue to the broker is full", count
                 )
                 return
             time.sleep(0.002)
         self._seq[level] += 1
-        self._sent_before[level] += len(events)
-        self._count_in_hand(sent=len(events))
+        self._sent_before[level] += count
+        self._count_in_hand(sent=count)
 
     def _send_final_marks(self) -> None:
         """Send each level's final count as an empty batch (the lock is held): a backend

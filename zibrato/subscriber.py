@@ -42,10 +42,10 @@ class LossTracker:
         """Account for ``batch``; return how many events went missing just before it."""
         key = (batch.publisher, batch.level)
         expected = self._expected.pop(key, None)
-        self._expected[key] = (batch.seq + 1, batch.sent_before + len(batch.events))
+        self._expected[key] = (batch.seq + 1, batch.sent_before + batch.count)
         if len(self._expected) > self.max_publishers:
             self._expected.popitem(last=False)  # the publisher heard from least recently
-        if not batch.events:
+        if not batch.count:
             # A publisher's last batch on this level (it closed): nothing more to expect.
             del self._expected[key]
         if expected is None:
@@ -70,6 +70,7 @@ class Subscriber:
     ``curve`` (keys, or the directory ``zibrato keys`` wrote) makes it a CURVE client;
     keys that cannot be used raise :class:`~zibrato.errors.ConfigError` saying what to fix.
     If the broker refuses it, that is logged once, and it asks again every few seconds.
+    ``expand=False`` keeps each series' value list as it came (see :func:`protocol.decode`).
     """
 
     def __init__(
@@ -80,9 +81,11 @@ class Subscriber:
         context: zmq.Context[Any] | None = None,
         rcvhwm: int = 100_000,
         curve: ClientKeys | str | os.PathLike[str] | None = None,
+        expand: bool = True,
     ) -> None:
         keys = client_keys(curve) if curve is not None else None
         self.address = connect
+        self.expand = expand  # False: batches keep value lists (protocol.decode)
         self.level = levels.normalize(level)
         self.batches = 0
         self.events = 0
@@ -125,12 +128,12 @@ class Subscriber:
         except zmq.Again:
             return None
         try:
-            batch = protocol.decode(frames)
+            batch = protocol.decode(frames, expand=self.expand)
         except DecodeError as exc:
             self.count_bad(exc.reason, str(exc))
             return None
         self.batches += 1
-        self.events += len(batch.events)
+        self.events += batch.count
         self.losses.observe(batch)
         return batch
 

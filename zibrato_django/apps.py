@@ -1,13 +1,19 @@
-"""The app: checks, DB hooks, model signals and settings reloads, installed in ``ready()``."""
+"""The app: checks, DB hooks, model signals, Celery tasks and settings reloads, in ``ready()``."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 from django.apps import AppConfig
 from django.core import checks
 from django.core.signals import got_request_exception, setting_changed
 from django.db.backends.signals import connection_created
+
+log = logging.getLogger("zibrato.django")
+# The Celery app whose tasks are measured now (ZIBRATO["CELERY"]), if any.
+_measured: list[Any] = []
 
 
 class ZibratoConfig(AppConfig):
@@ -17,7 +23,8 @@ class ZibratoConfig(AppConfig):
     verbose_name = "Zibrato metrics"
 
     def ready(self) -> None:
-        """Register the checks and connect the hooks (no client, socket or thread yet)."""
+        """Register the checks and connect the hooks (nothing is opened yet; the settings
+        are read for ``ZIBRATO["CELERY"]`` and the parts of where the time goes only)."""
         from zibrato_django import db, model_signals
         from zibrato_django.checks import check_settings
         from zibrato_django.middleware import note_unhandled
@@ -29,6 +36,7 @@ class ZibratoConfig(AppConfig):
         db.install_on_existing()
         model_signals.connect()
         install_components()
+        measure_tasks()
 
 
 def install_components() -> None:
@@ -56,7 +64,8 @@ def install_components() -> None:
 
 
 def outside_client() -> Any:
-    """The shared client, for outgoing calls made outside requests (None: not measured)."""
+    """The shared client, for outgoing calls made outside requests and tasks (None: not
+    measured)."""
     from zibrato_django import zibrato
     from zibrato_django.conf import request_plan
 
@@ -76,3 +85,43 @@ def reload_settings(setting: str, **kwargs: Any) -> None:
         zibrato.reset()
     if setting == SETTING:
         install_components()
+    measure_tasks()
+
+
+def measure_tasks() -> None:
+    """Measure the tasks of the Celery app ``ZIBRATO["CELERY"]`` names (docs/celery.md),
+    with the shared client and the project's database; stop measuring a previous one.
+
+    A name that cannot be imported is ``manage.py check``'s ``zibrato.E007``; in a
+    process where no check ran, its line is logged once and tasks are not measured.
+    """
+    from zibrato.errors import ConfigError
+    from zibrato.framework import celery, settings
+    from zibrato_django import zibrato
+    from zibrato_django.conf import current, feature_enabled, request_plan, spell
+
+    config = current()
+    app = None
+    if config.celery is not None and feature_enabled(settings.TASKS, config):
+        try:
+            app = celery.load_app(config.celery)
+        except ConfigError as exc:
+            _log_once(f"{spell('CELERY')}: {exc}")
+    for old in _measured:
+        celery.uninstrument(old)
+    _measured.clear()
+    if app is not None:
+        plan = request_plan()
+        celery.instrument(
+            app,
+            client=zibrato,
+            db_level=plan.db_level,
+            namespace=plan.db_namespace,
+            breakdown=plan.switches.breakdown,
+        )
+        _measured.append(app)
+
+
+@functools.cache
+def _log_once(line: str) -> None:
+    log.error("%s; tasks are not measured (manage.py check explains)", line)

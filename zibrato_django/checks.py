@@ -3,7 +3,8 @@
 Each problem the settings core (:mod:`zibrato.framework.settings`) finds gets the id of
 its kind. Errors: ``zibrato.E001`` unknown level, ``E002`` malformed address, ``E003``
 backends that cannot be built, ``E004`` a value of the wrong type, ``E005`` an
-``EXCLUDE_PATHS`` regex that does not compile, ``E006`` CURVE keys that cannot be used.
+``EXCLUDE_PATHS`` regex that does not compile, ``E006`` CURVE keys that cannot be used,
+``E007`` a ``CELERY`` app that cannot be imported.
 Warnings: ``zibrato.W001`` middleware missing, ``W002`` middleware not first, ``W003``
 unknown key in ``ZIBRATO``, ``W004`` a setting named like ``ZIBRATO`` (``ZIBARTO``),
 ``W005`` a renamed key, ``W006`` a client that cannot know where its broker is.
@@ -28,6 +29,7 @@ IDS = {
     kit.TYPE: "zibrato.E004",
     kit.REGEX: "zibrato.E005",
     kit.CURVE: "zibrato.E006",
+    kit.CELERY_APP: "zibrato.E007",
     kit.UNKNOWN_KEY: "zibrato.W003",
     kit.DEPRECATED_KEY: "zibrato.W005",
     kit.UNREACHABLE: "zibrato.W006",
@@ -41,6 +43,8 @@ HINTS = {
     kit.REGEX: "Each entry is a regular expression searched in request.path_info.",
     kit.CURVE: "CURVE is the directory `zibrato keys DIR` wrote (or a copy with "
     "broker.key and client.key_secret), or None for no CURVE.",
+    kit.CELERY_APP: "CELERY names the module and attribute of your Celery app, e.g. "
+    "'proj.celery:app' (docs/celery.md).",
     kit.UNKNOWN_KEY: f"Known keys: {', '.join(kit.WEB_KEYS)}.",
     kit.DEPRECATED_KEY: "The old name works for this release only.",
     kit.UNREACHABLE: "Or bind BROKER_FRONTEND on a fixed port.",
@@ -55,7 +59,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 def check_config() -> list[CheckMessage]:
     """Return every problem with ``settings.ZIBRATO`` (what ``zibrato_broker`` checks)."""
     user = getattr(settings, SETTING, {})
-    found = read_settings(user, keys=kit.WEB_KEYS, check_backends=True, check_curve_keys=True)
+    found = read_settings(
+        user, keys=kit.WEB_KEYS, check_backends=True, check_curve_keys=True, check_celery=True
+    )
     return [*_misspelled_setting(), *(message(problem) for problem in found.problems)]
 
 

@@ -28,7 +28,7 @@ from zibrato.backends import build
 from zibrato.errors import ConfigError
 from zibrato.framework import settings as kit
 from zibrato.framework.settings import Settings, read_settings
-from zibrato.framework.units import ALL_ON, Switches
+from zibrato.framework.time_spent import ALL_ON, Switches
 from zibrato.runner import Runner
 
 log = logging.getLogger("zibrato.django")

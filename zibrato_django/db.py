@@ -2,12 +2,13 @@
 
 Every connection of every alias gets one :func:`measure_query` wrapper when it connects
 (``connection_created``), and connections that already exist when the app becomes ready
-get it then. Each query is timed; inside a request (the request state of
-:mod:`zibrato.framework.units`) it is also added to that request's tally, from which the
-middleware records ``db.client.request.*`` once at the end, and it is a ``db`` span of
-the request's time breakdown (a statement that repeats is located there too:
-:mod:`zibrato.framework.statements`). Outside a request (management commands, workers,
-tests that query directly) a query records ``db.client.operation.duration`` only.
+get it then. Each query is timed; inside a request or a Celery task (the unit
+of work of :mod:`zibrato.framework.units`) it is also added to that unit's tally, from which
+the middleware records ``db.client.request.*`` (the task's recorder ``db.client.task.*``)
+once at the end, and it is a ``db`` part of the unit's time breakdown (a statement that
+repeats in a request is located there too: :mod:`zibrato.framework.statements`). Outside any
+(management commands, tests that query directly) a query records
+``db.client.operation.duration`` only.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from zibrato.framework import schema
-from zibrato.framework.units import current_request
+from zibrato.framework.operations import OperationRecorder
+from zibrato.framework.units import current_unit
 from zibrato_django import failures, zibrato
 
-# The operation tags of every alias and statement, shared by every connection.
-_tags = schema.TagCache()
+# Each query's own timer, by alias and operation, shared by every connection.
+_operations = OperationRecorder(schema.TagCache())
 
 
 def measure_query(
@@ -39,15 +41,10 @@ def measure_query(
         elapsed = end - start
         try:
             alias = context["connection"].alias
-            state = current_request.get()
+            state = current_unit.get()
             if state is not None:
                 state.add_query(alias, sql, elapsed, end)
-            zibrato.timing(
-                schema.DB_OPERATION_DURATION,
-                elapsed,
-                level=schema.DB_OPERATION_LEVEL,
-                tags=_tags.operation(alias, sql),
-            )
+            _operations.record(zibrato, alias, sql, elapsed)
         except Exception as exc:
             failures.report("django_db_hook", exc)
 

@@ -24,7 +24,8 @@ from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 
 from zibrato.framework import schema
-from zibrato.framework.units import ALL_ON, RequestRecorder, RequestState, current_request
+from zibrato.framework.time_spent import ALL_ON
+from zibrato.framework.units import RequestRecorder, RequestState, current_unit
 from zibrato_django import failures, zibrato
 from zibrato_django.conf import RequestPlan, request_plan
 from zibrato_django.routes import route_of
@@ -60,14 +61,14 @@ class ZibratoMiddleware:
         state = RequestState()
         if plan.switches is not ALL_ON:
             state.switches = plan.switches
-        token = current_request.set(state)
+        token = current_unit.set(state)
         start = perf_counter()
         response = None
         try:
             response = self.get_response(request)
         finally:
             end = perf_counter()
-            current_request.reset(token)
+            current_unit.reset(token)
             record(plan, request, response, state, end - start, end)
         return response
 
@@ -79,14 +80,14 @@ class ZibratoMiddleware:
         state = RequestState()
         if plan.switches is not ALL_ON:
             state.switches = plan.switches
-        token = current_request.set(state)
+        token = current_unit.set(state)
         start = perf_counter()
         response = None
         try:
             response = await get_response(request)
         finally:
             end = perf_counter()
-            current_request.reset(token)
+            current_unit.reset(token)
             record(plan, request, response, state, end - start, end)
         return response
 
@@ -94,14 +95,14 @@ class ZibratoMiddleware:
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
         """Note when the view starts (every middleware's request phase is done)."""
-        state = current_request.get()
-        if state is not None:
+        state = current_unit.get()
+        if isinstance(state, RequestState):
             state.view_start = perf_counter()
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Note when and how the view failed; Django goes on handling the exception."""
-        state = current_request.get()
-        if state is not None:
+        state = current_unit.get()
+        if isinstance(state, RequestState):
             if state.view_start is not None:
                 state.view = perf_counter() - state.view_start
             if not isinstance(exception, ANSWERS):
@@ -123,9 +124,13 @@ def note_unhandled(sender: object, **kwargs: Any) -> None:
     those of a middleware listed after Zibrato's, never for its own 4xx answers.
     """
     try:
-        state = current_request.get()
+        state = current_unit.get()
         exception = sys.exc_info()[1]
-        if state is not None and exception is not None and not isinstance(exception, ANSWERS):
+        if (
+            isinstance(state, RequestState)
+            and exception is not None
+            and not isinstance(exception, ANSWERS)
+        ):
             state.note_error(schema.error_type(exception), in_view=False)
     except Exception as exc:
         failures.report("django_middleware", exc)

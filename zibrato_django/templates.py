@@ -7,8 +7,9 @@ which every Django template goes through (``render()``, ``TemplateResponse``, an
 ``{% include %}``, a ``Template(...)`` of your own), and the Jinja2 backend's
 ``Template.render`` when Jinja2 is installed. Inside a request each render is a
 ``template`` span of the request's breakdown and adds its time, under its bounded
-``template.name``, to the request's ``template.request.duration``; outside a request
-(an email rendered by a command) nothing is recorded.
+``template.name``, to the request's ``template.request.duration``; inside a Celery task
+it is a part of the task's breakdown; outside both (an email rendered by a command)
+nothing is recorded.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any
 from zibrato.framework.breakdown import TEMPLATE
 from zibrato.framework.patches import Patch
 from zibrato.framework.templates import NAMES
-from zibrato.framework.units import current_request
+from zibrato.framework.units import current_unit
 from zibrato_django import failures
 
 
 def _measured(name_of: Callable[[Any], object]) -> Callable[[Any], Any]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def render(template: Any, *args: Any, **kwargs: Any) -> Any:
-            state = current_request.get()
+            state = current_unit.get()
             if state is None or not state.switches.templates:
                 return original(template, *args, **kwargs)
             start = perf_counter()

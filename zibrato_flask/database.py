@@ -5,11 +5,12 @@ Each instrumented engine gets three listeners (``before_cursor_execute``,
 swapped or patched). Every query then:
 
 * adds to the tally of the unit of work it runs in: the request being served (recorded
-  with its ``http.route`` at teardown), or else the app context (a ``flask`` CLI command,
+  with its ``http.route`` at teardown), a Celery task (recorded with its name when it
+  ends), or else the app context (a ``flask`` CLI command,
   a script's ``with app.app_context()``: recorded without a route when the context ends);
 * records its own duration as ``db.client.operation.duration`` at level debug;
-* inside a request, is a ``db`` span of the request's time breakdown, and a statement
-  that repeats is located (:mod:`zibrato.framework.statements`).
+* inside a request or a task, is a ``db`` part of the unit's time breakdown, and a
+  statement that repeats in a request is located (:mod:`zibrato.framework.statements`).
 
 Flask-SQLAlchemy's engines (every bind) are found in ``app.extensions["sqlalchemy"]``,
 whichever of ``db.init_app(app)`` and ``zibrato.init_app(app)`` runs first; an engine of
@@ -35,10 +36,10 @@ from flask import (
 )
 
 from zibrato.client import Zibrato
-from zibrato.framework import schema
+from zibrato.framework.operations import OperationRecorder
 from zibrato.framework.queries import QueryTally
 from zibrato.framework.schema import TagCache
-from zibrato.framework.units import current_request
+from zibrato.framework.units import current_unit
 from zibrato_flask.request_metrics import HOOK_FAILED, InstrumentedApp
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class EngineHooks:
     def __init__(self, namespace: str, client: Callable[[], Zibrato]) -> None:
         self.namespace = namespace
         self.client = client  # for queries outside any instrumented app
-        self.tags = TagCache()
+        self.operations = OperationRecorder(TagCache())
 
     def before_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -149,7 +150,7 @@ class EngineHooks:
         seconds = end - starts.pop()
         client = None
         try:
-            state = current_request.get()
+            state = current_unit.get()
             if state is not None:
                 state.add_query(self.namespace, statement, seconds, end)
             else:
@@ -157,12 +158,7 @@ class EngineHooks:
                 if tally is not None:
                     tally.add(self.namespace, statement, seconds)
             client = client or self.client()
-            client.timing(
-                schema.DB_OPERATION_DURATION,
-                seconds,
-                level=schema.DB_OPERATION_LEVEL,
-                tags=self.tags.operation(self.namespace, statement),
-            )
+            self.operations.record(client, self.namespace, statement, seconds)
         except Exception as failure:
             (client or self.client()).publisher.reject(
                 HOOK_FAILED, f"query not counted: {failure!r}"

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, appcontext_pushed, got_request_exception
 
 from zibrato.client import Zibrato as Client
-from zibrato.framework import http_client, statements
+from zibrato.framework import celery, http_client, statements
 from zibrato.framework import settings as kit
 from zibrato.framework.lazy import LazyZibrato
 from zibrato.framework.schema import TagCache
 from zibrato.framework.settings import Settings
-from zibrato.framework.units import ALL_ON, RequestRecorder, Switches, current_request
+from zibrato.framework.time_spent import ALL_ON, Switches
+from zibrato.framework.units import RequestRecorder, current_unit
 from zibrato_flask import clients, database, templates
 from zibrato_flask.cli import zibrato_command
 from zibrato_flask.request_metrics import note_unhandled, request_timer, view_timer
@@ -158,6 +159,8 @@ class Zibrato(LazyZibrato):
         app.cli.add_command(zibrato_command)
         self._settings.adopt(self, settings)
         self._install_components(app, state)
+        if settings.celery is not None:
+            self._measure_tasks(settings.celery, state)
 
     def _install_components(self, app: Flask, state: AppState) -> None:
         """Install what measures where the time goes: each part ``app``'s settings want."""
@@ -168,7 +171,8 @@ class Zibrato(LazyZibrato):
         statements.SAMPLER.code.add_packages(state.settings.app_packages)
 
     def _outside_client(self) -> Client | None:
-        """This extension, for outgoing calls made outside requests (None: not measured)."""
+        """This extension, for outgoing calls made outside requests and tasks (None: not
+        measured)."""
         settings = self._settings.settings or DEFAULT_SETTINGS
         return self if settings.switch(kit.HTTP_CLIENT) else None
 
@@ -182,6 +186,18 @@ class Zibrato(LazyZibrato):
         namespace = namespace or database.namespace_of(engine)
         database.instrument(engine, namespace, lambda: self)
         self._settings.plain_engines.add(namespace)
+
+    def _measure_tasks(self, spec: object, state: AppState) -> None:
+        """Measure the tasks of ``ZIBRATO_CELERY`` (checked by init_app) with this app's
+        client and database: queries inside a task count per task (docs/celery.md)."""
+        celery_app = celery.load_app(spec)
+        celery.instrument(
+            celery_app,
+            client=state.client,
+            db_level=state.settings.db_level,
+            namespace=lambda: state.db_namespace,
+            breakdown=state.switches.breakdown,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self, linger: float | None = None) -> None:
@@ -238,7 +254,7 @@ def _check_engines_on_first_context(app: Flask, state: AppState) -> None:
 
     def on_context(sender: Flask, **extra: Any) -> None:
         state.check_engines()
-        if "sqlalchemy" in sender.extensions or current_request.get() is not None:
+        if "sqlalchemy" in sender.extensions or current_unit.get() is not None:
             appcontext_pushed.disconnect(on_context)  # from every sender: forgotten
 
     appcontext_pushed.connect(on_context, sender=app, weak=False)

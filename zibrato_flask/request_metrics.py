@@ -45,13 +45,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zibrato.client import Zibrato
 from zibrato.framework import schema
-from zibrato.framework.units import (
-    ALL_ON,
-    RequestRecorder,
-    RequestState,
-    Switches,
-    current_request,
-)
+from zibrato.framework.time_spent import ALL_ON, Switches
+from zibrato.framework.units import RequestRecorder, RequestState, current_unit
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -99,12 +94,12 @@ def request_timer(wsgi_app: WSGIApplication, app_state: InstrumentedApp) -> WSGI
             state.route = rule.rule if rule is not None else route_without_rule(flask_request)
             return start_response(status, headers, exc_info)
 
-        token = current_request.set(state)
+        token = current_unit.set(state)
         try:
             return wsgi_app(environ, note_status)
         finally:
             seconds = perf_counter() - start
-            current_request.reset(token)
+            current_unit.reset(token)
             # Recording, written out here rather than in a function: it runs for every
             # request. It never raises into the request.
             recorder = app_state.current_recorder or app_state.recorder()
@@ -141,8 +136,8 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
     """Return one app's ``dispatch_request`` wrapped to time the view function alone."""
 
     def zibrato_view_timer() -> ResponseReturnValue:
-        state = current_request.get()
-        if state is None:  # an excluded path, or a request that did not come through WSGI
+        state = current_unit.get()
+        if not isinstance(state, RequestState):  # an excluded path, not through WSGI, a task
             return dispatch_request()
         start = perf_counter()
         try:
@@ -164,8 +159,8 @@ def view_timer(dispatch_request: Callable[[], ResponseReturnValue]) -> Callable[
 
 def note_unhandled(sender: object, exception: BaseException, **extra: Any) -> None:
     """Note an exception no error handler took (``got_request_exception``)."""
-    state = current_request.get()
-    if state is not None:
+    state = current_unit.get()
+    if isinstance(state, RequestState):
         state.route = getattr(request.url_rule, "rule", _UNMATCHED)
         if is_error(exception):
             state.note_error(schema.error_type(exception), in_view=False)

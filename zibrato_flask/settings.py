@@ -40,7 +40,9 @@ def read_app_settings(config: MutableMapping[str, Any]) -> Settings:
     force. Misspelled keys are logged, one line each, with the likely intended name.
     """
     given = {key[len(PREFIX) :]: value for key, value in config.items() if key.startswith(PREFIX)}
-    settings = read_settings(given, keys=kit.FLASK_KEYS, check_backends=True, check_curve_keys=True)
+    settings = read_settings(
+        given, keys=kit.FLASK_KEYS, check_backends=True, check_curve_keys=True, check_celery=True
+    )
     if settings.errors:
         raise ConfigError(settings.errors[0].line(spell))
     for line in (

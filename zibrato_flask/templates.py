@@ -4,9 +4,10 @@ Flask sends ``before_render_template`` and ``template_rendered`` around every
 ``render_template`` (real signals, unlike Django's): :func:`connect` listens to them for
 one app. Inside a request each render is a ``template`` span of the request's time
 breakdown and adds its time, under its bounded ``template.name``, to the request's
-``template.request.duration``. A render that raises sends no ``template_rendered``: the
-view timer ends such a render where the exception leaves the view
-(``RequestState.abandon_renders``).
+``template.request.duration`` (inside a Celery task: a part of the task's breakdown). A
+render that raises sends no ``template_rendered``: the view timer ends such a render
+where the exception leaves the view (``TimeSpentState.abandon_renders``); a task's
+breakdown ends it when the task is recorded.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flask import Flask, before_render_template, template_rendered
 
 from zibrato.framework.breakdown import TEMPLATE
 from zibrato.framework.templates import NAMES
-from zibrato.framework.units import current_request
+from zibrato.framework.units import current_unit
 from zibrato_flask.request_metrics import HOOK_FAILED
 
 
@@ -30,7 +31,7 @@ def connect(app: Flask) -> None:
 
 
 def _started(sender: Flask, template: Any, context: Any, **extra: Any) -> None:
-    state = current_request.get()
+    state = current_unit.get()
     if state is None or not state.switches.templates:
         return
     try:
@@ -44,7 +45,7 @@ def _started(sender: Flask, template: Any, context: Any, **extra: Any) -> None:
 
 
 def _rendered(sender: Flask, template: Any, context: Any, **extra: Any) -> None:
-    state = current_request.get()
+    state = current_unit.get()
     if state is None or not state.rendering:
         return
     try:

@@ -4,7 +4,8 @@
 * ``products/<int:pk>/``: a well-behaved detail page (three queries).
 * ``recommendations/``: slow, with variable latency and a long tail: it waits for the
   recommendation service (``demo_site.recommendations``, a real HTTP call).
-* ``checkout/``: raises ``PaymentDeclined`` for one order in four.
+* ``checkout/``: raises ``PaymentDeclined`` for one order in four; else sends the order
+  confirmation task (an N+1 in the worker; ``?fixed=1`` sends its fixed twin).
 * ``api/products/``: a JSON API, one query.
 * ``report/``: timed and counted with the 2013 decorators.
 """
@@ -24,6 +25,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from demo_site.shop.models import Category, Order, Product
+from demo_site.shop.tasks import send_confirmation, send_confirmation_fixed
 from zibrato_django import zibrato
 
 PAGE_SIZE = 24
@@ -96,7 +98,8 @@ def recommendations(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def checkout(request: HttpRequest) -> HttpResponse:
-    """Place an order; the payment gateway declines one in four, and the view raises."""
+    """Place an order and send its confirmation to the worker (``?fixed=1``: the twin
+    without the N+1); the payment gateway declines one in four, and the view raises."""
     form = CheckoutForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest(form.errors.as_text())
@@ -104,6 +107,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
     if random.random() < DECLINE_RATE:
         raise PaymentDeclined(f"card declined for {product}")
     order = Order.objects.create(product=product, quantity=form.cleaned_data["quantity"])
+    confirm = send_confirmation_fixed if request.GET.get("fixed") == "1" else send_confirmation
+    confirm.delay(order.pk)
     return redirect(f"{reverse('shop:product', args=[product.pk])}?ordered={order.pk}")
 
 

@@ -22,15 +22,8 @@ from requests.adapters import HTTPAdapter
 
 from zibrato import Zibrato
 from zibrato.aggregation import Rollup, Series, distribution_stats
-from zibrato.backends.librato import (
-    MAX_PER_POST,
-    TOKEN_ENV,
-    LibratoAuthError,
-    LibratoBackend,
-    LibratoTimeout,
-    LibratoUnavailable,
-    librato_name,
-)
+from zibrato.backends.librato import MAX_PER_POST, TOKEN_ENV, LibratoBackend, librato_name
+from zibrato.backends.toolkit.push import TargetRefused, TargetTimeout, TargetUnavailable
 from zibrato.broker import Broker
 
 EMAIL = "ops@example.com"
@@ -237,7 +230,7 @@ def test_server_errors_are_retried_until_delivered(
     backend.emit(gauges(["a", "b"]))
     assert [r.status for r in stub.requests] == [500, 503, 200]
     assert stub.names() == ["a", "b"]
-    assert backend.target_errors == 2 and isinstance(backend.last_error, LibratoUnavailable)
+    assert backend.target_errors == 2 and isinstance(backend.last_error, TargetUnavailable)
     assert backend.buffered == 0
 
 
@@ -287,7 +280,7 @@ def test_401_is_not_retried_and_keeps_the_data_buffered(
     backend.emit(gauges(["b"]))
     assert [r.status for r in stub.requests] == [401, 401]  # one request per flush
     assert backend.buffered == 2 and backend.target_errors == 2
-    assert isinstance(backend.last_error, LibratoAuthError)
+    assert isinstance(backend.last_error, TargetRefused)
 
 
 def test_a_hanging_server_times_out_and_the_data_waits_for_it(
@@ -299,7 +292,7 @@ def test_a_hanging_server_times_out_and_the_data_waits_for_it(
     backend.emit(gauges(["a", "b"]))
     assert time.monotonic() - started < 0.6 + 0.5  # gave up before the next flush
     assert len(stub.requests) >= 2 and backend.buffered == 2
-    assert isinstance(backend.last_error, LibratoTimeout)
+    assert isinstance(backend.last_error, TargetTimeout)
     stub.hang = False
     stub.release.set()
     backend.emit(gauges(["c"]))
@@ -324,7 +317,7 @@ def test_an_unreachable_server_keeps_the_data(
 ) -> None:
     backend = make_backend(url=f"http://127.0.0.1:{closed_port()}", flush_interval=0.2)
     backend.emit(gauges(["a"]))
-    assert backend.buffered == 1 and isinstance(backend.last_error, LibratoUnavailable)
+    assert backend.buffered == 1 and isinstance(backend.last_error, TargetUnavailable)
 
 
 # -- secrets ------------------------------------------------------------------------------

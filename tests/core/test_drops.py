@@ -91,17 +91,20 @@ def test_full_buffer_drops_are_counted_and_reported(broker, subscribe, new_clien
     z = new_client(publish=broker.frontend, buffer_size=5)
     recorded = 50
     for i in range(recorded):  # far faster than one 50 ms batch interval
-        z.incr("burst", tags={"i": str(i)})
+        z.incr("burst")  # a series' values: at most 5 wait
+        z.gauge("burst.gauge", i)  # events in the level's queue: at most 5 wait
     z.flush()
-    collector.wait_names("burst", DROPPED_METRIC)
+    collector.wait_names("burst", "burst.gauge", DROPPED_METRIC)
     collector.settle()
 
     dropped = z.stats()["dropped"]
     assert set(dropped) == {"buffer_full"}
-    assert dropped["buffer_full"] >= 1
-    arrived = collector.named("burst")
+    assert dropped["buffer_full"] >= 2
+    arrived = collector.named("burst") + collector.named("burst.gauge")
     # Nothing vanished silently: every call either arrived or was counted as dropped.
-    assert len(arrived) + dropped["buffer_full"] == recorded
+    assert len(arrived) + dropped["buffer_full"] == 2 * recorded
+    assert len(collector.named("burst")) < recorded
+    assert len(collector.named("burst.gauge")) < recorded
     assert dropped_reports(collector) == dropped
     assert drop_warnings(caplog) == {"buffer_full": 1}
     # The buffer is per client and drains: after a flush there is room again.

@@ -39,7 +39,7 @@ def parent_with_pending_events(broker, new_client) -> Zibrato:
     z.flush()  # the parent has a live socket before the fork, as under gunicorn --preload
     for _ in range(PARENT_EVENTS):
         z.incr("parent.pre_fork")
-    assert len(z.publisher.queues["info"]) == PARENT_EVENTS
+    assert z.publisher.pending_events == PARENT_EVENTS
     return z
 
 

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from zibrato import Zibrato
-from zibrato.framework.lazy import LazyZibrato
+from zibrato.framework.lazy import CLIENT_ATTRIBUTES, LazyZibrato
 from zibrato.testing import capture
 
 
@@ -33,6 +33,20 @@ def test_nothing_happens_until_the_first_metric() -> None:
     (hit,) = metrics.filter("lazy.hits")
     assert (hit.value, hit.source, hit.tags) == (2, "web-1", {"app": "shop"})
     assert len(metrics.values("lazy.timer")) == 1
+    client.reset(linger=0)
+
+
+def test_asking_for_an_attribute_a_client_lacks_starts_nothing() -> None:
+    """pytest's fixture collection probes module-level objects for ``_mock_name``: a
+    Django test module that imports ``zibrato_django.zibrato`` once started the client
+    (its thread and socket) while being collected."""
+    client = LazyZibrato(dict)
+    for name in ("_mock_name", "__wrapped__", "_settings_cache", "not_a_metric_method"):
+        assert getattr(client, name, None) is None
+    assert not client.started
+    with capture():
+        client.incr("lazy.started")
+    assert set(client.__dict__) - {"_settings"} == CLIENT_ATTRIBUTES  # every one, no other
     client.reset(linger=0)
 
 

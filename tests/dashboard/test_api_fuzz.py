@@ -31,8 +31,10 @@ ENDPOINTS = (
     "/api/metrics",
     "/api/series",
     "/api/health",
+    "/api/tasks",
+    "/api/task",
 )
-NAMES = ("window", "end", "route", "name", "stat", "tag", "type", "x", "", "window[]")
+NAMES = ("window", "end", "route", "name", "stat", "tag", "type", "task", "x", "", "window[]")
 NUMBERS = (
     "300",
     "0",
@@ -128,7 +130,7 @@ def test_every_endpoint_with_the_numbers_nobody_should_send(stocked: DashboardBa
     for endpoint in ENDPOINTS:
         for number in NUMBERS:
             for name in ("window", "end"):
-                target = f"{endpoint}?{name}={_encoded(number)}&route=/boom/&name=orders"
+                target = f"{endpoint}?{name}={_encoded(number)}&route=/boom/&name=orders&task=t"
                 answer = raw_request(stocked._http, f"GET {target} HTTP/1.0\r\n\r\n")
                 check_answer(answer, target)
                 if endpoint not in ("/api/status", "/api/metrics") and number not in (

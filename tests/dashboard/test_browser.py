@@ -315,3 +315,74 @@ def test_the_dropped_card_says_why(site: LiveSite, browser_page: WatchedPage) ->
     title = page.eval_on_selector("#drop-reasons li", "li => li.title")
     assert title == "zibrato.publisher.dropped{reason=invalid_value}"
     browser_page.assert_clean()
+
+
+def publish_tasks(site: LiveSite, n: int = 0) -> None:
+    """One batch of a worker's tasks: an N+1 confirmation (one in five fails), a report."""
+    z = site.client
+    for i in range(5):
+        tags = {"celery.task.name": "shop.confirm", "celery.task.outcome": "success"}
+        if i == 0:
+            tags = {**tags, "celery.task.outcome": "failure", "error.type": "SMTPError"}
+        z.timing("celery.task.duration", 0.02 + i / 500, tags=tags)
+        z.incr("celery.task.outcomes", tags=tags)
+        z.timing("celery.task.queue.duration", 0.01 * i, tags={"celery.task.name": "shop.confirm"})
+        db = {"celery.task.name": "shop.confirm", "db.namespace": "default"}
+        z.observe("db.client.task.queries", 11, tags=db)
+        z.observe("db.client.task.duplicates", 9, tags={"celery.task.name": "shop.confirm"})
+    report = {"celery.task.name": "shop.report", "celery.task.outcome": "success"}
+    z.timing("celery.task.duration", 0.5 + (n % 3) / 10, tags=report)
+    z.incr("celery.task.outcomes", tags=report)
+    z.flush(timeout=5)
+
+
+def test_the_tasks_table_and_a_tasks_charts(site: LiveSite, browser_page: WatchedPage) -> None:
+    """The Tasks table and its charts, on the page beside the routes' parts (where each
+    route's time goes, its repeated statements)."""
+    publish_tasks(site)
+    publish_shop(site)
+    wait_for(
+        lambda: site.api("/api/tasks", window=600)["tasks"],
+        lambda rows: {row["task"] for row in rows} == {"shop.confirm", "shop.report"},
+        "the tasks in the API",
+    )
+    page = browser_page.page
+    page.goto(site.dashboard.url)
+    page.select_option("#window", "300")
+    browser_page.wait_until(
+        "() => window.zibratoDashboard.tasks && window.zibratoDashboard.tasks.rows.length >= 2",
+        "the tasks table",
+    )
+    rows = page.eval_on_selector_all("#tasks tbody tr", "rows => rows.map(r => r.textContent)")
+    assert "shop.report" in rows[0]  # sorted by run time p95, slowest first
+    confirm = next(row for row in rows if "shop.confirm" in row)
+    assert "N+1" in confirm and "failed" in confirm and "20.0 %" in confirm
+    assert page.is_hidden("#tasks-empty")
+    # Both on one page: the routes' "Time goes to" and the chosen route's statements.
+    goes_to = browser_page.wait_until(
+        """() => { const row = document.querySelector("#routes tr[data-route='/slow/']");
+                   const text = row && row.lastChild.textContent;
+                   return text && text.endsWith("http.client") && text; }""",
+        "where /slow/ spends its time",
+    )
+    assert goes_to.endswith("http.client")
+    page.select_option("#route-select", "/products/")
+    browser_page.wait_until(
+        "() => document.querySelectorAll('#statements tbody tr').length >= 1",
+        "the repeated statements of /products/",
+    )
+
+    # The slowest task is charted; choosing another charts it.
+    deadline = time.monotonic() + 30
+    while not page.evaluate("() => window.zibratoDashboard.points['task-rate']?.[0] >= 2"):
+        assert time.monotonic() < deadline, "two points on the task charts"
+        publish_tasks(site)
+        time.sleep(0.3)
+    assert page.eval_on_selector("#task-select", "s => s.value") == "shop.report"
+    page.click("#tasks tbody tr[data-task='shop.confirm']")
+    browser_page.wait_until(
+        "() => window.zibratoDashboard.tasks.task === 'shop.confirm'"
+        " && document.querySelector('#chart-task-queries canvas') !== null",
+        "the chosen task's charts",
+    )
+    assert not browser_page.page_errors

@@ -22,6 +22,8 @@ from typing import Any
 import requests
 from process_support import SiteProcess
 
+from demo_site import prepare
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA_ENV = "ZIBRATO_DEMO_DATA"
 READY_TIMEOUT = 120.0  # the first start prepares databases and boots two gunicorns
@@ -49,7 +51,7 @@ RUNNING = "zibrato demo: running; Ctrl-C to stop"
 def copy_prepared(prepared: Path, data: Path) -> Path:
     """Copy prepared databases (and their stamp) into a fresh data folder; return it."""
     data.mkdir(parents=True, exist_ok=True)
-    for name in ("shop.sqlite3", "warehouse.sqlite3", "prepared.stamp"):
+    for name in (*prepare.DATABASES, prepare.STAMP):
         shutil.copy2(prepared / name, data / name)
     return data.resolve()
 

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -50,6 +51,9 @@ class Live:
 
     def routes(self) -> dict[str, dict[str, object]]:
         return {row["route"]: row for row in self.api("routes", window=WINDOW)["routes"]}  # type: ignore[index]
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {row["task"]: row for row in self.api("tasks", window=WINDOW)["tasks"]}  # type: ignore[index]
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +107,36 @@ def test_every_part_answers_where_the_demo_says(live: Live) -> None:
     commands = list(processes_of(live.run.data).values())
     for app in ("demo_site.wsgi:application", "demo_site.warehouse:create_app()"):
         assert sum(app in command for command in commands) == 3, commands
+    # The Celery worker: its main process and two prefork children.
+    assert sum("demo_site.worker" in command for command in commands) == 3, commands
+
+
+def test_checkouts_send_tasks_that_the_tasks_table_shows_with_their_n_plus_one(
+    live: Live,
+) -> None:
+    """Every checkout sends an order confirmation to the prefork worker (Kombu's SQLite
+    transport); its N+1 shows per task, and its ?fixed=1 twin runs without one."""
+    tasks = wait_for(
+        live.tasks,
+        lambda rows: (
+            rows.get("shop.send_confirmation", {}).get("tasks", 0) >= 3
+            and (rows["shop.send_confirmation"]["duplicates"] or {}).get("max", 0) >= 2
+            and rows.get("shop.send_confirmation_fixed", {}).get("tasks", 0) >= 1
+        ),
+        "order confirmations run by the worker, an N+1 among them",
+    )
+    confirm, fixed = tasks["shop.send_confirmation"], tasks["shop.send_confirmation_fixed"]
+    # The confirmation reads the order, the recent orders, then each one's product.
+    assert confirm["queries"]["max"] == confirm["duplicates"]["max"] + 3
+    assert fixed["duplicates"]["max"] == 0 and fixed["queries"]["max"] == 2
+    assert confirm["failures"] == 0 and confirm["queue"]["max"] >= 0
+    metrics = {entry["name"]: entry for entry in live.api("metrics")["metrics"]}  # type: ignore[index]
+    published = metrics["celery.task.published"]["tags"]
+    assert published["http.route"] == ["checkout/"]
+    assert set(published["celery.task.name"]) == {
+        "shop.send_confirmation",
+        "shop.send_confirmation_fixed",
+    }
 
 
 def test_the_dashboard_finds_the_n_plus_one_the_slow_and_the_raising_routes(live: Live) -> None:
@@ -204,6 +238,16 @@ def test_the_dashboard_page_shows_the_demo_in_a_browser(
     assert set(DJANGO_ROUTES + FLASK_ROUTES) <= set(shown)
     badges = page.eval_on_selector_all("#routes tr", "rows => rows.map(r => r.textContent)")
     assert any("products/" in row and "N+1" in row for row in badges), badges
+    # The Tasks table beside the routes: the order confirmation and its N+1.
+    browser_page.wait_until(
+        """() => (window.zibratoDashboard.tasks?.rows || []).some(
+              (row) => row.task === "shop.send_confirmation" && row.duplicates_mean >= 1)""",
+        "the order confirmation's N+1 in the Tasks table",
+        timeout=60,
+    )
+    tasks = page.eval_on_selector_all("#tasks tbody tr", "rows => rows.map(r => r.textContent)")
+    assert any("shop.send_confirmation" in row and "N+1" in row for row in tasks), tasks
+    page.click("#tasks tbody tr[data-task='shop.send_confirmation']")  # its charts, the N+1's
     # Where the time goes, in the table: recommendations/ waits for its service.
     goes_to = browser_page.wait_until(
         """() => { const row = document.querySelector("#routes tr[data-route='recommendations/']");

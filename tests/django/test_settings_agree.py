@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import celery_site
 import pytest
 from django.test import override_settings
 from flask import Flask
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from zibrato import backends, cli
 from zibrato.errors import ConfigError
+from zibrato.framework import celery
 from zibrato.framework import settings as kit
 from zibrato.security.curve import client_keys
 from zibrato.security.keygen import write_keys
@@ -59,6 +61,7 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("ZIBRATO_CURVE", raising=False)
     yield
     clients.close_all(linger=0)
+    celery.uninstrument(celery_site.app)  # a Flask app measures its tasks until then
 
 
 def in_django(key: str, value: Any, extra: Mapping[str, Any] | None = None) -> Value | Refused:
@@ -111,7 +114,7 @@ def in_a_third_front_end(
     translation of names around the settings core, and nothing more."""
     names = {f"zibrato_{k.lower()}": v for k, v in {**(extra or {}), key: value}.items()}
     given = {name.removeprefix("zibrato_").upper(): v for name, v in names.items()}
-    found = kit.read_settings(given, keys=kit.FLASK_KEYS, check_backends=True)
+    found = kit.read_settings(given, keys=kit.FLASK_KEYS, check_backends=True, check_celery=True)
     if found.errors:
         (error,) = found.errors
         return Refused(
@@ -198,6 +201,15 @@ TABLE: list[tuple[str, Any, Any]] = [
     ),
     ("INSECURE", True, Value(True)),
     ("INSECURE", "yes", Refused("'yes': use True or False")),
+    ("CELERY", None, Value(None)),
+    ("CELERY", "celery_site:app", Value("celery_site:app")),
+    ("CELERY", "celery_site.app", Value("celery_site.app")),
+    ("CELERY", celery_site.app, Value(celery_site.app)),
+    ("CELERY", "no_such_module:app", Refused("'no_such_module:app': cannot import it")),
+    ("CELERY", "celery_site:not_an_app", Refused("is a object, not a Celery app")),
+    ("CELERY", "celery_site", Refused("'celery_site': use where your Celery app is")),
+    ("CELERY", True, Refused("True: use where your Celery app is")),
+    ("CELERY", "proj.celery:²", Refused("use where your Celery app is")),
 ]
 
 

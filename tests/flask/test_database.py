@@ -351,7 +351,7 @@ def test_a_failure_inside_zibrato_never_reaches_the_query(
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'q.db'}")
     app = build_shop()
     Zibrato(app).instrument_engine(engine)
-    database._instrumented[engine].tags = None  # type: ignore[assignment]  # a bug in zibrato
+    database._instrumented[engine].operations = None  # type: ignore[assignment]  # a bug
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT 7")).scalar() == 7
     assert metrics.dropped == {"flask_hook_failed": 1}

@@ -26,8 +26,14 @@ def site_env(frontend: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
-def test_r3_every_gunicorn_workers_events_arrive_once(worker_class: str) -> None:
+@pytest.mark.parametrize(
+    ("worker_class", "broker_frozen_at_stop"),
+    [(kind, frozen) for frozen in (False, True) for kind in ("sync", "gthread", "gevent")],
+)
+def test_r3_every_gunicorn_workers_events_arrive_once(
+    worker_class: str, broker_frozen_at_stop: bool
+) -> None:
+    """Frozen at stop: the broker is SIGSTOPped before gunicorn is, which must stop in time."""
     every_workers_events_arrive_once(
         app="gunicorn_site:app",
         env=site_env,
@@ -35,4 +41,5 @@ def test_r3_every_gunicorn_workers_events_arrive_once(worker_class: str) -> None
         path="/pid",
         route="/pid",
         loaded="flasktest.loaded",
+        broker_frozen_at_stop=broker_frozen_at_stop,
     )

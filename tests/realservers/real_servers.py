@@ -216,7 +216,12 @@ class CarbonCache:
         process = ServerProcess(
             [sys.executable, str(script), f"--config={conf / 'carbon.conf'}", "--debug", "start"],
             log,
-            env={"PYTHONPATH": str(CARBON_ROOT / "usr" / "lib" / "python3" / "dist-packages")},
+            env={
+                "PYTHONPATH": str(CARBON_ROOT / "usr" / "lib" / "python3" / "dist-packages"),
+                # carbon's own protobuf code predates the protobuf the venv holds (for the
+                # otlp and remote-write extras): the pure-Python runtime still loads it.
+                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            },
         )
         ready = rf"CarbonReceiverFactory starting on {port}\b"
         deadline = time.monotonic() + START_TIMEOUT
@@ -226,8 +231,8 @@ class CarbonCache:
             if time.monotonic() > deadline:
                 raise AssertionError(f"carbon-cache did not start: {process!r}")
             time.sleep(0.05)
+        process.stop()  # it exited: reap it and close its log
         if "Address already in use" in process.text()[offset:]:
-            process.stop()
             return None
         raise AssertionError(f"carbon-cache exited: {process!r}")
 
@@ -283,37 +288,59 @@ PROMETHEUS_PROXIED_JOB = """\
 
 
 class Prometheus:
-    """Prometheus scraping ``target`` (host:port serving /metrics) every second."""
+    """Prometheus scraping ``target`` (host:port serving /metrics) every second, or with no
+    target, taking remote write on ``write_url`` (``--web.enable-remote-write-receiver``).
 
-    def __init__(self, workdir: Path, target: str, proxied: dict[str, str] | None = None) -> None:
-        """``proxied``: more jobs, ``{job name: NAME:PORT}``, each scraped through the
-        HTTP proxy ``target`` (see ``PROMETHEUS_PROXIED_JOB``)."""
+    ``listen`` is its loopback host (another 127.x address plays another host);
+    ``proxied``: more jobs, ``{job name: NAME:PORT}``, each scraped through the HTTP proxy
+    ``target`` (see ``PROMETHEUS_PROXIED_JOB``).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        target: str | None = None,
+        listen: str = "127.0.0.1",
+        proxied: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.target = target
+        self.listen = listen
         self.proxied = dict(proxied or {})
         self.url = ""
+        self.starts = 0
         self.process: ServerProcess | None = None
+
+    @property
+    def write_url(self) -> str:
+        return f"{self.url}/api/v1/write"
 
     def start(self) -> Prometheus:
         binary = require(PROMETHEUS)
         config = self.workdir / "prometheus.yml"
-        config.write_text(
-            PROMETHEUS_CONFIG.format(target=self.target)
-            + "".join(
-                PROMETHEUS_PROXIED_JOB.format(job=job, proxy=self.target, target=target)
-                for job, target in self.proxied.items()
+        if self.target is None:
+            config.write_text("global:\n  scrape_interval: 1s\n")
+        else:
+            config.write_text(
+                PROMETHEUS_CONFIG.format(target=self.target)
+                + "".join(
+                    PROMETHEUS_PROXIED_JOB.format(job=job, proxy=self.target, target=target)
+                    for job, target in self.proxied.items()
+                )
             )
-        )
         self.process = ServerProcess(
             [
                 str(binary),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                "--web.listen-address=127.0.0.1:0",  # it logs the port it got
+                f"--web.listen-address={self.listen}:0",  # it logs the port it got
+                *(["--web.enable-remote-write-receiver"] if self.target is None else []),
             ],
-            self.workdir / "prometheus.log",
+            # A restart (same storage, new port) writes a log of its own.
+            self.workdir / f"prometheus-{self.starts}.log",
         )
-        match = self.process.wait_for_log(r'msg="Listening on" address=(127\.0\.0\.1:\d+)')
+        self.starts += 1
+        match = self.process.wait_for_log(r'msg="Listening on" address=(127\.\d+\.\d+\.\d+:\d+)')
         if match is None:
             raise AssertionError(f"Prometheus did not start: {self.process!r}")
         self.url = f"http://{match.group(1)}"

@@ -149,3 +149,20 @@ def test_a_stop_inside_the_backoff_delivers_the_buffer(
     backend.stop()
     carbon.wait_total("backoff.hits.count", 300)
     assert backend.dropped_lines == 0
+
+
+def test_carbon_stopped_right_after_a_flush_gets_that_flush_again(
+    broker: Any, carbon: CarbonCache, started: Callable[..., Any], publish: Publish
+) -> None:
+    """carbon-cache writes once a second and loses what it holds when stopped: the flush
+    it took just before is sent again once it is back (issue 20: 380 of 400 ticks)."""
+    backend = started(graphite(broker, carbon, flush_interval=1.0), broker.frontend)
+    ticks = {"calls": [["incr", ["stopped.ticks", 1], {}, 200]]}
+    reports = publish(broker.frontend, ticks, ticks)
+    wait_received(backend, sum(report["sent_events"] for report in reports))
+    flushes = backend.flushes
+    wait_until(lambda: backend.flushes > flushes, "the flush that carries the ticks", 10)
+    carbon.stop()  # within 0.2 s of that flush (the wait polls every 0.05 s)
+    carbon.start(same_port=True)
+    carbon.wait_total("stopped.ticks.count", 400)
+    assert backend.resent_lines > 0 and backend.dropped_lines == 0

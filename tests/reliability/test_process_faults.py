@@ -131,7 +131,7 @@ EXITING_APP = textwrap.dedent(
         sys.stdin.readline()
     tags = {f"t{i}": "v" * 100 for i in range(8)}  # about 1 kB per event
     for _ in range(events):
-        client.incr("r5.events", tags=tags)
+        client.gauge("r5.events", 1, tags=tags)  # events, one by one (not a value list)
     last_call = time.time()
     """
 )

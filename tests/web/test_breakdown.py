@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zibrato import Zibrato
+from zibrato.framework import schema
 from zibrato.framework.breakdown import (
     APP,
     CACHE,
@@ -26,7 +28,8 @@ from zibrato.framework.breakdown import (
     Breakdown,
     NoBreakdown,
 )
-from zibrato.framework.units import RequestState, current_request
+from zibrato.framework.units import RequestRecorder, RequestState, current_unit
+from zibrato.testing import capture
 
 
 def parts_of(breakdown: Breakdown, seconds: float, end: float | None = None) -> dict[str, float]:
@@ -129,12 +132,12 @@ def test_parts_add_up_to_the_unit_for_any_nesting(spans: list[tuple[int, float]]
 def test_threads_in_the_requests_context_count_as_the_union_of_wall_clock() -> None:
     """Two threads that carry the request's context run 80 ms queries at once."""
     state = RequestState()
-    token = current_request.set(state)
+    token = current_unit.set(state)
     start = perf_counter()
     try:
 
         def query() -> None:
-            unit = current_request.get()
+            unit = current_unit.get()
             assert unit is state
             span = unit.open_span(DB, perf_counter())
             time.sleep(0.08)
@@ -148,7 +151,7 @@ def test_threads_in_the_requests_context_count_as_the_union_of_wall_clock() -> N
         for thread in threads:
             thread.join(10)
     finally:
-        current_request.reset(token)
+        current_unit.reset(token)
     seconds = perf_counter() - start
     assert state.breakdown is not None
     found = parts_of(state.breakdown, seconds)
@@ -160,19 +163,19 @@ def test_asyncio_gather_in_the_requests_context_counts_the_union() -> None:
     state = RequestState()
 
     async def call() -> None:
-        unit = current_request.get()
+        unit = current_unit.get()
         assert unit is state
         span = unit.open_span(HTTP_CLIENT, perf_counter())
         await asyncio.sleep(0.06)
         unit.close_span(span, perf_counter())
 
     async def view() -> float:
-        token = current_request.set(state)
+        token = current_unit.set(state)
         start = perf_counter()
         try:
             await asyncio.gather(call(), call(), call())
         finally:
-            current_request.reset(token)
+            current_unit.reset(token)
         return perf_counter() - start
 
     seconds = asyncio.run(view())
@@ -180,3 +183,31 @@ def test_asyncio_gather_in_the_requests_context_counts_the_union() -> None:
     found = parts_of(state.breakdown, seconds)
     assert 0.055 < found["http.client"] < 0.120  # three 60 ms calls at once: about 60 ms
     assert sum(found.values()) == pytest.approx(seconds)
+
+
+def recorded_parts(state: RequestState, seconds: float) -> dict[str, float]:
+    """Record ``state`` as a request of ``seconds``; return its breakdown as recorded."""
+    with capture() as metrics:
+        client = Zibrato()
+        RequestRecorder(client, tags=schema.TagCache()).record(state, "GET", seconds)
+        client.close(linger=0)
+    return {e.tags[schema.COMPONENT]: e.value for e in metrics.filter(schema.BREAKDOWN)}
+
+
+def test_queries_before_any_span_count_without_a_breakdown_and_with_it_after() -> None:
+    """Queries are top-level db time until a component's span opens (no Breakdown made
+    for them: most requests); one overlapping another counts once; after a span opened
+    they go through the Breakdown, which carries on from the last query's end."""
+    state = RequestState()
+    state.add_query("default", "SELECT 1", 0.010, 1.010)  # 1.000 - 1.010
+    state.add_query("default", "SELECT 2", 0.010, 1.015)  # from 1.005 (another thread's)
+    assert state.breakdown is None and state.db_spent == pytest.approx(0.015)
+    assert recorded_parts(state, 0.1) == pytest.approx({"db": 0.015, APP: 0.085})
+
+    render = state.open_span(TEMPLATE, 1.020)
+    state.add_query("default", "SELECT 3", 0.005, 1.030)  # inside the render: db
+    state.close_span(render, 1.040)
+    state.add_query("default", "SELECT 4", 0.010, 1.045)  # began in the render: from 1.040
+    found = recorded_parts(state, 0.1)
+    assert found == pytest.approx({"db": 0.025, "template": 0.015, APP: 0.06})
+    assert sum(found.values()) == pytest.approx(0.1)

@@ -18,7 +18,7 @@ from upstream_support import Upstream, upstream_server
 from zibrato.client import Zibrato
 from zibrato.framework import http_client, schema
 from zibrato.framework.http_client import Addresses
-from zibrato.framework.units import RequestRecorder, RequestState, current_request
+from zibrato.framework.units import RequestRecorder, RequestState, current_unit
 from zibrato.publisher import Publisher
 from zibrato.testing import CapturedMetrics, RecordedEvent, capture
 
@@ -61,13 +61,13 @@ def in_a_request(work: Callable[[], object], client: Zibrato, route: str = "r/")
     """Run ``work`` as a request to ``route`` would, and record that request."""
     state = RequestState()
     state.route = route
-    token = current_request.set(state)
+    token = current_unit.set(state)
     start = perf_counter()
     try:
         work()
     finally:
         seconds = perf_counter() - start
-        current_request.reset(token)
+        current_unit.reset(token)
         RequestRecorder(client, tags=schema.TagCache()).record(state, "GET", seconds)
     return state
 
@@ -169,15 +169,15 @@ def test_switched_off_nothing_is_recorded(
     measured: Callable[[], Zibrato | None], client: Zibrato, upstream: Upstream,
     metrics: CapturedMetrics,
 ) -> None:  # fmt: skip
-    from zibrato.framework.units import Switches
+    from zibrato.framework.time_spent import Switches
 
     state = RequestState()
     state.switches = Switches(http_client=False)
-    token = current_request.set(state)
+    token = current_unit.set(state)
     try:
         requests.get(upstream.url("/"), timeout=10)
     finally:
-        current_request.reset(token)
+        current_unit.reset(token)
     assert state.calls is None and state.breakdown is None
     http_client.uninstall()
     requests.get(upstream.url("/"), timeout=10)

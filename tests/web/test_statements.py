@@ -152,14 +152,14 @@ def test_at_most_k_statements_per_route_are_kept() -> None:
     sampler = RepeatedStatements()
     here = Location("app.py", 1, "view")
     tags = [
-        sampler.tags("r/", "default", f"SELECT {n} FROM t{n}", here)
+        sampler.tags({schema.ROUTE: "r/"}, "default", f"SELECT {n} FROM t{n}", here)
         for n in range(MAX_PER_ROUTE + 3)
     ]
     texts = [t[schema.QUERY_TEXT] for t in tags]
     assert len(set(texts[:MAX_PER_ROUTE])) == MAX_PER_ROUTE
     assert texts[MAX_PER_ROUTE:] == [schema.OTHER] * 3
     assert schema.CODE_FILE not in tags[-1]
-    other_route = sampler.tags("other/", "default", "SELECT 9 FROM t9", here)
+    other_route = sampler.tags({schema.ROUTE: "other/"}, "default", "SELECT 9 FROM t9", here)
     assert other_route[schema.QUERY_TEXT] == "SELECT ? FROM t9"
     assert tags[0] == {
         schema.ROUTE: "r/",

@@ -1,7 +1,8 @@
 """Backends: where aggregated metrics go. Each kind is one module.
 
 ``load(kind)`` returns the class for a built-in kind (``console``, ``jsonl``, ``statsd``,
-``graphite``, ``prometheus``, ``librato``) or for a dotted path ``package.module:Class``.
+``graphite``, ``prometheus``, ``librato``, ``otlp``, ``remote-write``, ``dashboard``) or for
+a dotted path ``package.module:Class``.
 ``build(specs)`` turns plain data — what a settings dict or the command line holds — into
 backends ready to start::
 
@@ -32,6 +33,8 @@ BUILTIN: dict[str, str] = {
     "graphite": "zibrato.backends.graphite:GraphiteBackend",
     "prometheus": "zibrato.backends.prometheus:PrometheusBackend",
     "librato": "zibrato.backends.librato:LibratoBackend",
+    "otlp": "zibrato.backends.otlp:OtlpBackend",
+    "remote-write": "zibrato.backends.remote_write:RemoteWriteBackend",
     "dashboard": "zibrato.backends.dashboard:DashboardBackend",
 }
 

@@ -163,7 +163,12 @@ class Backend:
     def start(self) -> None:
         """Connect and start the receiving and flushing threads."""
         self._subscriber = Subscriber(
-            self.connect, level=self.level, context=self._context, curve=self.curve
+            # Value lists stay whole: the aggregation folds a series' values in at once.
+            self.connect,
+            level=self.level,
+            context=self._context,
+            curve=self.curve,
+            expand=False,
         )
         self._interval_start = time.monotonic()
         self._threads = [

@@ -33,6 +33,9 @@ DEFAULT_BUFFER_LINES = 10_000
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 2.0
 STOP_MARGIN = 0.2  # seconds of the stop budget left for closing the socket
+# carbon-cache writes what it received about once a second and loses it when stopped: what
+# was delivered within this long before the last delivery is sent again on a new connection.
+RESEND_SECONDS = 2.0
 _RESERVED_TAGS = {"name": "name_"}  # Graphite stores the metric name as the tag "name"
 
 
@@ -116,6 +119,7 @@ class GraphiteBackend(Backend):
         tags: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         buffer_lines: int = DEFAULT_BUFFER_LINES,
+        resend_seconds: float = RESEND_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         **common: Unpack[BackendOptions],
     ) -> None:
@@ -131,7 +135,12 @@ class GraphiteBackend(Backend):
         self.timeout = timeout
         self.buffer_lines = buffer_lines
         self.dropped_lines = 0
-        self._clock = clock  # drives the reconnect backoff only
+        self.resend_seconds = resend_seconds
+        self.resent_lines = 0
+        # What carbon took lately: (clock time, lines), sent again on a new connection.
+        self._recent: deque[tuple[float, list[bytes]]] = deque()
+        self._fresh = False  # the socket is new: nothing sent on it yet
+        self._clock = clock  # drives the reconnect backoff and the resend window
         self._socket: socket.socket | None = None
         self._pending: deque[bytes] = deque()
         self._backoff = 0.0
@@ -192,7 +201,7 @@ class GraphiteBackend(Backend):
                 self._trim()
 
     def target_counters(self) -> Mapping[str, float]:
-        return {"dropped_lines": self.dropped_lines}
+        return {"dropped_lines": self.dropped_lines, "resent_lines": self.resent_lines}
 
     def describe(self) -> str:
         return f"sending to carbon at {self.host}:{self.port} (plaintext over TCP)"
@@ -231,20 +240,36 @@ class GraphiteBackend(Backend):
         except OSError as exc:
             self._failed(exc)
             return False
+        self._fresh = True
         return True
 
     def _send(self, head: list[bytes], deadline: float) -> bool:
         sock = self._socket
         assert sock is not None
+        again = [line for _, lines in self._recent for line in lines] if self._fresh else []
+        sent = [*head, *self._pending]
         try:
             # sendall's timeout bounds the whole call, not each chunk (Python >= 3.5).
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.sendall(b"".join((*head, *self._pending)))
+            sock.sendall(b"".join((*again, *sent)))
         except OSError as exc:  # includes TimeoutError
             self._failed(exc)
             return False
         self._backoff = self._retry_at = 0.0
+        self._fresh = False
+        self.resent_lines += len(again)
+        self._remember(sent)
         return True
+
+    def _remember(self, lines: list[bytes]) -> None:
+        """Keep what was just delivered, and what came within ``resend_seconds`` before."""
+        now = self._clock()
+        self._recent.append((now, lines))
+        kept = sum(len(lines) for _, lines in self._recent)
+        while len(self._recent) > 1 and (
+            self._recent[0][0] < now - self.resend_seconds or kept > self.buffer_lines
+        ):
+            kept -= len(self._recent.popleft()[1])
 
     def _failed(self, exc: OSError) -> None:
         self._close_socket()

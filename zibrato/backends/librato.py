@@ -25,7 +25,8 @@ the POST into a GET without the measurements: it is a counted failure whose mess
 names the new address, and the measurements stay buffered. The buffer holds at most
 ``max_buffer`` measurements; beyond that the oldest are dropped and counted
 (``dropped_measurements``). The token is sent only as the basic-auth password, never in
-the URL, and never appears in logs, errors or the repr.
+the URL, and never appears in logs, errors or the repr. That delivery is
+:mod:`zibrato.backends.toolkit.push`, which the otlp and remote-write backends share.
 """
 
 from __future__ import annotations
@@ -33,15 +34,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import math
 import os
 import random
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from enum import Enum
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Unpack
 from urllib.parse import urlsplit
 
@@ -49,55 +47,34 @@ import requests
 
 from zibrato.aggregation import Rollup, Series, SeriesType
 from zibrato.backends.base import Backend, BackendOptions, Option
-
-log = logging.getLogger("zibrato")
+from zibrato.backends.toolkit.push import (
+    DEFAULT_TIMEOUT,
+    Pusher,
+    StatusPolicy,
+    TargetError,
+    Verdict,
+    retry_server_errors,
+)
 
 DEFAULT_URL = "https://metrics-api.librato.com"
 TOKEN_ENV = "ZIBRATO_LIBRATO_TOKEN"
 MAX_PER_POST = 300
 MAX_NAME_LENGTH = 255
-DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BUFFER = 10_000
+# 400 refuses the whole POST for one bad point: split it to find that point. A refused
+# token or another status keeps the measurements for the next flush.
+POLICY = StatusPolicy(
+    retry=retry_server_errors,
+    bad_request=Verdict.SPLIT,
+    refused=Verdict.HOLD,
+    other=Verdict.HOLD,
+)
 
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9.:_-]")
 _SUMMARY_FIELDS = ("count", "sum", "min", "max", "sum_squares")
 _HEADERS = {"Content-Type": "application/json", "User-Agent": "zibrato-librato"}
 
 Measurement = dict[str, Any]
-
-
-class LibratoError(Exception):
-    """A failure talking to Librato (messages never contain the token)."""
-
-
-class LibratoTimeout(LibratoError):
-    """Librato did not answer within the request timeout."""
-
-
-class LibratoUnavailable(LibratoError):
-    """Librato could not be reached, or answered 429 or 5xx."""
-
-
-class LibratoAuthError(LibratoError):
-    """Librato refused the credentials (401 or 403)."""
-
-
-class LibratoRejected(LibratoError):
-    """Librato rejected a measurement (400); it is dropped."""
-
-
-class LibratoRedirected(LibratoError):
-    """Librato answered with a redirect (30x), which is not followed."""
-
-
-class LibratoRequestError(LibratoError):
-    """Any other failed request (an unexpected status, a malformed URL)."""
-
-
-class _Outcome(Enum):
-    SENT = "sent"
-    BAD_REQUEST = "bad request"
-    GIVE_UP = "give up"  # for this flush: keep the batch buffered
 
 
 def clean(text: str) -> str:
@@ -207,22 +184,27 @@ class LibratoBackend(Backend):
         self.source = source
         self.timeout = timeout
         self.max_buffer = max_buffer
-        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
-        self._auth = (email, token)
-        self._secrets = (token, base64.b64encode(f"{email}:{token}".encode()).decode())
-        self._session = session if session is not None else requests.Session()
-        self._owns_session = session is None
-        self._rng = rng or random.Random()
-        # Injected for tests: the clock of deadlines and backoff, and the pause between
-        # retries (returns True when the backend is stopping).
-        self._clock = clock
-        self._pause = pause if pause is not None else self.stop_event.wait
-        self._buffer: deque[Measurement] = deque()
-        self._not_before = 0.0  # monotonic time before which Retry-After forbids sending
-        self.sent_measurements = 0
-        self.dropped_measurements = 0
-        self.rejected_measurements = 0
-        self.last_error: LibratoError | None = None
+        self._push: Pusher[Measurement] = Pusher(
+            url=f"{self.url}/v1/metrics",
+            encode=_encode,
+            on_error=self.count_target_error,
+            policy=POLICY,
+            kind=self.kind,
+            what="measurements",
+            headers=_HEADERS,
+            auth=(email, token),
+            secrets=(token, base64.b64encode(f"{email}:{token}".encode()).decode()),
+            timeout=timeout,
+            max_buffer=max_buffer,
+            max_per_request=MAX_PER_POST,
+            session=session,
+            name_item=lambda point: str(point["name"]),
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            rng=rng,
+            clock=clock,
+            pause=pause if pause is not None else self.stop_event.wait,
+        )
 
     def __repr__(self) -> str:
         return f"<LibratoBackend url={self.url!r} email={self.email!r}>"
@@ -230,7 +212,23 @@ class LibratoBackend(Backend):
     @property
     def buffered(self) -> int:
         """How many measurements wait to be delivered."""
-        return len(self._buffer)
+        return self._push.buffered
+
+    @property
+    def sent_measurements(self) -> int:
+        return self._push.sent
+
+    @property
+    def dropped_measurements(self) -> int:
+        return self._push.dropped
+
+    @property
+    def rejected_measurements(self) -> int:
+        return self._push.rejected
+
+    @property
+    def last_error(self) -> TargetError | None:
+        return self._push.last_error
 
     def describe(self) -> str:
         return f"posting to {self.url}/v1/metrics as {self.email}"
@@ -242,159 +240,20 @@ class LibratoBackend(Backend):
         }
 
     def close_target(self) -> None:
-        if self._owns_session:
-            self._session.close()
+        self._push.close()
 
-    # -- one flush -----------------------------------------------------------------------
     def emit(self, rollup: Rollup) -> None:
-        # Never retry into the next flush; the last flush (at stop) gets about a second.
-        budget = self.flush_interval * 0.9
-        if self.stop_event.is_set():
-            budget = min(budget, 1.0)
-        deadline = self._clock() + budget
-        self._enqueue(rollup)
-        if self._clock() < self._not_before:
-            return
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(MAX_PER_POST, len(self._buffer)))]
-            unsent = self._deliver(batch, deadline)
-            if unsent is not None:
-                self._buffer.extendleft(reversed(unsent))
-                return
-
-    def _enqueue(self, rollup: Rollup) -> None:
+        deadline = self._push.deadline(self.flush_interval, stopping=self.stop_event.is_set())
         measure_time = int(rollup.timestamp)
+        points = []
         for series in rollup.series:
             point = measurement(series, measure_time, self.source)
             if point is None:
-                self.rejected_measurements += 1
-                continue
-            if len(self._buffer) >= self.max_buffer:
-                self._buffer.popleft()
-                if not self.dropped_measurements:
-                    log.warning(
-                        "zibrato librato backend: buffer full (%d measurements); "
-                        "dropping the oldest, counted in dropped_measurements",
-                        self.max_buffer,
-                    )
-                self.dropped_measurements += 1
-            self._buffer.append(point)
-
-    def _deliver(self, batch: list[Measurement], deadline: float) -> list[Measurement] | None:
-        """Send ``batch``; return None when done, or what is left when sending must stop."""
-        outcome = self._post(batch, deadline)
-        if outcome is _Outcome.SENT:
-            self.sent_measurements += len(batch)
-            return None
-        if outcome is _Outcome.GIVE_UP:
-            return batch
-        if len(batch) == 1:
-            self.rejected_measurements += 1
-            self._failed(
-                LibratoRejected(
-                    f"{self.url} rejected the measurement {batch[0]['name']!r} (HTTP 400); "
-                    "it is dropped"
-                )
-            )
-            return None
-        half = len(batch) // 2  # isolate the bad points: the rest still goes through
-        unsent = self._deliver(batch[:half], deadline)
-        if unsent is not None:
-            return unsent + batch[half:]
-        return self._deliver(batch[half:], deadline)
-
-    def _post(self, batch: list[Measurement], deadline: float) -> _Outcome:
-        """POST one batch, retrying what is worth retrying while time is left."""
-        body = json.dumps({"gauges": batch}, allow_nan=False, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            timeout = min(self.timeout, deadline - self._clock())
-            if timeout <= 0:
-                return _Outcome.GIVE_UP
-            result = self._attempt(body, timeout)
-            if isinstance(result, _Outcome):
-                return result
-            delay = max(result, self._backoff(attempt))
-            attempt += 1
-            if self._clock() + delay >= deadline:
-                self._not_before = self._clock() + result  # honour Retry-After later
-                return _Outcome.GIVE_UP
-            if self._pause(delay):
-                return _Outcome.GIVE_UP
-
-    def _attempt(self, body: bytes, timeout: float) -> _Outcome | float:
-        """Make one request: an outcome, or the Retry-After delay (0 if none) to retry."""
-        endpoint = f"{self.url}/v1/metrics"
-        try:
-            # A redirect is never followed: requests would turn the POST into a GET without
-            # the measurements (and count them as sent).
-            with self._session.post(
-                endpoint,
-                data=body,
-                auth=self._auth,
-                headers=_HEADERS,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                status, retry_after = response.status_code, response.headers.get("Retry-After")
-                location = response.headers.get("Location", "")
-        except requests.Timeout:
-            self._failed(LibratoTimeout(f"{endpoint} did not answer within {timeout:.3g} s"))
-            return 0.0
-        except requests.ConnectionError as exc:
-            self._failed(LibratoUnavailable(f"cannot reach {endpoint}: {self._scrub(exc)}"))
-            return 0.0
-        except requests.RequestException as exc:
-            self._failed(LibratoRequestError(f"request to {endpoint} failed: {self._scrub(exc)}"))
-            return _Outcome.GIVE_UP
-        if 200 <= status < 300:
-            return _Outcome.SENT
-        if 300 <= status < 400:
-            self._failed(
-                LibratoRedirected(
-                    f"{endpoint} answered HTTP {status}, a redirect to "
-                    f"{self._scrub(location)[:200]!r}; redirects are not followed (the POST "
-                    "would become a GET without the measurements): set the url option to "
-                    "the address that accepts the POST. Measurements stay buffered"
-                )
-            )
-            return _Outcome.GIVE_UP
-        if status == 400:
-            return _Outcome.BAD_REQUEST
-        if status in (401, 403):
-            self._failed(
-                LibratoAuthError(
-                    f"{endpoint} refused the credentials of {self.email} (HTTP {status}); "
-                    "measurements stay buffered"
-                )
-            )
-            return _Outcome.GIVE_UP
-        if status == 429 or status >= 500:
-            self._failed(LibratoUnavailable(f"{endpoint} answered HTTP {status}"))
-            return _retry_after_seconds(retry_after)
-        self._failed(LibratoRequestError(f"{endpoint} answered HTTP {status}"))
-        return _Outcome.GIVE_UP
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: between half and all of base * 2**attempt."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 30))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-
-    def _failed(self, error: LibratoError) -> None:
-        self.last_error = error
-        self.count_target_error(error)
-
-    def _scrub(self, exc: BaseException | str) -> str:
-        """Return the message of ``exc`` with any secret masked (it may quote the request)."""
-        text = str(exc)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:500]
+                self._push.count_rejected(1)
+            else:
+                points.append(point)
+        self._push.push(points, deadline)
 
 
-def _retry_after_seconds(value: str | None) -> float:
-    try:
-        seconds = float(value) if value else 0.0
-    except ValueError:  # an HTTP date: rare for this API; fall back to the backoff
-        return 0.0
-    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+def _encode(points: Sequence[Measurement]) -> bytes:
+    return json.dumps({"gauges": list(points)}, allow_nan=False, separators=(",", ":")).encode()

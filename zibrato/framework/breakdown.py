@@ -22,6 +22,7 @@ The whole API, as the web adapters use it and a task integration would::
     breakdown.add(DB, start, end)                   # work that holds no other: a query
     for component, seconds in breakdown.parts(total):
         ...                                          # non-zero components, then "app"
+    spent = breakdown.finish()                      # or: seconds per component, by index
 
 Spans take the timestamps their hooks read anyway (``time.perf_counter()``), so a span
 costs no clock read of its own: a tuple, a list append and two subtractions. Work that
@@ -58,12 +59,15 @@ class Breakdown:
     """The exclusive time of one unit of work per component (see the module's docstring)."""
 
     __slots__ = ("_open", "_since", "finished", "seconds")
+    measures = True  # a NoBreakdown does not
 
-    def __init__(self) -> None:
+    def __init__(self, *, since: float = 0.0) -> None:
+        """``since``: when the unit's work counted so far ended (perf_counter()); work
+        added later that began before it counts from then on only."""
         self.seconds = [0.0] * len(COMPONENTS)
         self.finished = False
         self._open: list[Span] = []
-        self._since = 0.0
+        self._since = since
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={s:.6f}" for n, s in zip(COMPONENTS, self.seconds, strict=True))
@@ -108,11 +112,11 @@ class Breakdown:
             self.seconds[component] += end - since
             self._since = end
 
-    def parts(self, seconds: float, *, end: float | None = None) -> list[tuple[str, float]]:
-        """Return ``(component, seconds)`` for each component that took time, then ``app``.
+    def finish(self, *, end: float | None = None) -> list[float]:
+        """End the unit: return each component's seconds, indexed like :data:`COMPONENTS`
+        (what a recorder reads; :meth:`parts` says it with names and the ``app`` part).
 
-        ``seconds`` is the unit's whole time; spans still open stop at ``end`` (default:
-        now, as the unit is recorded).
+        Spans still open stop at ``end`` (default: now, as the unit is recorded).
         """
         spans = self._open
         if spans:
@@ -120,9 +124,17 @@ class Breakdown:
             self.seconds[spans[-1][0]] += now - self._since
             spans.clear()
         self.finished = True
+        return self.seconds
+
+    def parts(self, seconds: float, *, end: float | None = None) -> list[tuple[str, float]]:
+        """Return ``(component, seconds)`` for each component that took time, then ``app``.
+
+        ``seconds`` is the unit's whole time; spans still open stop at ``end`` (default:
+        now, as the unit is recorded).
+        """
         found = []
         busy = 0.0
-        for index, spent in enumerate(self.seconds):
+        for index, spent in enumerate(self.finish(end=end)):
             if spent > 0:
                 busy += spent
                 found.append((COMPONENTS[index], spent))
@@ -134,6 +146,7 @@ class NoBreakdown(Breakdown):
     """A breakdown that measures nothing: a unit of work whose breakdown is switched off."""
 
     __slots__ = ()
+    measures = False
 
     def open(self, component: int, now: float) -> Span:
         return (component,)
@@ -143,6 +156,9 @@ class NoBreakdown(Breakdown):
 
     def add(self, component: int, start: float, end: float) -> None:
         return None
+
+    def finish(self, *, end: float | None = None) -> list[float]:
+        return []
 
     def parts(self, seconds: float, *, end: float | None = None) -> list[tuple[str, float]]:
         return []

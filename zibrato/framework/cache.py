@@ -3,9 +3,10 @@
 :func:`measure` wraps the methods of one cache object (Django's cache API: ``get``,
 ``set``, ``get_many``...) on that object only; the adapter decides which objects (Django:
 every backend its cache handler creates, whatever the class: locmem, database, file,
-Redis, memcached). Inside a request each call is a ``cache`` span of the request's
-breakdown and is added to the request's totals for its alias; outside a request the
-methods cost one context-variable read and nothing is recorded.
+Redis, memcached). Inside a unit of work (a request, a Celery task) each call is a
+``cache`` span of the unit's breakdown and is added to its totals for its alias (a
+request records them); outside one the methods cost one context-variable read and
+nothing is recorded.
 
 * A **call** is one call the application made: a method that calls others of the same
   object (the database cache's ``get`` calls its ``get_many``; ``get_or_set`` calls
@@ -25,7 +26,7 @@ from typing import Any
 
 from zibrato.framework import schema
 from zibrato.framework.breakdown import CACHE
-from zibrato.framework.units import current_request
+from zibrato.framework.units import current_unit
 
 # The cache API's methods that talk to the backend; get_or_set, incr_version and the
 # async a* methods are built on these by Django's BaseCache, so they are counted through them.
@@ -72,7 +73,7 @@ def unmeasure(cache: Any) -> None:
 
 def _call(method: Callable[..., Any], alias: str) -> Callable[..., Any]:
     def measured(*args: Any, **kwargs: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is None or _in_call.get() or not state.switches.cache:
             return method(*args, **kwargs)
         token = _in_call.set(True)
@@ -91,7 +92,7 @@ def _call(method: Callable[..., Any], alias: str) -> Callable[..., Any]:
 
 def _get(method: Callable[..., Any], alias: str) -> Callable[..., Any]:
     def get(key: Any, *args: Any, **kwargs: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is None or _in_call.get() or not state.switches.cache:
             return method(key, *args, **kwargs)
         if args:  # get(key, default, version=None): the default may come by position
@@ -118,7 +119,7 @@ def _get(method: Callable[..., Any], alias: str) -> Callable[..., Any]:
 
 def _get_many(method: Callable[..., Any], alias: str) -> Callable[..., Any]:
     def get_many(keys: Any, *args: Any, **kwargs: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is None or _in_call.get() or not state.switches.cache:
             return method(keys, *args, **kwargs)
         if not isinstance(keys, Collection):

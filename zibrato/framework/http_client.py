@@ -11,11 +11,11 @@ working beside OpenTelemetry's, Sentry's or ddtrace's wrappers of the same metho
   when httpx is installed: every request an httpx client sends over the network.
 
 Each call's time runs until the response's headers are in (a body read later, as
-``requests`` does, is the caller's own time) or until it fails. Inside a request (the
-unit of work in :data:`~zibrato.framework.units.current_request`) the call is an
-``http.client`` span of the request's breakdown and its event is recorded with the
-request's, tagged ``zibrato.route``; outside one it is recorded at once through the
-client the installing adapter gave (``outside``).
+``requests`` does, is the caller's own time) or until it fails. Inside a unit of work
+(a request or a Celery task: :data:`~zibrato.framework.units.current_unit`) the call is
+an ``http.client`` part of the unit's breakdown and is recorded with the unit, tagged
+``zibrato.route`` (a task's: ``celery.task.name``); outside one it is recorded at once
+through the client the installing adapter gave (``outside``).
 
 Tags (OpenTelemetry's names): ``server.address`` (the host, never a path or a query),
 ``server.port``, ``http.request.method``, ``http.response.status_code``, ``error.type``
@@ -38,7 +38,7 @@ from zibrato.client import Zibrato
 from zibrato.framework import schema
 from zibrato.framework.breakdown import HTTP_CLIENT
 from zibrato.framework.patches import Patch
-from zibrato.framework.units import RequestState, current_request
+from zibrato.framework.units import UnitState, current_unit
 
 log = logging.getLogger("zibrato.http_client")
 
@@ -49,7 +49,7 @@ _OTHER_ADDRESS = (schema.OTHER, schema.OTHER)
 _ADDRESS = "_zibrato_address"  # a urllib3 pool's address tags, kept on the pool
 
 Address = tuple[str, str]
-# Where a call outside any request is recorded (None: not recorded); set by install().
+# Where a call outside any unit of work is recorded (None: not recorded); set by install().
 OutsideClient = Callable[[], Zibrato | None]
 
 
@@ -86,7 +86,7 @@ class Addresses:
 
 ADDRESSES = Addresses()
 _outside: list[OutsideClient] = []  # the first installer's, kept while installed
-_tags = schema.TagCache()  # tags of calls outside requests (no route)
+_tags = schema.TagCache()  # tags of calls outside units of work (no route)
 # Set while a call is measured in this context: urllib3 calls urlopen again for its own
 # retries and redirects, and those belong to the call already measured.
 _measuring: ContextVar[bool] = ContextVar("zibrato_http_call", default=False)
@@ -95,7 +95,7 @@ _measuring: ContextVar[bool] = ContextVar("zibrato_http_call", default=False)
 def record(
     address: Address, method: object, status: object, error: str | None, seconds: float
 ) -> None:
-    """Record one call that is not part of a request, through the installer's client."""
+    """Record one call that is not part of a unit of work, through the installer's client."""
     client = _outside[0]() if _outside else None
     if client is not None:
         tags = _tags.route(None).client_call(address, method, status, error)
@@ -103,12 +103,12 @@ def record(
 
 
 def _urllib3_urlopen(original: Callable[..., Any]) -> Callable[..., Any]:
-    # Written out for speed (a view pays it per call): inside a request, two clock reads,
+    # Written out for speed (a view pays it per call): inside a unit, two clock reads,
     # a context variable for urllib3's own retries, and two appends; the tags are made
-    # when the request is recorded. A call holds no other component's work, so it counts
+    # when the unit is recorded. A call holds no other component's work, so it counts
     # in the breakdown once it is over (Breakdown.add), with no span to open.
     def urlopen(pool: Any, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is None:
             return _call_outside(original, pool, method, url, args, kwargs)
         if _measuring.get() or not state.switches.http_client:
@@ -170,7 +170,7 @@ def _address_of(pool: Any) -> Address:
 
 def _httpx_send(original: Callable[..., Any]) -> Callable[..., Any]:
     def handle_request(transport: Any, request: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is not None and not state.switches.http_client:
             return original(transport, request)
         status = error = None
@@ -190,7 +190,7 @@ def _httpx_send(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _httpx_send_async(original: Callable[..., Any]) -> Callable[..., Any]:
     async def handle_async_request(transport: Any, request: Any) -> Any:
-        state = current_request.get()
+        state = current_unit.get()
         if state is not None and not state.switches.http_client:
             return await original(transport, request)
         status = error = None
@@ -209,14 +209,14 @@ def _httpx_send_async(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _finish_httpx(
-    state: RequestState | None,
+    state: UnitState | None,
     end: float,
     start: float,
     request: Any,
     status: int | None,
     error: str | None,
 ) -> None:
-    """Note (in a request) or record one httpx call; never raise into the caller's call."""
+    """Note (in a unit of work) or record one httpx call; never raise into the caller's."""
     try:
         url = request.url
         address = ADDRESSES.tag(url.host, url.port, url.scheme)
@@ -263,7 +263,7 @@ _install_lock = threading.Lock()
 def install(*, outside: OutsideClient) -> None:
     """Measure outgoing calls from now on (once per process, whoever asks first).
 
-    ``outside`` returns the client that records calls made outside any request, or None
+    ``outside`` returns the client that records calls made outside any unit, or None
     to record none (the adapter's setting says no).
     """
     with _install_lock:

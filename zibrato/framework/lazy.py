@@ -25,6 +25,15 @@ from zibrato.instruments import Counter, Timer
 
 F = TypeVar("F", bound=Callable[..., Any])
 _INIT_LOCK = threading.RLock()
+# The attributes Zibrato.__init__ sets: asking a lazy client for one starts it. Asking for
+# any other (pytest's fixture collection probes every module-level object for a mock's
+# ``_mock_name``) is an AttributeError that starts nothing: no socket, no thread.
+CLIENT_ATTRIBUTES = frozenset(
+    (
+        "threshold", "publisher", "_soft_cap", "_overflow", "_queues", "_sinks", "_named",
+        "_counters", "_timers", "_distributions",
+    )
+)  # fmt: skip
 
 
 class LazyZibrato(Zibrato):
@@ -46,7 +55,7 @@ class LazyZibrato(Zibrato):
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes that do not exist yet, i.e. before the first use.
-        if name.startswith("__") or name == "_settings":
+        if name not in CLIENT_ATTRIBUTES:
             raise AttributeError(name)
         with _INIT_LOCK:
             if "publisher" not in self.__dict__:

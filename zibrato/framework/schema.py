@@ -1,7 +1,10 @@
-"""What every web framework adapter records, framework-free: one metric schema for all.
+"""What every framework adapter records, framework-free: one metric schema for all.
 
 The Django and Flask adapters record the same names with the same tags (OpenTelemetry's
-semantic conventions), so one dashboard serves both. This module holds those names, the
+semantic conventions), so one dashboard serves both; Celery's tasks
+(:mod:`zibrato.framework.celery`) are units of work like requests, with names of their own
+and the same per-unit database metrics and time breakdown (``component``: where a unit's
+time went, :mod:`zibrato.framework.time_spent`). This module holds those names, the
 rules that keep tag values bounded (a route template or ``<unmatched>``, never a raw path;
 an unknown HTTP method or SQL operation becomes ``_OTHER``), the rule that says what is
 an error, and the tag dictionaries, built once per combination. What one request
@@ -25,6 +28,7 @@ and no such exception carries ``error.type`` = the status code, and counts no ex
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from zibrato.protocol import MAX_TAG_LENGTH
 
@@ -36,8 +40,17 @@ DB_REQUEST_QUERIES = "db.client.request.queries"
 DB_REQUEST_DURATION = "db.client.request.duration"
 DB_REQUEST_DUPLICATES = "db.client.request.duplicates"
 DB_OPERATION_DURATION = "db.client.operation.duration"
-# Why is it slow (docs/web-metrics.md): where each request's time goes, and what repeats.
+TASK_DURATION = "celery.task.duration"
+TASK_OUTCOMES = "celery.task.outcomes"
+TASK_QUEUE_DURATION = "celery.task.queue.duration"
+TASK_QUEUE_UNMEASURED = "celery.task.queue.unmeasured"
+TASK_PUBLISHED = "celery.task.published"
+DB_TASK_QUERIES = "db.client.task.queries"
+DB_TASK_DURATION = "db.client.task.duration"
+DB_TASK_DUPLICATES = "db.client.task.duplicates"
+# Why is it slow (docs/web-metrics.md): where each unit's time goes, and what repeats.
 BREAKDOWN = "http.server.request.breakdown"
+TASK_BREAKDOWN = "celery.task.breakdown"
 HTTP_CLIENT_DURATION = "http.client.request.duration"
 CACHE_REQUEST_CALLS = "cache.request.calls"
 CACHE_REQUEST_HITS = "cache.request.hits"
@@ -51,6 +64,7 @@ REQUEST_LEVEL = "info"
 DB_REQUEST_LEVEL = "info"
 EXCEPTIONS_LEVEL = "error"
 DB_OPERATION_LEVEL = "debug"
+TASK_LEVEL = "info"
 
 # -- tag keys --------------------------------------------------------------------------------
 ROUTE = "http.route"
@@ -59,13 +73,17 @@ STATUS = "http.response.status_code"
 ERROR_TYPE = "error.type"
 DB_NAMESPACE = "db.namespace"
 DB_OPERATION = "db.operation.name"
+TASK_NAME = "celery.task.name"
+TASK_OUTCOME = "celery.task.outcome"
+REASON = "reason"
 COMPONENT = "component"
 APP_COMPONENT = "app"  # the breakdown's remainder: the view's own code and the framework's
 BREAKDOWN_COMPONENTS = ("db", "http.client", "cache", "template", APP_COMPONENT)
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 # The route of the request an outgoing call was made in: our own key, since on a client
-# metric OpenTelemetry's http.route would mean the route the *server* matched.
+# metric OpenTelemetry's http.route would mean the route the *server* matched (a call made
+# in a task carries the task's celery.task.name instead).
 PARENT_ROUTE = "zibrato.route"
 CACHE_ALIAS = "cache.alias"
 TEMPLATE_NAME = "template.name"
@@ -129,6 +147,18 @@ def bounded(value: str) -> str:
     return value if len(value) <= MAX_TAG_LENGTH else value[:MAX_TAG_LENGTH]
 
 
+class DatabaseNames(NamedTuple):
+    """The names of one kind of unit's database metrics (a request's, a task's)."""
+
+    queries: str
+    duration: str
+    duplicates: str
+
+
+REQUEST_DATABASE = DatabaseNames(DB_REQUEST_QUERIES, DB_REQUEST_DURATION, DB_REQUEST_DUPLICATES)
+TASK_DATABASE = DatabaseNames(DB_TASK_QUERIES, DB_TASK_DURATION, DB_TASK_DUPLICATES)
+
+
 class TagCache:
     """Tag dictionaries built once per distinct combination and shared by every request.
 
@@ -141,7 +171,7 @@ class TagCache:
     def __init__(self, limit: int = MAX_CACHED_TAGS) -> None:
         self.limit = limit
         self._request: dict[tuple[str, str, str | int | None, str | None, bool], RequestTags] = {}
-        self._routes: dict[str | None, RouteTags] = {}
+        self._routes: dict[str | None, UnitTags] = {}
         self._operations: dict[tuple[str, str], Mapping[str, str]] = {}
         self._statements: dict[str, dict[object, Mapping[str, str]]] = {}
 
@@ -173,11 +203,15 @@ class TagCache:
                 self._request[key] = found
         return found
 
-    def route(self, route: str | None) -> RouteTags:
+    def route(self, route: str | None) -> UnitTags:
         """Return the tags of one route's metrics (``None``: a unit of work outside a request)."""
         found = self._routes.get(route)
         if found is None:
-            found = RouteTags(None if route is None else bounded(route))
+            found = (
+                UnitTags({}, {})
+                if route is None
+                else UnitTags({ROUTE: bounded(route)}, {PARENT_ROUTE: bounded(route)})
+            )
             if len(self._routes) < self.limit:
                 self._routes[route] = found
         return found
@@ -208,27 +242,30 @@ class TagCache:
         return found
 
 
-class RouteTags:
-    """The tags of one route's per-request metrics (or of a unit of work without a route)."""
+class UnitTags:
+    """The tags that name one kind of unit of work: a route (``{"http.route": ...}``), a
+    task (``{"celery.task.name": ...}``) or nothing (a command); and, built once from
+    them, the tags of its per-unit metrics (database, tasks published, where its time
+    went, its outgoing calls).
 
-    __slots__ = ("_calls", "_databases", "_tagged", "app", "components", "name", "route")
+    ``parent`` is what an outgoing HTTP call made in this unit carries to name it
+    (default: ``unit``; a route's is ``{"zibrato.route": ...}``).
+    """
 
-    def __init__(self, route: str | None) -> None:
-        self.name = route
-        self.route: Mapping[str, str] = {} if route is None else {ROUTE: route}
+    __slots__ = ("_calls", "_databases", "_published", "_tagged", "parent", "unit")
+
+    def __init__(self, unit: Mapping[str, str], parent: Mapping[str, str] | None = None) -> None:
+        self.unit = unit
+        self.parent = unit if parent is None else parent
         self._databases: dict[str, Mapping[str, str]] = {}
+        self._published: dict[str, Mapping[str, str]] = {}
         self._tagged: dict[tuple[str, str], Mapping[str, str]] = {}
         self._calls: dict[tuple[object, ...], Mapping[str, str]] = {}
-        # The tags of each part of the breakdown ("app": which every request records).
-        self.components: dict[str, Mapping[str, str]] = {
-            name: self.tagged(COMPONENT, name) for name in BREAKDOWN_COMPONENTS
-        }
-        self.app: Mapping[str, str] = self.components[APP_COMPONENT]
 
     def client_call(
         self, address: tuple[str, str], method: object, status: object, error: str | None
     ) -> Mapping[str, str]:
-        """Return the tags of an outgoing HTTP call made in this route's requests.
+        """Return the tags of an outgoing HTTP call made in this kind of unit.
 
         ``address`` is the bounded ``(server.address, server.port)``; ``method`` and
         ``status`` are as the HTTP library gives them (``"GET"`` or ``b"GET"``, ``200`` or
@@ -239,35 +276,52 @@ class RouteTags:
         key = (address, method, status, error)
         found = self._calls.get(key)
         if found is None:
-            found = _client_call_tags(address, method, status, error, self.name)
+            found = _client_call_tags(address, method, status, error, self.parent)
             if len(self._calls) < MAX_CACHED_TAGS:
                 self._calls[key] = found
         return found
 
     def tagged(self, key: str, value: str) -> Mapping[str, str]:
-        """Return this route's tags and one more (``component``, ``cache.alias``...).
+        """Return this unit's tags and one more (``component``, ``cache.alias``...).
 
         ``value`` must already be bounded (a component, an alias, a capped template name).
         """
         found = self._tagged.get((key, value))
         if found is None:
-            found = {**self.route, key: value}
+            found = {**self.unit, key: value}
             if len(self._tagged) < MAX_CACHED_TAGS:
                 self._tagged[key, value] = found
         return found
 
     def database(self, namespace: str) -> Mapping[str, str]:
-        """Return the tags of this route's per-request metrics of one ``db.namespace``."""
+        """Return the tags of this unit's per-unit database metrics of one ``db.namespace``."""
         found = self._databases.get(namespace)
         if found is None:
-            found = {**self.route, DB_NAMESPACE: bounded(namespace)}
+            found = {**self.unit, DB_NAMESPACE: bounded(namespace)}
             if len(self._databases) < MAX_CACHED_TAGS:
                 self._databases[namespace] = found
         return found
 
+    def published(self, task: str) -> Mapping[str, str]:
+        """Return the tags of ``celery.task.published`` for ``task`` sent by this unit.
+
+        A task's own name stands for itself (one task publishing another keeps only the
+        name of the one it sent: a tag key holds one value).
+        """
+        found = self._published.get(task)
+        if found is None:
+            found = {**self.unit, TASK_NAME: task}
+            if len(self._published) < MAX_CACHED_TAGS:
+                self._published[task] = found
+        return found
+
 
 def _client_call_tags(
-    address: tuple[str, str], method: object, status: object, error: str | None, route: str | None
+    address: tuple[str, str],
+    method: object,
+    status: object,
+    error: str | None,
+    parent: Mapping[str, str],
 ) -> Mapping[str, str]:
     text = method.decode("ascii", "replace") if isinstance(method, bytes) else str(method)
     tags = {SERVER_ADDRESS: address[0], SERVER_PORT: address[1], METHOD: request_method(text)}
@@ -278,8 +332,7 @@ def _client_call_tags(
         tags[ERROR_TYPE] = error
     elif code is not None and code >= "400":
         tags[ERROR_TYPE] = code  # OpenTelemetry: a 4xx or 5xx fails a client call
-    if route is not None:
-        tags[PARENT_ROUTE] = route
+    tags.update(parent)
     return tags
 
 
@@ -293,7 +346,7 @@ class RequestTags:
         request: Mapping[str, str],
         view: Mapping[str, str],
         error: Mapping[str, str] | None,
-        db: RouteTags,
+        db: UnitTags,
     ) -> None:
         self.request = request
         self.view = view
@@ -302,10 +355,10 @@ class RequestTags:
 
     @classmethod
     def build(
-        cls, route: RouteTags, method: str, status: str | None, error: str | None, view_failed: bool
+        cls, route: UnitTags, method: str, status: str | None, error: str | None, view_failed: bool
     ) -> RequestTags:
         """Return the tags for a request to ``route`` that ended with ``status``/``error``."""
-        view = {**route.route, METHOD: method}
+        view = {**route.unit, METHOD: method}
         request = dict(view)
         if status is not None:
             request[STATUS] = status
@@ -316,4 +369,4 @@ class RequestTags:
         request[ERROR_TYPE] = error
         if view_failed:
             view = {**view, ERROR_TYPE: error}
-        return cls(request, view, {**route.route, ERROR_TYPE: error}, route)
+        return cls(request, view, {**route.unit, ERROR_TYPE: error}, route)

@@ -27,25 +27,28 @@ from zibrato.security.curve import CURVE_ENV
 CLIENT = "the client"  # nothing is recorded or sent
 REQUESTS = "request metrics"  # request, view and per-request database metrics
 MODEL_SIGNALS = "model signals"  # Django's per-model save and delete counters
+TASKS = "task metrics"  # Celery's tasks, measured through zibrato.framework.celery
 BROKER = "the broker"  # only the broker commands read it, and they refuse to start
 # Where the time goes (docs/web-metrics.md): each part can be switched off alone.
-BREAKDOWN = "the time breakdown"  # http.server.request.breakdown
+BREAKDOWN = "the time breakdown"  # http.server.request.breakdown, celery.task.breakdown
 HTTP_CLIENT = "outgoing HTTP metrics"  # http.client.request.duration
 CACHE = "cache metrics"  # Django's cache calls per request
 TEMPLATES = "template metrics"  # template time per request
 STATEMENTS = "repeated statements"  # SQL text and code locations of an N+1
 EVERY_FEATURE = (
-    CLIENT, REQUESTS, MODEL_SIGNALS, BROKER, BREAKDOWN, HTTP_CLIENT, CACHE, TEMPLATES, STATEMENTS
+    CLIENT, REQUESTS, MODEL_SIGNALS, TASKS, BROKER,
+    BREAKDOWN, HTTP_CLIENT, CACHE, TEMPLATES, STATEMENTS,
 )  # fmt: skip
 
 # What a problem is, so that a front end can give each kind its own id (Django's E001...).
-LEVEL, ADDRESS, BACKENDS, TYPE, REGEX, CURVE = (
+LEVEL, ADDRESS, BACKENDS, TYPE, REGEX, CURVE, CELERY_APP = (
     "level",
     "address",
     "backends",
     "type",
     "regex",
     "curve",
+    "celery app",
 )
 UNKNOWN_KEY, DEPRECATED_KEY, UNREACHABLE = "unknown key", "deprecated key", "unreachable"
 
@@ -168,6 +171,31 @@ def _curve(value: object) -> str | None:
     return path  # its keys are loaded where they are used (or checked)
 
 
+# Where a Celery app is: 'package.module:attribute' (or the last dot for the colon).
+_APP_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[:.][A-Za-z_]\w*", re.ASCII)
+MAX_APP_PATH = 200
+
+
+def _celery(value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) <= MAX_APP_PATH and _APP_PATH.fullmatch(value):
+            return value  # imported where it is used (or checked): zibrato.framework.celery
+    elif _looks_like_celery_app(value):
+        return value
+    raise ConfigError(
+        f"{shown(value)}: use where your Celery app is, e.g. 'proj.celery:app' "
+        "(or the app itself), or None"
+    )
+
+
+def _looks_like_celery_app(value: object) -> bool:
+    # Read off its class: an app's ``tasks`` is a property that finalizes the app.
+    kind = type(value)
+    return all(hasattr(kind, name) for name in ("tasks", "conf", "send_task"))
+
+
 KEYS: dict[str, Key] = {
     "PUBLISH": Key(
         None,
@@ -190,6 +218,7 @@ KEYS: dict[str, Key] = {
     "TEMPLATES": Key(True, TEMPLATES, TYPE, _switch, "time template rendering per request"),
     "REPEATED_STATEMENTS": Key(True, STATEMENTS, TYPE, _switch, "SQL and code of an N+1"),
     "APP_PACKAGES": Key([], STATEMENTS, TYPE, _packages, "packages that are the application"),
+    "CELERY": Key(None, TASKS, TYPE, _celery, "the Celery app whose tasks are measured"),
     "BROKER_FRONTEND": Key(DEFAULT_FRONTEND, BROKER, ADDRESS, _bind, "the broker binds here"),
     "BROKER_BACKEND_ADDRESS": Key(DEFAULT_BACKEND, BROKER, ADDRESS, _bind, "and here"),
     "BACKENDS": Key(list(DEFAULT_BACKENDS), BROKER, BACKENDS, _backends, "what it runs"),

@@ -12,8 +12,8 @@ One rule for bad values, in every front end:
 * at start-up checks (Django's ``check``, Flask's ``init_app``, every command) each bad
   value is one line naming the key and what is allowed;
 * at run time, where no check ran (a Django worker), the feature the bad value concerns
-  (:data:`CLIENT`, :data:`REQUESTS`, :data:`MODEL_SIGNALS`; :data:`BROKER` keys matter
-  only to the broker commands) is switched off and that same line is logged once: never
+  (:data:`CLIENT`, :data:`REQUESTS`, :data:`MODEL_SIGNALS`, :data:`TASKS`; :data:`BROKER`
+  keys matter only to the broker commands) is switched off and that same line is logged once: never
   an exception in the application, never a guess that sends data somewhere else.
 
 >>> settings = read_settings({"PUBLISH": "tcp://127.0.0.1:²", "LEVEL": "info"})
@@ -49,6 +49,7 @@ from zibrato.framework.setting_keys import (  # the keys' table, named here for 
     BREAKDOWN,
     BROKER,
     CACHE,
+    CELERY_APP,
     CLIENT,
     CURVE,
     DEPRECATED_KEY,
@@ -61,6 +62,7 @@ from zibrato.framework.setting_keys import (  # the keys' table, named here for 
     REGEX,
     REQUESTS,
     STATEMENTS,
+    TASKS,
     TEMPLATES,
     TYPE,
     UNKNOWN_KEY,
@@ -77,6 +79,7 @@ __all__ = [
     "BREAKDOWN",
     "BROKER",
     "CACHE",
+    "CELERY_APP",
     "CLIENT",
     "CURVE",
     "DEPRECATED_KEY",
@@ -90,6 +93,7 @@ __all__ = [
     "REGEX",
     "REQUESTS",
     "STATEMENTS",
+    "TASKS",
     "TEMPLATES",
     "TYPE",
     "UNKNOWN_KEY",
@@ -172,6 +176,7 @@ class Settings:
     broker_backend_address: str
     backends: tuple[Mapping[str, Any], ...]
     insecure: bool
+    celery: Any = None  # None, 'package.module:app' or the app (zibrato.framework.celery)
     problems: tuple[Problem, ...] = ()
     exclude: re.Pattern[str] | None = field(default=None, compare=False)
 
@@ -230,12 +235,14 @@ def read_settings(
     environ: Mapping[str, str] | None = None,
     check_backends: bool = False,
     check_curve_keys: bool = False,
+    check_celery: bool = False,
 ) -> Settings:
     """Return the settings from what the user wrote (``given``: canonical key -> value).
 
     ``keys`` are the keys this front end has (others are unknown: a warning with the
-    likely intended name). ``check_backends`` builds ``BACKENDS`` (nothing starts) and
-    ``check_curve_keys`` loads the client's CURVE keys, as start-up checks do.
+    likely intended name). ``check_backends`` builds ``BACKENDS`` (nothing starts),
+    ``check_curve_keys`` loads the client's CURVE keys and ``check_celery`` imports the
+    ``CELERY`` app, as start-up checks do.
     """
     environ = os.environ if environ is None else environ
     if not isinstance(given, Mapping):
@@ -265,6 +272,8 @@ def read_settings(
         problems.extend(_check_backends(parsed["BACKENDS"]))
     if check_curve_keys:
         problems.extend(_check_curve_keys(parsed["CURVE"], environ))
+    if check_celery and not any(p.key == "CELERY" for p in problems):
+        problems.extend(_check_celery(parsed["CELERY"]))
     return _resolve(parsed, problems, environ)
 
 
@@ -310,6 +319,7 @@ def _resolve(
         broker_backend_address=parsed["BROKER_BACKEND_ADDRESS"],
         backends=parsed["BACKENDS"],
         insecure=parsed["INSECURE"],
+        celery=parsed["CELERY"],
         problems=tuple(problems),
         exclude=exclude_pattern(parsed["EXCLUDE_PATHS"]),
     )
@@ -350,6 +360,18 @@ def _check_curve_keys(curve: str | None, environ: Mapping[str, str]) -> list[Pro
     except (ConfigError, OSError) as exc:
         where = "" if curve is not None else f"${CURVE_ENV}: "
         return [Problem("CURVE", f"{where}{exc}", CURVE, (CLIENT,))]
+    return []
+
+
+def _check_celery(spec: object) -> list[Problem]:
+    if spec is None:
+        return []
+    from zibrato.framework.celery import load_app  # imports the app's module, not Celery
+
+    try:
+        load_app(spec)
+    except ConfigError as exc:
+        return [Problem("CELERY", str(exc), CELERY_APP, (TASKS,))]
     return []
 
 

@@ -293,7 +293,7 @@ class RepeatedStatements:
         self._lock = threading.Lock()
         self._walked: dict[tuple[str, str], tuple[float, Location]] = {}
         self._texts: dict[str, str] = {}
-        self._kept: dict[str | None, set[str]] = {}
+        self._kept: dict[tuple[tuple[str, str], ...], set[str]] = {}
         self._tags: dict[tuple[object, ...], Mapping[str, str]] = {}
 
     def locate(self, namespace: str, statement: str, frame: FrameType | None) -> Location:
@@ -312,20 +312,21 @@ class RepeatedStatements:
         return location
 
     def tags(
-        self, route: str | None, namespace: str, statement: str, location: Location
+        self, unit: Mapping[str, str], namespace: str, statement: str, location: Location
     ) -> Mapping[str, str]:
-        """Return the tags of one repeated statement of ``route`` (``_OTHER`` past the cap)."""
-        key = (route, namespace, statement, location)
+        """Return the tags of one repeated statement of the units tagged ``unit`` (a
+        route's ``{"http.route": ...}``), ``_OTHER`` past the cap."""
+        name = tuple(unit.items())
+        key = (name, namespace, statement, location)
         found = self._tags.get(key)
         if found is not None:
             return found
         with self._lock:
             text = self._text(statement)
-            kept = self._kept.setdefault(route, set())
+            kept = self._kept.setdefault(name, set())
             if text not in kept and len(kept) < self.per_route:
                 kept.add(text)
-            base = {} if route is None else {schema.ROUTE: route}
-            base[schema.DB_NAMESPACE] = schema.bounded(namespace)
+            base = {**unit, schema.DB_NAMESPACE: schema.bounded(namespace)}
             if text in kept:
                 found = {**base, schema.QUERY_TEXT: text, **location.tags()}
             else:

@@ -4,7 +4,7 @@ template was rendering when a statement ran.
 Each adapter hooks rendering its own way (Django: the render call itself, since its
 ``template_rendered`` signal fires only under the test runner; Flask: its real
 ``before_render_template`` and ``template_rendered`` signals) and notes each render on
-its request's state (``RequestState.open_render`` / ``close_render``). What they share:
+its unit's state (``TimeSpentState.open_span`` / ``add_render``). What they share:
 
 * :data:`NAMES`: the ``template.name`` tag values of the process, at most
   :data:`MAX_TEMPLATE_NAMES` (a site renders few templates; names made up at run time,

@@ -24,6 +24,8 @@ urlpatterns = [
     path("get-only/", views.get_only),
     path("fail/after/", views.home),
     path("stream/", views.stream),
+    path("atomic/", views.atomic_count),
+    path("stream-queries/", views.stream_with_queries),
     path("async/items/", views.async_items),
     path("slow/async/", views.async_slow),
     path("create/", views.create_shelf),

@@ -124,3 +124,21 @@ def health(request: HttpRequest) -> HttpResponse:
 class ShelfView(View):
     def get(self, request: HttpRequest, region: str, slug: str) -> HttpResponse:
         return HttpResponse(f"shelf {slug}")
+
+
+def atomic_count(request: HttpRequest) -> HttpResponse:
+    """One query in a transaction: BEGIN and COMMIT around it (docs/django.md)."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        return HttpResponse(str(Item.objects.count()))
+
+
+def stream_with_queries(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed body that queries while it is produced, after the view returned."""
+
+    def body():
+        yield b"items:"
+        yield str(Item.objects.count()).encode()
+
+    return StreamingHttpResponse(body(), content_type="text/plain")

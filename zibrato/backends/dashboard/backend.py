@@ -23,10 +23,12 @@ from zibrato.backends.dashboard.store import (
     DEFAULT_MAX_STORED_SERIES,
     RECEIVED,
     ROUTE,
+    TASK,
     HistoryStore,
     Identity,
     identity,
 )
+from zibrato.backends.dashboard.tasks import TASK_TAG, TaskApi, summarize_tasks
 from zibrato.backends.toolkit import allowed_hosts as hosts
 from zibrato.backends.toolkit.httpserver import Handler, HttpServer, Response
 
@@ -53,6 +55,7 @@ SECURITY_HEADERS = {
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/static/tasks.js": ("tasks.js", "text/javascript; charset=utf-8"),
     "/static/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
     "/static/favicon.svg": ("favicon.svg", "image/svg+xml"),
     "/static/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
@@ -75,7 +78,7 @@ def history_tiers(days: float) -> tuple[Tier, ...]:
 
 
 def rollup_points(rollup: Rollup) -> Iterator[tuple[Identity, Point]]:
-    """Yield every point one rollup stores: each series, then each route summary."""
+    """Yield every point one rollup stores: each series, then each route and task summary."""
     ts = rollup.timestamp
     for series in rollup.series:
         key = identity(RECEIVED, series.name, series.type, series.source, series.tags)
@@ -83,6 +86,9 @@ def rollup_points(rollup: Rollup) -> Iterator[tuple[Identity, Point]]:
     for summary in summarize_routes(rollup.series):
         key = identity(ROUTE, summary.name, summary.type, None, summary.tags)
         yield key, point_from_stats(summary.type, summary.stats, ts)
+    for task in summarize_tasks(rollup.series):
+        key = identity(TASK, task.name, task.type, None, {TASK_TAG: task.task})
+        yield key, point_from_stats(task.type, task.stats, ts)
 
 
 class DashboardBackend(Backend):
@@ -136,6 +142,7 @@ class DashboardBackend(Backend):
         )
         self.api = DashboardApi(self.store, flush_interval=self.flush_interval)
         routes = self.api.routes()
+        routes.update(TaskApi(self.api, self.store).routes())
         routes.update((path, self._static(*spec)) for path, spec in _STATIC.items())
         self._http = HttpServer(
             listen,

@@ -3,7 +3,8 @@
 Tables (``PRAGMA user_version`` is the schema version):
 
 * ``series(id, scope, name, type, source, tags)``: one row per series; ``scope`` 0 for a
-  series as received, 1 for a route summary the dashboard computed (``routes.py``);
+  series as received, 1 for a route summary the dashboard computed (``routes.py``), 2
+  for a task summary (``tasks.py``);
   ``tags`` is a JSON object with sorted keys; ``source`` is ``''`` when there is none.
 * ``points(tier, ts, series, count, sum, min, max, last, p50, p90, p95, p99)``: one row
   per series per span (see ``downsampling.Point``); ``tier`` indexes the store's tiers,
@@ -43,7 +44,7 @@ from zibrato.backends.dashboard.downsampling import (
 from zibrato.errors import ConfigError
 
 SCHEMA_VERSION = 1
-RECEIVED, ROUTE = 0, 1  # series scopes
+RECEIVED, ROUTE, TASK = 0, 1, 2  # series scopes
 COVERAGE = 0  # the series id of the flushes themselves
 DEFAULT_MAX_STORED_SERIES = 5_000
 # Values are stored as integers where that loses nothing a chart can show: timers (and

@@ -600,10 +600,18 @@
     }
   }
 
+  // Panels of their own files (static/tasks.js) draw with these helpers and load with the
+  // rest: each is { loadTable(), loadCharts() }.
+  state.kit = { getJson, draw, element, numberCell, heat, fmtMs, fmtNumber, fmtPercent, msAxis,
+                chartWindow, tableWindow, run, COLORS };
+  state.panels = [];
+  const panelTables = () => state.panels.map((panel) => panel.loadTable());
+  const panelCharts = () => state.panels.map((panel) => panel.loadCharts());
+
   async function refresh() {
     await run(async () => {
-      await Promise.all([loadTable(), loadMetrics(), loadHealth()]);
-      await Promise.all([loadRoute(), loadExplorer()]);
+      await Promise.all([loadTable(), loadMetrics(), loadHealth(), ...panelTables()]);
+      await Promise.all([loadRoute(), loadExplorer(), ...panelCharts()]);
       state.refreshes += 1;
       state.ready = true;
     });
@@ -657,8 +665,8 @@
     });
     $("stat-select").addEventListener("change", () => run(loadExplorer));
     $("tag-select").addEventListener("change", () => run(loadExplorer));
-    $("window").addEventListener("change", () => run(() => Promise.all([loadRoute(), loadExplorer(), loadHealth()])));
-    $("table-window").addEventListener("change", () => run(() => Promise.all([loadTable(), loadStatements()])));
+    $("window").addEventListener("change", () => run(() => Promise.all([loadRoute(), loadExplorer(), loadHealth(), ...panelCharts()])));
+    $("table-window").addEventListener("change", () => run(() => Promise.all([loadTable(), loadStatements(), ...panelTables()])));
     let resizing = null;
     window.addEventListener("resize", () => {
       window.clearTimeout(resizing);
