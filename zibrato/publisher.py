@@ -47,6 +47,9 @@ DEFAULT_BROKER_HINT = "zibrato run"
 # Beyond close()'s linger (the wait for the broker): time to encode and hand to ZeroMQ
 # what is still buffered, however loaded the machine. After it, close() gives up.
 CLOSE_GRACE = 1.0
+# The least time close() gives ZeroMQ to write what it holds (within the linger and grace),
+# even when encoding the backlog took the whole linger.
+LAST_WRITE = 0.1
 # How long the publisher thread waits on a full ZeroMQ queue before it counts the batch
 # as lost (send_queue_full), in batch intervals. The application never waits for it.
 SEND_PATIENCE = 4
@@ -330,7 +333,11 @@ class Publisher:
         try:
             self._drain_final(deadline, give_up)
             self._send_final_marks()
-            self._close_link(max(0.0, deadline - time.monotonic()))
+            now = time.monotonic()
+            # Encoding a large backlog may have used up the linger: ZeroMQ still gets a
+            # moment to write it (within the grace), rather than none.
+            floor = min(linger, LAST_WRITE, max(0.0, give_up - now))
+            self._close_link(max(deadline - now, floor))
         finally:
             self._lock.release()
         self._warn_no_broker(closing=True)
