@@ -195,14 +195,14 @@ class PythonRunner:
         self._end()
         self._capture = contextlib.ExitStack()
         self._capture.enter_context(capture())
-        self._before = set(publisher._live)
+        self._before = set(publisher.live_publishers())
         self.namespace = {"__name__": "__docs__"}
         self.failed = False
 
     def _end(self) -> None:
         if self._capture is not None:
             # Close what the blocks created while the capture still holds their events.
-            for pub in set(publisher._live) - self._before:
+            for pub in set(publisher.live_publishers()) - self._before:
                 pub.close(linger=0)
             self._capture.close()
             self._capture = None
