@@ -37,8 +37,9 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Two workers, each test file on one of them (its module fixtures and servers stay put).
 test: lint $(BIN)/promtool servers chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # README's picture: the dashboard of a running demo, taken by its browser test.
 screenshot: venv chromium

@@ -24,22 +24,22 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from itertools import repeat, starmap
-from math import isfinite
-from typing import Any, Protocol
+from typing import Any
 
 from zibrato import levels, lifecycle, protocol
+from zibrato.accounting import DROPPED_METRIC, Counts
 from zibrato.addresses import DEFAULT_FRONTEND
-from zibrato.batching import BatchChecker, expanded, on_the_wire
 from zibrato.link import BrokerLink
 from zibrato.protocol import COUNTER, DISTRIBUTION, TIMER, Event
+from zibrato.sending import DROPPED_LEVEL, BatchSender, CaptureSink
 from zibrato.series import Series, SeriesBook
 
 log = logging.getLogger("zibrato")
 
-DROPPED_METRIC = "zibrato.publisher.dropped"
-DROPPED_LEVEL = "warning"
+__all__ = ["DROPPED_LEVEL", "DROPPED_METRIC", "CaptureSink", "Publisher"]
+
 # How long a client waits for any broker before it says (once) that none answers.
 NO_BROKER_WARNING_AFTER = 3.0
 # What that warning tells a user to run; an adapter names its own command.
@@ -47,6 +47,9 @@ DEFAULT_BROKER_HINT = "zibrato run"
 # Beyond close()'s linger (the wait for the broker): time to encode and hand to ZeroMQ
 # what is still buffered, however loaded the machine. After it, close() gives up.
 CLOSE_GRACE = 1.0
+# The least time close() gives ZeroMQ to write what it holds (within the linger and grace),
+# even when encoding the backlog took the whole linger.
+LAST_WRITE = 0.1
 # How long the publisher thread waits on a full ZeroMQ queue before it counts the batch
 # as lost (send_queue_full), in batch intervals. The application never waits for it.
 SEND_PATIENCE = 4
@@ -56,19 +59,6 @@ SERIES_KINDS = frozenset((COUNTER, TIMER, DISTRIBUTION))
 # Series one publisher keeps (each bounded by buffer_size values); past it, recording
 # goes through the queues of events.
 MAX_SERIES = 2_000
-_NUMBER_TYPES = frozenset((int, float))
-
-
-class CaptureSink(Protocol):
-    """Where drained events go instead of the network (``zibrato.testing`` uses this)."""
-
-    def receive(
-        self,
-        level: str,
-        source: str | None,
-        tags: Mapping[str, str] | None,
-        events: Sequence[Event],
-    ) -> None: ...
 
 
 class Publisher:
@@ -109,14 +99,7 @@ class Publisher:
         # One deque per level, created once and never replaced, so that clients and
         # timers may keep references to them; a forked child clears them instead.
         self.queues: dict[str, deque[Event]] = {level: deque() for level in levels.LEVELS}
-        self.dropped: dict[str, int] = {}
-        self.sent_events = 0
-        self.sent_batches = 0
-        self.filtered_events = 0
-        self._unpublished_drops: dict[str, int] = {}
-        self._warned: set[str] = set()
         self._warned_no_broker = False
-        self._checker = BatchChecker(self._reject_in_hand)
         # Series recorded as bare values (zibrato.series): made on request, bounded.
         self.series_book = SeriesBook(
             levels.LEVELS,
@@ -136,21 +119,39 @@ class Publisher:
     def _renew_process_state(self) -> None:
         # Locks and events too: another thread of the parent may have held one at fork.
         self._lock = threading.Lock()  # held by whoever drives the link
-        self._counts_lock = threading.Lock()  # counts that several threads update
         self._wake = threading.Event()
         self._pid = os.getpid()
         self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
-        self._seq = dict.fromkeys(levels.LEVELS, 0)
-        self._sent_before = dict.fromkeys(levels.LEVELS, 0)
-        # Events taken off a queue by the thread and not yet counted anywhere; and whether
-        # close() gave up waiting and counted them (and the queues) itself.
-        self._in_hand = 0
-        self._abandoned = False
+        # The child's counts start at zero: the parent's are the parent's to report.
+        self.counts = Counts()
         # A forked child never touches the parent's link: its I/O thread is gone.
-        self._link = BrokerLink(
-            self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold, curve=self.curve
+        self._link = self._new_link()
+        self._sender = BatchSender(
+            self._link, self.counts, self.publisher_id, source=self.source, tags=self.tags
         )
         self._thread: threading.Thread | None = None
+
+    def _new_link(self) -> BrokerLink:
+        return BrokerLink(
+            self.address, sndhwm=self.sndhwm, startup_hold=self.startup_hold, curve=self.curve
+        )
+
+    # The counts that stats() shows, as attributes (zibrato.accounting keeps them).
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.counts.dropped
+
+    @property
+    def sent_events(self) -> int:
+        return self.counts.sent_events
+
+    @property
+    def sent_batches(self) -> int:
+        return self.counts.sent_batches
+
+    @property
+    def filtered_events(self) -> int:
+        return self.counts.filtered_events
 
     def after_fork_in_child(self) -> None:
         """Renew what belongs to one process (lifecycle calls it in a forked child)."""
@@ -160,9 +161,6 @@ class Publisher:
             queue.clear()
         self.series_book.renew_after_fork()
         self._renew_process_state()
-        # The child's counts start at zero: the parent's are the parent's to report.
-        self.dropped, self._unpublished_drops = {}, {}
-        self.sent_events = self.sent_batches = self.filtered_events = 0
         if not self._closing:
             self._start_thread()
 
@@ -224,27 +222,7 @@ class Publisher:
 
     def reject(self, reason: str, detail: str, count: int = 1, *, warn: bool = True) -> None:
         """Count events that were not recorded; log the first of each reason (if ``warn``)."""
-        with self._counts_lock:
-            first = self._count_dropped(reason, count) and warn
-        if first:
-            self._log_first_drop(reason, detail)
-
-    def _count_dropped(self, reason: str, count: int) -> bool:
-        """Add to the drop counts (the counts lock is held); whether it is the first."""
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
-        self._unpublished_drops[reason] = self._unpublished_drops.get(reason, 0) + count
-        if reason in self._warned:
-            return False
-        self._warned.add(reason)
-        return True
-
-    def _log_first_drop(self, reason: str, detail: str) -> None:
-        log.warning(
-            "zibrato: dropped a metric (%s): %s; further drops are counted in %s and not logged",
-            reason,
-            detail,
-            DROPPED_METRIC,
-        )
+        self.counts.reject(reason, detail, count, warn=warn)
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything recorded so far; wait at most ``timeout`` s for a broker."""
@@ -292,12 +270,7 @@ class Publisher:
         if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
                 self._close_link(max(0.0, deadline - time.monotonic()))
-                self._link = BrokerLink(
-                    self.address,
-                    sndhwm=self.sndhwm,
-                    startup_hold=self.startup_hold,
-                    curve=self.curve,
-                )
+                self._link = self._sender.link = self._new_link()
             finally:
                 self._lock.release()
 
@@ -325,35 +298,29 @@ class Publisher:
         deadline, give_up = start + linger, start + linger + CLOSE_GRACE
         self._wake.set()  # the thread sees _closing and lets go of the link
         if not self._lock.acquire(timeout=give_up - start):
-            self._abandon(linger)
+            self.counts.abandon(
+                self._discard_queued,
+                f"were not handed to ZeroMQ within close()'s {linger:g} s linger and "
+                f"{CLOSE_GRACE:g} s of grace (a loaded machine?)",
+            )
             return
         try:
             self._drain_final(deadline, give_up)
-            self._send_final_marks()
-            self._close_link(max(0.0, deadline - time.monotonic()))
+            self._sender.final_marks()
+            now = time.monotonic()
+            # Encoding a large backlog may have used up the linger: ZeroMQ still gets a
+            # moment to write it (within the grace), rather than none.
+            floor = min(linger, LAST_WRITE, max(0.0, give_up - now))
+            self._close_link(max(deadline - now, floor))
         finally:
             self._lock.release()
         self._warn_no_broker(closing=True)
-
-    def _abandon(self, linger: float) -> None:
-        """Give up on a thread that keeps the link: count whatever it has not sent as lost."""
-        with self._counts_lock:
-            self._abandoned = True
-            pending = self._in_hand + self._discard_queued()
-            self._in_hand = 0
-            first = pending > 0 and self._count_dropped("close_timeout", pending)
-        if first:
-            self._log_first_drop(
-                "close_timeout",
-                f"{pending} events were not handed to ZeroMQ within close()'s "
-                f"{linger:g} s linger and {CLOSE_GRACE:g} s of grace (a loaded machine?)",
-            )
 
     def _close_link(self, wait: float) -> None:
         """Close the link (the lock is held); count what ZeroMQ may have held as lost."""
         unsent = self._link.close(wait)
         if unsent:
-            self.sent_events -= unsent
+            self.counts.sent_events -= unsent
             self.reject(
                 "linger_expired",
                 f"up to {unsent} events may have been still queued in ZeroMQ for "
@@ -381,7 +348,7 @@ class Publisher:
             finally:
                 self._lock.release()
         with self._lock:
-            if self._abandoned:  # close() could not wait for us: the socket is ours to close
+            if self.counts.abandoned:  # close() could not wait for us: the socket is ours
                 self._link.close(0.0)
 
     def _send_deadline(self) -> float:
@@ -400,6 +367,20 @@ class Publisher:
             return
         try:
             self._drain_locked(deadline, final=False, send_deadline=self._send_deadline())
+        finally:
+            self._lock.release()
+
+    def drain_now(self, timeout: float, *, release_held: bool = False) -> None:
+        """Send what is pending now (``flush_all``); ``release_held``: also what waits
+        for a broker's subscriptions (sent, or counted)."""
+        if self._closing or self._pid != os.getpid():
+            return
+        if not self._lock.acquire(timeout=timeout if timeout > 0 else -1):
+            return
+        try:
+            self._drain_locked(
+                time.monotonic() + timeout, final=release_held, send_deadline=self._send_deadline()
+            )
         finally:
             self._lock.release()
 
@@ -445,57 +426,27 @@ class Publisher:
                     not final and self._closing
                 ):
                     return
-                with self._counts_lock:  # taken and in hand at once: close() may count both
+                counts = self.counts
+                with counts.lock:  # taken and in hand at once: close() may count both
                     if dirty:
                         taken, count = book.take(level, self.batch_size)
                         events = None
                     else:
                         events = _take(queue, self.batch_size)
                         count = len(events)
-                    self._in_hand += count
+                    counts.in_hand += count
                 try:
                     if events is None:
-                        self._send_series(level, taken, sink, send_deadline)
+                        self._sender.series(level, taken, sink, send_deadline)
                     else:
-                        self._send(level, events, sink, send_deadline)
+                        self._sender.events(level, events, sink, send_deadline)
                 except Exception as exc:  # never raise into flush()/close() callers
-                    self._reject_in_hand("send_failed", f"{type(exc).__name__}: {exc}", -1)
-                self._settle_in_hand()
-        self._send_drop_report(sink)
+                    counts.reject_in_hand("send_failed", f"{type(exc).__name__}: {exc}", -1)
+                counts.settle_in_hand()
+        if sink is None:  # a capture reads the drop counts directly
+            self._sender.drop_report(self._send_deadline())
         if not final:
             self._warn_no_broker(closing=False)
-
-    # -- accounting of the batch in hand ------------------------------------------
-    def _reject_in_hand(
-        self, reason: str, detail: str, count: int = 1, *, warn: bool = True
-    ) -> None:
-        """Count ``count`` events of the batch in hand as dropped (-1: all that is left)."""
-        with self._counts_lock:
-            if self._abandoned:
-                return  # close() counted them already
-            if count < 0:
-                count = self._in_hand
-            self._in_hand -= count
-            first = self._count_dropped(reason, count) and warn
-        if first:
-            self._log_first_drop(reason, detail)
-
-    def _count_in_hand(self, sent: int = 0, filtered: int = 0, captured: int = 0) -> None:
-        """Move events of the batch in hand to their count (a capture's are not counted)."""
-        with self._counts_lock:
-            if self._abandoned:
-                return
-            self._in_hand -= sent + filtered + captured
-            self.sent_events += sent
-            self.sent_batches += 1 if sent else 0
-            self.filtered_events += filtered
-
-    def _settle_in_hand(self) -> None:
-        with self._counts_lock:
-            if self._in_hand and not self._abandoned:  # a path that forgot to count: say so
-                log.error("zibrato: %d events of a batch were not accounted for", self._in_hand)
-                self._count_dropped("internal_error", self._in_hand)
-            self._in_hand = 0
 
     def _warn_no_broker(self, *, closing: bool) -> None:
         """Say once that no broker answers, a few seconds in (or at close, if sooner)."""
@@ -519,182 +470,7 @@ class Publisher:
         return (
             any(self.queues.values())
             or self.series_book.has_pending()
-            or bool(self._unpublished_drops)
-        )
-
-    def _send_drop_report(self, sink: CaptureSink | None) -> None:
-        # The report waits (merged with later drops) until a subscriber listens for it;
-        # a capture reads the drop counts directly instead.
-        if not self._unpublished_drops or sink is not None:
-            return
-        if DROPPED_LEVEL not in self._link.subscribed:
-            return
-        with self._counts_lock:
-            report, self._unpublished_drops = self._unpublished_drops, {}
-            self._in_hand += len(report)
-        events: list[Event] = [
-            (COUNTER, DROPPED_METRIC, count, None, {"reason": reason})
-            for reason, count in report.items()
-        ]
-        self._send(DROPPED_LEVEL, events, sink, self._send_deadline())
-        self._settle_in_hand()
-
-    def _send(
-        self, level: str, events: list[Event], sink: CaptureSink | None, deadline: float
-    ) -> None:
-        """Send one batch of queued events (in hand), or count why it is not sent."""
-        events, wire = self._checker.checked(events)
-        if not events:
-            return
-        if sink is not None:
-            sink.receive(level, self.source, self.tags, events)
-            self._count_in_hand(captured=len(events))
-        elif not self._unsendable(level, len(events)):
-            self._send_frames(level, events, deadline, wire)
-
-    def _send_series(
-        self,
-        level: str,
-        taken: list[tuple[Series, list[Any]]],
-        sink: CaptureSink | None,
-        deadline: float,
-    ) -> None:
-        """Send the values taken from series (in hand), or count why they are not sent."""
-        wire, count = self._series_wire(taken, check_all=False)
-        if not wire:
-            return
-        if sink is not None:
-            sink.receive(level, self.source, self.tags, list(expanded(wire)))
-            self._count_in_hand(captured=count)
-        elif not self._unsendable(level, count):
-            try:
-                frames = self._encode(level, wire)
-            except (OverflowError, TypeError, ValueError):
-                # Something the quick check let through (a huge integer, say): check fully.
-                wire, count = self._series_wire(taken, check_all=True)
-                if not wire:
-                    return
-                frames = self._encode(level, wire)
-            self._send_encoded(level, frames, count, deadline)
-
-    def _series_wire(
-        self, taken: list[tuple[Series, list[Any]]], *, check_all: bool
-    ) -> tuple[list[Event], int]:
-        """Return the wire form of values taken from series, and how many values it holds.
-
-        An untrusted series' values are checked (``check_all``: every value, one by one);
-        the invalid ones are counted by reason, in hand.
-        """
-        wire: list[Event] = []
-        count = 0
-        for series, values in taken:
-            if check_all or not series.trusted:
-                values = self._checked_values(series, values, one_by_one=check_all)
-                if not values:
-                    continue
-            wire.append(
-                (
-                    series.kind,
-                    series.name,
-                    values if len(values) > 1 else values[0],
-                    series.source,
-                    series.tags,
-                )
-            )
-            count += len(values)
-        return wire, count
-
-    def _checked_values(
-        self, series: Series, values: list[Any], *, one_by_one: bool = False
-    ) -> list[Any]:
-        """Return a series' values that are valid; count the others (by reason, in hand)."""
-        try:
-            if (
-                not one_by_one
-                and _NUMBER_TYPES.issuperset(map(type, values))
-                and all(map(isfinite, values))
-                and (series.kind != TIMER or min(values) >= 0)
-            ):
-                return values
-        except (OverflowError, TypeError, ValueError):  # a huge integer, say
-            pass
-        events = [(series.kind, series.name, value, series.source, series.tags) for value in values]
-        return [event[2] for event in self._checker.drop_invalid(events)]
-
-    def _unsendable(self, level: str, count: int) -> bool:
-        """Count ``count`` events in hand that cannot go to a subscriber, and say so."""
-        link = self._link
-        if level in link.subscribed:
-            return False
-        if (refusal := link.refusal()) is not None:
-            self._reject_in_hand(*refusal, count)  # CURVE: the broker turned us down
-        elif link.error is not None:
-            self._reject_in_hand("invalid_address", link.error, count)
-        elif not link.ever_subscribed and not link.handshakes:
-            # No broker has ever answered (the startup hold is over): the events are lost.
-            self._reject_in_hand("no_broker", "", count, warn=False)  # one warning of its own
-        else:
-            if level in link.ever_subscribed:
-                # The broker or its subscribers went away: these events are lost on the
-                # way, so advance the count that lets a returning subscriber see the gap.
-                self._sent_before[level] += count
-            self._count_in_hand(filtered=count)
-        return True
-
-    def _send_frames(
-        self,
-        level: str,
-        events: Sequence[Event],
-        deadline: float,
-        wire: Sequence[Event] | None = None,
-    ) -> None:
-        """Send ``events`` (checked) as one batch, in their ``wire`` form (value lists)."""
-        try:
-            frames = self._encode(level, on_the_wire(events) if wire is None else wire)
-        except (OverflowError, TypeError, ValueError):
-            # Something the quick check let through (a huge integer, say): check fully.
-            kept = self._checker.drop_invalid(events)
-            if not kept:
-                return
-            events, frames = kept, self._encode(level, on_the_wire(kept))
-        if len(frames[1]) > protocol.MAX_MESSAGE_BYTES and len(events) > 1:
-            half = len(events) // 2
-            self._send_frames(level, events[:half], deadline)
-            self._send_frames(level, events[half:], deadline)
-            return
-        self._send_encoded(level, frames, len(events), deadline)
-
-    def _send_encoded(self, level: str, frames: list[bytes], count: int, deadline: float) -> None:
-        """Hand one encoded batch of ``count`` events to ZeroMQ, retrying while its queue is
-        full until ``deadline``; count it sent, or dropped."""
-        while not self._link.send(frames, count):
-            if time.monotonic() >= deadline:
-                self._reject_in_hand(
-                    "send_queue_full", "the ZeroMQ send queue to the broker is full", count
-                )
-                return
-            time.sleep(0.002)
-        self._seq[level] += 1
-        self._sent_before[level] += count
-        self._count_in_hand(sent=count)
-
-    def _send_final_marks(self) -> None:
-        """Send each level's final count as an empty batch (the lock is held): a backend
-        that receives it knows exactly how many of our events it missed, to the last."""
-        for level, seq in self._seq.items():
-            if seq and level in self._link.subscribed:
-                self._link.send(self._encode(level, []), 0)
-
-    def _encode(self, level: str, events: Sequence[Event]) -> list[bytes]:
-        return protocol.encode(
-            level,
-            self.publisher_id,
-            self._seq[level],
-            self._sent_before[level],
-            time.time(),
-            self.source,
-            self.tags,
-            events,
+            or bool(self.counts.unpublished)
         )
 
 
@@ -726,9 +502,19 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
 
 
 # -- process-wide plumbing ---------------------------------------------------------
-# Every publisher of this process (zibrato.testing reads it), as lifecycle tracks them.
+# Every publisher of this process, as lifecycle tracks them.
 _live: weakref.WeakSet[Publisher] = lifecycle.live  # type: ignore[assignment]
 _capture_sink: CaptureSink | None = None
+
+
+def live_publishers() -> list[Publisher]:
+    """Return every publisher of this process that is not closed."""
+    return list(_live)
+
+
+def capture_sink() -> CaptureSink | None:
+    """Return where every publisher's events go instead of the network (None: nowhere)."""
+    return _capture_sink
 
 
 def set_capture_sink(sink: CaptureSink | None) -> None:
@@ -742,16 +528,5 @@ def flush_all(timeout: float = 0.0, *, release_held: bool = False) -> None:
 
     ``release_held`` also sends (or counts) events held while waiting for a broker.
     """
-    for publisher in list(_live):
-        if publisher._closing or publisher._pid != os.getpid():
-            continue
-        if not publisher._lock.acquire(timeout=timeout if timeout > 0 else -1):
-            continue
-        try:
-            publisher._drain_locked(
-                time.monotonic() + timeout,
-                final=release_held,
-                send_deadline=publisher._send_deadline(),
-            )
-        finally:
-            publisher._lock.release()
+    for publisher in live_publishers():
+        publisher.drain_now(timeout, release_held=release_held)

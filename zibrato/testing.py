@@ -81,7 +81,7 @@ class CapturedMetrics:
         self._events: list[RecordedEvent] = []
         self._lock = threading.Lock()
         # Drop counts when the capture began, per publisher, so only later ones count.
-        self._dropped_before = {id(pub): dict(pub.dropped) for pub in list(publisher._live)}
+        self._dropped_before = {id(pub): dict(pub.dropped) for pub in publisher.live_publishers()}
 
     def receive(
         self,
@@ -209,7 +209,7 @@ class CapturedMetrics:
     def _dropped_counts(self) -> dict[str, int]:
         """Return :attr:`dropped` as counted so far, without flushing pending events."""
         counts: dict[str, int] = {}
-        for pub in list(publisher._live):
+        for pub in publisher.live_publishers():
             before = self._dropped_before.get(id(pub), {})
             for reason, total in pub.dropped.items():
                 if total - before.get(reason, 0):
@@ -240,7 +240,7 @@ def capture() -> Iterator[CapturedMetrics]:
     """Capture every metric recorded in this process inside the ``with`` block."""
     publisher.flush_all(release_held=True)  # what came before goes where it was going
     metrics = CapturedMetrics()
-    previous = publisher._capture_sink
+    previous = publisher.capture_sink()
     publisher.set_capture_sink(metrics)
     try:
         yield metrics

@@ -36,34 +36,34 @@ if os.environ.get("TASKAPP_BEAT_QUEUE"):  # beat's tests: a task every 0.3 s to 
 N_PLUS_ONE = 5  # rows the N+1 task reads one by one
 
 
-@app.task(name="taskapp.add")
+@app.task(name="taskapp.add", shared=False)
 def add(x: int, y: int) -> int:
     return x + y
 
 
-@app.task(name="taskapp.fail")
+@app.task(name="taskapp.fail", shared=False)
 def fail() -> None:
     raise ValueError("failed on purpose")
 
 
-@app.task(name="taskapp.ignore")
+@app.task(name="taskapp.ignore", shared=False)
 def ignore() -> None:
     raise Ignore()
 
 
-@app.task(name="taskapp.reject")
+@app.task(name="taskapp.reject", shared=False)
 def reject() -> None:
     raise Reject("rejected on purpose", requeue=False)
 
 
-@app.task(name="taskapp.retry_once", bind=True, max_retries=1)
+@app.task(name="taskapp.retry_once", shared=False, bind=True, max_retries=1)
 def retry_once(self: Task, countdown: float) -> str:
     if self.request.retries == 0:
         raise self.retry(countdown=countdown)
     return "second try"
 
 
-@app.task(name="taskapp.n_plus_one")
+@app.task(name="taskapp.n_plus_one", shared=False)
 def n_plus_one(fixed: bool = False) -> int:
     """Read ``N_PLUS_ONE`` rows one query each (the same SQL each time), or in one."""
     from django.db import connection
@@ -77,7 +77,7 @@ def n_plus_one(fixed: bool = False) -> int:
     return N_PLUS_ONE
 
 
-@app.task(name="taskapp.where_time_goes")
+@app.task(name="taskapp.where_time_goes", shared=False)
 def where_time_goes(url: str) -> int:
     """Spend time in each component of the breakdown: queries, an outgoing call to ``url``
     (a loopback server that answers after a delay), the cache, a template, and its own."""
@@ -102,7 +102,7 @@ def where_time_goes(url: str) -> int:
 APP_SECONDS = 0.05  # where_time_goes' own time, at least
 
 
-@app.task(name="taskapp.sleep")
+@app.task(name="taskapp.sleep", shared=False)
 def sleep(seconds: float, started: str | None = None) -> float:
     """Sleep; touch the file ``started`` first, so that a test knows the task runs."""
     if started:

@@ -45,7 +45,7 @@ tasks = Celery("shop", broker="memory://")
 shop_db = SQLAlchemy()
 
 
-@tasks.task(name="shop.confirm")
+@tasks.task(name="shop.confirm", shared=False)
 def confirm(order: int) -> int:
     for _ in range(3):  # the same statement three times: two duplicates
         shop_db.session.execute(text("SELECT 1"))
@@ -175,11 +175,11 @@ def test_instrument_is_once_per_app_and_filtered_to_it(metrics: CapturedMetrics)
     try:
         assert celery.instrument(ours) is first
 
-        @ours.task(name="ours.ping")
+        @ours.task(name="ours.ping", shared=False)
         def ping() -> str:
             return "pong"
 
-        @theirs.task(name="theirs.ping")
+        @theirs.task(name="theirs.ping", shared=False)
         def other_ping() -> str:
             return "pong"
 
@@ -193,6 +193,39 @@ def test_instrument_is_once_per_app_and_filtered_to_it(metrics: CapturedMetrics)
     assert len(metrics.filter(TASK)) == 1  # no longer measured
 
 
+def test_an_app_not_instrumented_here_is_not_stamped_by_one_that_is(
+    metrics: CapturedMetrics,
+) -> None:
+    """Only ``ours`` is instrumented. What ``theirs`` publishes carries no stamp and is not
+    counted, even a name nobody registers; what ``ours`` publishes is, unknown or not."""
+    from celery import signals
+
+    ours, theirs = Celery("ours", broker="memory://"), Celery("theirs", broker="memory://")
+    ours.task(name="ours.ping", shared=False)(_nothing)
+    theirs.task(name="theirs.ping", shared=False)(_nothing)
+    seen: list[tuple[str, bool]] = []
+
+    def look(sender: object = None, headers: Any = None, properties: Any = None, **_: Any) -> None:
+        reply_to = properties.get("reply_to") if isinstance(properties, dict) else None
+        seen.append(("ours" if reply_to == ours.thread_oid else "theirs", DUE_HEADER in headers))
+
+    client = Zibrato(publish="inproc://zibrato-celery-test")
+    celery.instrument(ours, client=client)
+    signals.before_task_publish.connect(look, weak=False, dispatch_uid="look")
+    try:
+        theirs.send_task("theirs.ping")
+        theirs.send_task("nobody.knows")
+        ours.send_task("ours.ping")
+        ours.send_task("nobody.knows")
+    finally:
+        signals.before_task_publish.disconnect(look, dispatch_uid="look")
+        celery.uninstrument(ours)
+        client.close()
+    assert seen == [("theirs", False), ("theirs", False), ("ours", True), ("ours", True)]
+    published = [e.tags[NAME] for e in metrics.filter(schema.TASK_PUBLISHED)]
+    assert published == ["ours.ping", "_OTHER"]
+
+
 def test_a_failing_client_never_raises_into_the_task() -> None:
     app = Celery("broken", broker="memory://")
     app.conf.task_always_eager = True
@@ -203,7 +236,7 @@ def test_a_failing_client_never_raises_into_the_task() -> None:
     celery.instrument(app, client=no_client)
     try:
 
-        @app.task(name="broken.add")
+        @app.task(name="broken.add", shared=False)
         def add(x: int, y: int) -> int:
             return x + y
 
@@ -232,7 +265,7 @@ def test_any_stamp_gives_a_wait_of_zero_or_more_or_a_reason(due: object) -> None
     instrumentation = TaskInstrumentation(
         app, client=None, level="info", db_level="info", namespace=None, clock=lambda: 1e6
     )
-    task = app.tasks[app.task(name="stamps.task")(_nothing).name]
+    task = app.tasks[app.task(name="stamps.task", shared=False)(_nothing).name]
     task.request_stack.push(SimpleNamespace(is_eager=False, **{DUE_HEADER: due}))
     instrumentation.task_started(sender=task, task_id="t1")  # type: ignore[arg-type]
     task.request_stack.pop()

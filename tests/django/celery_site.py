@@ -14,7 +14,7 @@ app = Celery("agree", broker="memory://")
 not_an_app = object()
 
 
-@app.task(name="agree.confirm")
+@app.task(name="agree.confirm", shared=False)
 def confirm() -> int:
     """Count the shelves three times over: the same query, two duplicates."""
     from djtest.models import Shelf

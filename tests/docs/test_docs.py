@@ -195,14 +195,14 @@ class PythonRunner:
         self._end()
         self._capture = contextlib.ExitStack()
         self._capture.enter_context(capture())
-        self._before = set(publisher._live)
+        self._before = set(publisher.live_publishers())
         self.namespace = {"__name__": "__docs__"}
         self.failed = False
 
     def _end(self) -> None:
         if self._capture is not None:
             # Close what the blocks created while the capture still holds their events.
-            for pub in set(publisher._live) - self._before:
+            for pub in set(publisher.live_publishers()) - self._before:
                 pub.close(linger=0)
             self._capture.close()
             self._capture = None
@@ -407,6 +407,21 @@ def check_synopsis(argv: list[str]) -> str | None:
 
 
 # -- the test ----------------------------------------------------------------------------------
+def shared_tasks() -> set[object]:
+    """Celery's tasks for every app (``@app.task`` is shared by default), if Celery is here."""
+    state = sys.modules.get("celery._state")
+    return set(getattr(state, "_on_app_finalizers", ()))
+
+
+def forget_shared_tasks(before: set[object]) -> None:
+    """A docs example's ``@app.task(name="shop.confirm")`` would join every Celery app made
+    later in this process, and collide with a test's task of the same name."""
+    state = sys.modules.get("celery._state")
+    finalizers = getattr(state, "_on_app_finalizers", None)
+    if isinstance(finalizers, set):
+        finalizers.intersection_update(before)
+
+
 def check_file(path: Path, scratch: Path) -> list[str]:
     """Return one line per failing block of ``path``."""
     failures: list[str] = []
@@ -414,6 +429,7 @@ def check_file(path: Path, scratch: Path) -> list[str]:
     added = str(scratch)
     sys.path.insert(0, added)
     modules_before = set(sys.modules)
+    finalizers_before = shared_tasks()
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(refused_address())
         previous = os.environ.get(cli_publish_env())
@@ -429,6 +445,7 @@ def check_file(path: Path, scratch: Path) -> list[str]:
             if problem:
                 failures.append(f"{block.where}: {problem}")
     sys.path.remove(added)
+    forget_shared_tasks(finalizers_before)
     for name in set(sys.modules) - modules_before:
         module_file = getattr(sys.modules[name], "__file__", None) or ""
         if module_file.startswith(added) or name == "__docs__":

@@ -42,7 +42,9 @@ _publishing = threading.local()
 def _owner(name: object, properties: object) -> Instrumented | None:
     """Return the instrumentation of the app publishing: the one whose per-thread id is
     the message's ``reply_to`` (as ``app.send_task`` sets it), else the one that registers
-    ``name``, else the first one made."""
+    ``name`` (a retry keeps its first publisher's ``reply_to``), else -- only for a message
+    without ``reply_to`` -- the first one made. A message of an app that is not
+    instrumented here, for a task no instrumented app registers, is nobody's."""
     reply_to = properties.get("reply_to") if isinstance(properties, dict) else None
     if reply_to is not None:
         for found in instrumented:
@@ -51,7 +53,7 @@ def _owner(name: object, properties: object) -> Instrumented | None:
     for found in instrumented:
         if isinstance(name, str) and name in found.app.tasks:
             return found
-    return instrumented[0] if instrumented else None
+    return instrumented[0] if instrumented and reply_to is None else None
 
 
 def _before_publish(
