@@ -131,7 +131,7 @@ def test_a_task_without_a_component_is_all_app_and_breakdown_off_records_none(
     app.conf.task_always_eager = True
     client = Zibrato(publish="inproc://zibrato-celery-breakdown")
 
-    @app.task(name="plain.add")
+    @app.task(name="plain.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
