@@ -26,10 +26,9 @@ def collect(released: weakref.ref[Publisher]) -> list[warnings.WarningMessage]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         deadline = time.monotonic() + 5
-        # The publisher thread lets go of it when it stops, and may be the one to free it.
-        for thread in threading.enumerate():
-            if thread.name == "zibrato-publisher":
-                thread.join(max(0.0, deadline - time.monotonic()))
+        # Its publisher thread lets go of it when it stops, and may be the one to free it.
+        # (Not a join of every "zibrato-publisher": another client's, e.g. Django's shared
+        # one when Django is set up in this process, never stops.)
         while released() is not None and time.monotonic() < deadline:
             gc.collect()
             time.sleep(0.01)
