@@ -46,12 +46,12 @@ from urllib.parse import urlsplit
 import requests
 
 from zibrato.aggregation import Rollup, Series, SeriesType
-from zibrato.backends.base import Backend, BackendOptions, Option
+from zibrato.backends.base import BackendOptions, Option
 from zibrato.backends.toolkit.push import (
     DEFAULT_TIMEOUT,
     Pusher,
+    PushingBackend,
     StatusPolicy,
-    TargetError,
     Verdict,
     retry_server_errors,
 )
@@ -116,7 +116,7 @@ def measurement(series: Series, measure_time: int, source: str | None) -> Measur
     return point
 
 
-class LibratoBackend(Backend):
+class LibratoBackend(PushingBackend):
     """Post every rollup to Librato's legacy v1 API, buffering across outages.
 
     >>> backend = LibratoBackend(connect="tcp://127.0.0.1:5551", email="ops@example.com",
@@ -210,11 +210,6 @@ class LibratoBackend(Backend):
         return f"<LibratoBackend url={self.url!r} email={self.email!r}>"
 
     @property
-    def buffered(self) -> int:
-        """How many measurements wait to be delivered."""
-        return self._push.buffered
-
-    @property
     def sent_measurements(self) -> int:
         return self._push.sent
 
@@ -226,10 +221,6 @@ class LibratoBackend(Backend):
     def rejected_measurements(self) -> int:
         return self._push.rejected
 
-    @property
-    def last_error(self) -> TargetError | None:
-        return self._push.last_error
-
     def describe(self) -> str:
         return f"posting to {self.url}/v1/metrics as {self.email}"
 
@@ -239,11 +230,8 @@ class LibratoBackend(Backend):
             "rejected_measurements": self.rejected_measurements,
         }
 
-    def close_target(self) -> None:
-        self._push.close()
-
     def emit(self, rollup: Rollup) -> None:
-        deadline = self._push.deadline(self.flush_interval, stopping=self.stop_event.is_set())
+        deadline = self.push_deadline()
         measure_time = int(rollup.timestamp)
         points = []
         for series in rollup.series:

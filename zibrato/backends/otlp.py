@@ -53,7 +53,7 @@ import requests
 
 from zibrato import __version__
 from zibrato.aggregation import Rollup, Series, SeriesType
-from zibrato.backends.base import Backend, BackendOptions, Option
+from zibrato.backends.base import BackendOptions, Option
 from zibrato.backends.otlp_messages import Attributes, HistogramValue, Messages, Point
 from zibrato.backends.prometheus import DEFAULT_BUCKETS, DEFAULT_DISTRIBUTION_BUCKETS, bucket_list
 from zibrato.backends.toolkit.cumulative import (
@@ -66,8 +66,8 @@ from zibrato.backends.toolkit.cumulative import (
 from zibrato.backends.toolkit.push import (
     DEFAULT_TIMEOUT,
     Pusher,
+    PushingBackend,
     StatusPolicy,
-    TargetError,
     check_url,
     parse_headers,
 )
@@ -110,7 +110,7 @@ def _choice(value: str | None, choices: Sequence[str], what: str, default: str) 
     return chosen
 
 
-class OtlpBackend(Backend):
+class OtlpBackend(PushingBackend):
     """Push every rollup to an OTLP/HTTP endpoint (a collector, or a vendor's).
 
     >>> OtlpBackend(connect="tcp://127.0.0.1:5551",
@@ -280,15 +280,6 @@ class OtlpBackend(Backend):
         temporality = "cumulative" if self.cumulative else "delta"
         return f"sending OTLP ({self.protocol}, {temporality}) to {self.endpoint}"
 
-    @property
-    def buffered(self) -> int:
-        """How many points wait to be delivered."""
-        return self._push.buffered
-
-    @property
-    def last_error(self) -> TargetError | None:
-        return self._push.last_error
-
     def target_counters(self) -> Mapping[str, float]:
         return {
             "dropped_points": self._push.dropped,
@@ -296,12 +287,9 @@ class OtlpBackend(Backend):
             "evicted_series": self._store.evicted,
         }
 
-    def close_target(self) -> None:
-        self._push.close()
-
     # -- one flush -----------------------------------------------------------------------
     def emit(self, rollup: Rollup) -> None:
-        deadline = self._push.deadline(self.flush_interval, stopping=self.stop_event.is_set())
+        deadline = self.push_deadline()
         self._push.push(self.points(rollup), deadline)
 
     def points(self, rollup: Rollup) -> list[Point]:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Unpack
 import requests
 
 from zibrato.aggregation import Rollup, Series, SeriesType
-from zibrato.backends.base import Backend, BackendOptions, Option
+from zibrato.backends.base import BackendOptions, Option
 from zibrato.backends.prometheus import (
     DEFAULT_BUCKETS,
     DEFAULT_DISTRIBUTION_BUCKETS,
@@ -57,8 +57,8 @@ from zibrato.backends.toolkit.cumulative import DEFAULT_TTL, CumulativeStore, Ru
 from zibrato.backends.toolkit.push import (
     DEFAULT_TIMEOUT,
     Pusher,
+    PushingBackend,
     StatusPolicy,
-    TargetError,
     check_url,
     parse_headers,
     retry_server_errors,
@@ -102,7 +102,7 @@ def _family_type(series_type: str) -> str:
     return "histogram"
 
 
-class RemoteWriteBackend(Backend):
+class RemoteWriteBackend(PushingBackend):
     """Push every series to a Prometheus remote write endpoint at each flush.
 
     >>> RemoteWriteBackend(connect="tcp://127.0.0.1:5551",
@@ -231,15 +231,6 @@ class RemoteWriteBackend(Backend):
     def describe(self) -> str:
         return f"writing to {self.url} (Prometheus remote write 1.0) as instance={self.instance}"
 
-    @property
-    def buffered(self) -> int:
-        """How many samples wait to be delivered."""
-        return self._push.buffered
-
-    @property
-    def last_error(self) -> TargetError | None:
-        return self._push.last_error
-
     def target_counters(self) -> Mapping[str, float]:
         return {
             "dropped_samples": self._push.dropped,
@@ -248,12 +239,9 @@ class RemoteWriteBackend(Backend):
             "evicted_series": self._store.evicted,
         }
 
-    def close_target(self) -> None:
-        self._push.close()
-
     # -- one flush -----------------------------------------------------------------------
     def emit(self, rollup: Rollup) -> None:
-        deadline = self._push.deadline(self.flush_interval, stopping=self.stop_event.is_set())
+        deadline = self.push_deadline()
         start = rollup.timestamp - rollup.interval
         for series in rollup.series:
             key = self._key(series)

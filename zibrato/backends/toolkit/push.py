@@ -34,10 +34,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
+
+from zibrato.backends.base import Backend
 
 log = logging.getLogger("zibrato")
 
@@ -491,3 +493,26 @@ def retry_after_seconds(value: str | None) -> float:
 def _never_stopping(seconds: float) -> bool:
     time.sleep(seconds)
     return False
+
+
+class PushingBackend(Backend):
+    """A backend that delivers each flush through its :class:`Pusher`, ``self._push``
+    (librato, otlp, remote_write): what it buffers, its last error, its close."""
+
+    _push: Pusher[Any]
+
+    @property
+    def buffered(self) -> int:
+        """How many items (measurements, points, samples) wait to be delivered."""
+        return self._push.buffered
+
+    @property
+    def last_error(self) -> TargetError | None:
+        return self._push.last_error
+
+    def close_target(self) -> None:
+        self._push.close()
+
+    def push_deadline(self) -> float:
+        """When this flush's delivery must end: within the flush interval, sooner at stop."""
+        return self._push.deadline(self.flush_interval, stopping=self.stop_event.is_set())
