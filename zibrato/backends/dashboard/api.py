@@ -62,6 +62,8 @@ STATS_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
+Row = dict[str, Any]  # one row of a table, as JSON
+
 
 def nice_step(window: float, flush_interval: float) -> float:
     """Return 0 (one point per flush) or a round bucket size that keeps a line short."""
@@ -135,22 +137,38 @@ class DashboardApi:
         )
 
     def route_table(self, request: Request) -> Response:
+        def row(route: str, merged: Mapping[str, Point | None], seconds: float) -> Row | None:
+            if merged.get(REQUEST) is None and merged.get(QUERIES) is None:
+                return None
+            return {**_route_row(route, merged, seconds), **_time_shares(merged)}
+
+        return self.table(request, "routes", self._route_series(), row)
+
+    def table(
+        self,
+        request: Request,
+        key: str,
+        groups: Mapping[str, Mapping[str, StoredSeries]],
+        row: Callable[[str, Mapping[str, Point | None], float], Row | None],
+    ) -> Response:
+        """A table of ``groups`` (a route's or a task's series, by metric name) over the
+        request's window: each group's series merged, one row per group that ``row`` makes
+        one for (None: nothing to show), under ``key``, sorted by the group's name."""
         start, end = self._span(request, DEFAULT_TABLE_WINDOW)
         seconds = total(p.sum or 0 for p in self.store.coverage(start, end))
-        by_route = self._route_series()
         points = self.store.points(
-            (s.id for members in by_route.values() for s in members.values()), start, end
+            (s.id for members in groups.values() for s in members.values()), start, end
         )
         rows = []
-        for route, members in sorted(by_route.items()):
+        for group, members in sorted(groups.items()):
             merged = {
                 name: merge(points[s.id], end) if points.get(s.id) else None
                 for name, s in members.items()
             }
-            if merged.get(REQUEST) is None and merged.get(QUERIES) is None:
-                continue
-            rows.append({**_route_row(route, merged, seconds), **_time_shares(merged)})
-        return Response.json({"start": start, "end": end, "seconds": seconds, "routes": rows})
+            made = row(group, merged, seconds)
+            if made is not None:
+                rows.append(made)
+        return Response.json({"start": start, "end": end, "seconds": seconds, key: rows})
 
     def route_charts(self, request: Request) -> Response:
         route = request.param("route")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zibrato.aggregation import Series, SeriesType
-from zibrato.backends.dashboard.api import DashboardApi
-from zibrato.backends.dashboard.downsampling import Point, aligned, merge, statistic, total
+from zibrato.backends.dashboard.api import DashboardApi, Row
+from zibrato.backends.dashboard.downsampling import Point, aligned, statistic
 from zibrato.backends.dashboard.routes import pooled_stats
 from zibrato.backends.dashboard.store import TASK, HistoryStore, StoredSeries
 from zibrato.backends.toolkit.httpserver import BadRequest, Handler, Request, Response
@@ -92,22 +92,12 @@ class TaskApi:
         return {"/api/tasks": self.task_table, "/api/task": self.task_charts}
 
     def task_table(self, request: Request) -> Response:
-        start, end = self.api._span(request, DEFAULT_TABLE_WINDOW)
-        seconds = total(p.sum or 0 for p in self.store.coverage(start, end))
-        by_task = self._task_series()
-        points = self.store.points(
-            (s.id for members in by_task.values() for s in members.values()), start, end
-        )
-        rows = []
-        for task, members in sorted(by_task.items()):
-            merged = {
-                name: merge(points[s.id], end) if points.get(s.id) else None
-                for name, s in members.items()
-            }
+        def row(task: str, merged: Mapping[str, Point | None], seconds: float) -> Row | None:
             if merged.get(RUN) is None and merged.get(OUTCOMES) is None:
-                continue
-            rows.append(_task_row(task, merged, seconds))
-        return Response.json({"start": start, "end": end, "seconds": seconds, "tasks": rows})
+                return None
+            return _task_row(task, merged, seconds)
+
+        return self.api.table(request, "tasks", self._task_series(), row)
 
     def task_charts(self, request: Request) -> Response:
         task = request.param("task")
