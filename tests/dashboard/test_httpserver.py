@@ -331,13 +331,18 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 def test_connection_threads_are_capped_then_queued_then_refused(
     serve: Callable[..., HttpServer],
 ) -> None:
-    server = serve(timeout=0.5, max_connections=2, max_waiting=1)
+    server = serve(timeout=1.0, max_connections=2, max_waiting=1)
     address = ("127.0.0.1", server.port)
+    silent_since = time.monotonic()
     with (
         socket.create_connection(address, timeout=10) as silent_1,
         socket.create_connection(address, timeout=10) as silent_2,
     ):
         wait_until(lambda: server.busy == 2, "both threads taken by silent clients")
+        # The one in line comes halfway through the silent clients' 1 s: it waits about
+        # 0.5 s, within the 1 s a queued connection may wait, with 0.5 s to spare either
+        # way on a loaded machine.
+        wait_until(lambda: time.monotonic() >= silent_since + 0.5, "halfway")
         with socket.create_connection(address, timeout=10) as waiting:
             waiting.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
             wait_until(lambda: server.counters()["queued_connections"] == 1, "one in line")
