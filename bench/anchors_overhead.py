@@ -115,7 +115,7 @@ if have_zibrato:
                 "broker",
                 "--frontend",
                 f"tcp://127.0.0.1:{fe}",
-                "--backend",
+                "--backend-address",
                 f"tcp://127.0.0.1:{be}",
             ]
         )

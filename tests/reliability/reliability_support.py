@@ -147,7 +147,7 @@ class BrokerProcess:
             self.popen = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "zibrato", "broker"),
-                    *("--frontend", self.frontend, "--backend", self.backend),
+                    *("--frontend", self.frontend, "--backend-address", self.backend),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -59,7 +59,7 @@ def start_curve_broker(run_cli, keys: Path, *extra: str) -> tuple[Any, str, str]
         "broker",
         "--frontend",
         "tcp://127.0.0.1:0",
-        "--backend",
+        "--backend-address",
         "tcp://127.0.0.1:0",
         "--curve",
         str(keys),
