@@ -15,6 +15,7 @@ bench/django_compare.py, which interleaves runs of every mode.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import statistics
@@ -112,13 +113,18 @@ def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
         raise AssertionError(status)
 
 
-def measure(mode: str, n: int, repeats: int, flush_every: int = 0) -> list[float]:
+def measure(
+    mode: str, n: int, repeats: int, flush_every: int = 0, *, steady: bool = False
+) -> list[float]:
     """Return CPU µs per request for each of ``repeats`` runs of ``n`` requests.
 
     CPU time of the whole process (every thread: Zibrato's publisher, OpenTelemetry's
     reader), which other processes on a shared machine disturb less than wall time.
     ``flush_every``: in the zibrato mode, send a batch after every that many requests (the
     caller switched the publisher's own timer off), so that batches do not depend on time.
+    ``steady``: after the warm-up, collect and freeze what exists (``gc.freeze``), so that
+    no full collection of the warm heap, whose moment depends on the threads' interleaving,
+    falls in one run and not in another.
     """
     from django.contrib.auth.models import User
     from django.core.handlers.wsgi import WSGIHandler
@@ -136,6 +142,9 @@ def measure(mode: str, n: int, repeats: int, flush_every: int = 0) -> list[float
         batch = flush_every
     for i in range(WARMUP):
         b"".join(app(environ(i), start_response))
+    if steady:
+        gc.collect()
+        gc.freeze()
     samples = []
     for _ in range(repeats):
         started = time.process_time()
