@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from process_support import SiteProcess
 
@@ -84,6 +86,23 @@ def fetch(url: str) -> int:
         return int(response.read())
 
 
+WORKERS = 4
+READY_CONFIG = Path(__file__).resolve().parent / "gunicorn_ready.py"
+
+
+def workers_ready(gunicorn: SiteProcess, count: int, timeout: float) -> None:
+    """Wait until ``count`` workers have their signal handlers (``gunicorn_ready.py``):
+    a SIGTERM sent before that is lost to the worker, which then outlives the stop."""
+    ready = re.compile(r"zibrato-test: worker (\d+) ready")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {found[1] for line in gunicorn.stderr[:] if (found := ready.search(line))}
+        if len(pids) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count} workers not ready within {timeout} s: {gunicorn!r}")
+
+
 def every_workers_events_arrive_once(
     *,
     app: str,
@@ -110,12 +129,13 @@ def every_workers_events_arrive_once(
         received = Received(backend)
         stack.callback(received.subscriber.close)
         received.ready(frontend)
-        options = f"--preload --workers 4 --threads 4 --worker-class {worker_class}"
+        options = f"--preload --workers {WORKERS} --threads 4 --worker-class {worker_class}"
         # No control socket: gunicorn >= 25 shares ~/.gunicorn/gunicorn.ctl between instances.
         options += " --bind 127.0.0.1:0 --graceful-timeout 5 --no-control-socket"
+        options += f" --config {READY_CONFIG}"
         gunicorn = started(stack, ["-m", "gunicorn", *options.split(), app], env(frontend))
         port = gunicorn.wait_line(r"Listening at: http://127\.0\.0\.1:(\d+)", 30, stderr=True)[1]
-        gunicorn.wait_line(r"Booting worker with pid", 30, stderr=True)
+        workers_ready(gunicorn, WORKERS, 30)
         url = f"http://127.0.0.1:{port}{path}?sleep=0.02"
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             served = Counter(pool.map(lambda _: fetch(url), range(REQUESTS)))

@@ -18,6 +18,7 @@ pending, on any machine load): what it could not hand to ZeroMQ by then is count
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -59,6 +60,46 @@ SERIES_KINDS = frozenset((COUNTER, TIMER, DISTRIBUTION))
 # Series one publisher keeps (each bounded by buffer_size values); past it, recording
 # goes through the queues of events.
 MAX_SERIES = 2_000
+
+
+class Wake:
+    """What the publisher thread sleeps on until it is woken: ``threading.Event``'s four
+    methods on one lock, made when the thread is started.
+
+    Not ``threading.Event``: its ``wait`` allocates a lock at each call, from whatever
+    ``threading`` is by then. A gunicorn gevent worker starts our thread at fork, a real
+    thread, and patches ``threading`` afterwards: that thread then waited on a gevent lock
+    that the worker's hub released from another thread, and sometimes never woke (the
+    worker outlived gunicorn's graceful timeout at exit). One lock taken at construction
+    is of the same kind as the thread started beside it.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held while not set
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        with contextlib.suppress(RuntimeError):  # already released: set twice
+            self._lock.release()
+
+    def clear(self) -> None:
+        self._flag = False
+        self._lock.acquire(False)  # held again, if a set() had released it
+
+    def wait(self, timeout: float) -> bool:
+        """Return once set (True) or after ``timeout`` s (whether it was set by then)."""
+        if self._flag:
+            return True
+        if self._lock.acquire(True, timeout):
+            self._lock.release()  # stays set until clear()
+        return self._flag
 
 
 class Publisher:
@@ -118,8 +159,10 @@ class Publisher:
     # -- process state, renewed in a forked child ---------------------------------
     def _renew_process_state(self) -> None:
         # Locks and events too: another thread of the parent may have held one at fork.
+        # Made at the moment the thread is started, from the same threading module: a
+        # real thread with real locks, or (gevent patched first) a greenlet with gevent's.
         self._lock = threading.Lock()  # held by whoever drives the link
-        self._wake = threading.Event()
+        self._wake = Wake()
         self._pid = os.getpid()
         self.publisher_id = f"{self._pid:x}-{os.urandom(4).hex()}"
         # The child's counts start at zero: the parent's are the parent's to report.

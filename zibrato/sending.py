@@ -58,6 +58,9 @@ class BatchSender:
         self.link = link
         self.counts = counts
         self.publisher_id = publisher_id
+        # Read now, with the publisher's thread and locks (see zibrato.publisher.Wake): a
+        # gevent that patches time.sleep later must not reach into a real thread.
+        self._sleep = time.sleep
         self.source = source
         self.tags = tags
         self.checker = BatchChecker(counts.reject_in_hand)
@@ -218,7 +221,7 @@ class BatchSender:
                     "send_queue_full", "the ZeroMQ send queue to the broker is full", count
                 )
                 return
-            time.sleep(0.002)
+            self._sleep(0.002)
         self.seq[level] += 1
         self.sent_before[level] += count
         self.counts.count_in_hand(sent=count)
