@@ -55,7 +55,12 @@ from zibrato import __version__
 from zibrato.aggregation import Rollup, Series, SeriesType
 from zibrato.backends.base import BackendOptions, Option
 from zibrato.backends.otlp_messages import Attributes, HistogramValue, Messages, Point
-from zibrato.backends.prometheus import DEFAULT_BUCKETS, DEFAULT_DISTRIBUTION_BUCKETS, bucket_list
+from zibrato.backends.prometheus import (
+    BUCKET_OPTIONS,
+    DEFAULT_BUCKETS,
+    DEFAULT_DISTRIBUTION_BUCKETS,
+    bucket_list,
+)
 from zibrato.backends.toolkit.cumulative import (
     DEFAULT_TTL,
     CumulativeStore,
@@ -147,18 +152,7 @@ class OtlpBackend(PushingBackend):
         Option(
             "resource-tags", "tag keys that go on the resource, not the points, comma-separated"
         ),
-        Option(
-            "buckets",
-            "timer histogram bounds in seconds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_BUCKETS,
-        ),
-        Option(
-            "distribution-buckets",
-            "distribution histogram bounds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_DISTRIBUTION_BUCKETS,
-        ),
+        *BUCKET_OPTIONS,
         Option(
             "max-buffer",
             "points kept while the endpoint is unreachable; the oldest are dropped beyond "

@@ -83,6 +83,26 @@ def bucket_list(spec: str | Iterable[float]) -> tuple[float, ...]:
     return tuple(sorted(bounds))
 
 
+# The histogram options of every backend that sends histograms (prometheus, otlp,
+# remote_write): one spelling, one parser, one default.
+BUCKET_OPTIONS = (
+    Option(
+        "buckets",
+        "timer histogram bounds in seconds, comma-separated (default: %(default)s)",
+        bucket_list,
+        DEFAULT_BUCKETS,
+        metavar="BOUNDS",
+    ),
+    Option(
+        "distribution-buckets",
+        "distribution histogram bounds, comma-separated (default: %(default)s)",
+        bucket_list,
+        DEFAULT_DISTRIBUTION_BUCKETS,
+        metavar="BOUNDS",
+    ),
+)
+
+
 def metric_name(name: str, kind: str) -> str:
     """Return the Prometheus family name of a zibrato series name and type.
 
@@ -195,20 +215,7 @@ class PrometheusBackend(Backend):
             metavar="HOST:PORT",
         ),
         Option("allowed-hosts", hosts.OPTION_HELP, hosts.parse_allowed_hosts, metavar="NAMES"),
-        Option(
-            "buckets",
-            "timer histogram bounds in seconds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_BUCKETS,
-            metavar="BOUNDS",
-        ),
-        Option(
-            "distribution-buckets",
-            "distribution histogram bounds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_DISTRIBUTION_BUCKETS,
-            metavar="BOUNDS",
-        ),
+        *BUCKET_OPTIONS,
     )
 
     def __init__(

@@ -44,6 +44,7 @@ import requests
 from zibrato.aggregation import Rollup, Series, SeriesType
 from zibrato.backends.base import BackendOptions, Option
 from zibrato.backends.prometheus import (
+    BUCKET_OPTIONS,
     DEFAULT_BUCKETS,
     DEFAULT_DISTRIBUTION_BUCKETS,
     MetricNameConflict,
@@ -118,18 +119,7 @@ class RemoteWriteBackend(PushingBackend):
         Option("headers", "more HTTP headers, KEY=VALUE,... (X-Scope-OrgID=TENANT for Mimir)"),
         Option("job", "the job label (default: %(default)s)", default=DEFAULT_JOB),
         Option("instance", "the instance label (default: HOST:PID of this backend)"),
-        Option(
-            "buckets",
-            "timer histogram bounds in seconds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_BUCKETS,
-        ),
-        Option(
-            "distribution-buckets",
-            "distribution histogram bounds, comma-separated (default: %(default)s)",
-            bucket_list,
-            DEFAULT_DISTRIBUTION_BUCKETS,
-        ),
+        *BUCKET_OPTIONS,
         Option("timeout", "seconds per request (default: %(default)s)", float, DEFAULT_TIMEOUT),
         Option(
             "max-buffer",
