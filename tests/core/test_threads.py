@@ -53,3 +53,26 @@ def test_sixteen_threads_of_increments_arrive_exactly(broker, subscribe, new_cli
     assert stats["sent_events"] == expected  # nothing filtered, nothing dropped
     assert stats["dropped"] == {}
     assert stats["filtered_events"] == 0
+
+
+def test_the_publishers_wake_is_an_event_on_one_lock() -> None:
+    """``Wake`` (what the publisher thread sleeps on) behaves as ``threading.Event`` does
+    for the four methods the publisher uses, woken from another thread."""
+    from zibrato.publisher import Wake
+
+    wake = Wake()
+    started = time.monotonic()
+    assert wake.wait(0.05) is False and time.monotonic() - started >= 0.04  # times out
+    setter = threading.Timer(0.05, wake.set)
+    setter.start()
+    try:
+        assert wake.wait(10.0) is True  # woken, long before its timeout
+    finally:
+        setter.join()
+    assert wake.is_set() and wake.wait(0.0) is True  # stays set until cleared
+    wake.set()  # twice: harmless
+    wake.clear()
+    assert not wake.is_set() and wake.wait(0.01) is False
+    wake.clear()  # twice: harmless
+    wake.set()
+    assert wake.wait(0.0) is True
