@@ -64,6 +64,9 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/flask_request_overhead.py
 	$(BIN)/python bench/web_bytecodes.py flask django
 	$(BIN)/python bench/celery_task_overhead.py 40 2000
+	$(BIN)/python bench/http_client_overhead.py
+	$(BIN)/python bench/deployment_capacity.py capacity 200 500 10
+	$(BIN)/python bench/deployment_capacity.py cpu 1000000
 	@if command -v valgrind >/dev/null 2>&1; then \
 	  $(BIN)/python bench/call_instructions.py; \
 	  $(BIN)/python bench/request_instructions.py flask django; \
