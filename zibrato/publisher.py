@@ -68,10 +68,10 @@ class Wake:
 
     Not ``threading.Event``: its ``wait`` allocates a lock at each call, from whatever
     ``threading`` is by then. A gunicorn gevent worker starts our thread at fork, a real
-    thread, and patches ``threading`` afterwards: that thread then waited on a gevent lock
-    that the worker's hub released from another thread, and sometimes never woke (the
-    worker outlived gunicorn's graceful timeout at exit). One lock taken at construction
-    is of the same kind as the thread started beside it.
+    thread, and patches ``threading`` afterwards: that real thread then waited on gevent
+    locks, running a gevent hub of its own, woken across threads by the worker's hub (gdb
+    showed it). One lock taken at construction is of the same kind as the thread started
+    beside it. Every release tolerates a lock already released by a concurrent ``set``.
     """
 
     __slots__ = ("_flag", "_lock")
@@ -86,8 +86,7 @@ class Wake:
 
     def set(self) -> None:
         self._flag = True
-        with contextlib.suppress(RuntimeError):  # already released: set twice
-            self._lock.release()
+        self._release()
 
     def clear(self) -> None:
         self._flag = False
@@ -98,8 +97,13 @@ class Wake:
         if self._flag:
             return True
         if self._lock.acquire(True, timeout):
-            self._lock.release()  # stays set until clear()
+            self._release()  # stays set until clear()
         return self._flag
+
+    def _release(self) -> None:
+        # Already released: set twice, or a set() since wait() took it.
+        with contextlib.suppress(RuntimeError):
+            self._lock.release()
 
 
 class Publisher:

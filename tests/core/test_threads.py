@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -76,3 +77,44 @@ def test_the_publishers_wake_is_an_event_on_one_lock() -> None:
     wake.clear()  # twice: harmless
     wake.set()
     assert wake.wait(0.0) is True
+
+
+def test_the_wake_survives_sets_racing_its_wait() -> None:
+    """A ``set()`` between ``wait()`` taking the lock and giving it back must not make
+    either raise (the publisher thread would die of it)."""
+    from zibrato.publisher import Wake
+
+    wake = Wake()
+    failures: list[BaseException] = []
+    stop = time.monotonic() + 1.0
+
+    def waiter() -> None:
+        try:
+            while time.monotonic() < stop:
+                wake.wait(0.001)
+                wake.clear()
+        except BaseException as exc:
+            failures.append(exc)
+
+    def setter() -> None:
+        try:
+            while time.monotonic() < stop:
+                wake.set()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=waiter),
+        *(threading.Thread(target=setter) for _ in range(3)),
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
