@@ -3,6 +3,8 @@
 * ``inproc_broker``: a :class:`zibrato.broker.Broker` in this process on OS-chosen loopback
   ports; yields ``(frontend, backend)``. (``broker`` from ``tests/conftest.py`` is a
   ``zibrato broker`` subprocess instead.)
+* ``receiver``: an HTTP :class:`http_receiver.Receiver` on a loopback port, for the
+  backends that push (the push toolkit, otlp, remote_write).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from http_receiver import Receiver
 
 from zibrato.broker import Broker
 
@@ -20,3 +23,10 @@ def inproc_broker() -> Iterator[tuple[str, str]]:
     addresses = b.start()
     yield addresses
     b.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()

@@ -28,13 +28,6 @@ NOW = 1_700_000_000.0
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def make(receiver: Receiver) -> Iterator[Callable[..., OtlpBackend]]:
     clock = FakeClock()
     yield from backend_maker(

@@ -32,13 +32,6 @@ SECRET = "Sup3r-s3cret-key-99"
 RETRY_ONLY_429_AND_50X = StatusPolicy(retry={429, 502, 503, 504}.__contains__)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
 def encode(items: Sequence[int]) -> bytes:
     return json.dumps(list(items)).encode()
 

@@ -28,13 +28,6 @@ Sample = tuple[str, tuple[tuple[str, str], ...], float]
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def make(receiver: Receiver) -> Iterator[Callable[..., RemoteWriteBackend]]:
     clock = FakeClock()
     yield from backend_maker(
